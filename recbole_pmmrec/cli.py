@@ -1,0 +1,40 @@
+"""Command line of ``run_recbole_pmmrec.py`` (also installed as ``recbole-pmmrec``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from recbole_pmmrec.errors import PMMRecError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train and evaluate PMMRec or any RecBole model. Any other --key=value is a config override.")
+    parser.add_argument("--model", "-m", default="PMMRec", help="PMMRec or a RecBole model name (SASRec, GRU4Rec, ...)")
+    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (atomic files under data_path/NAME/)")
+    parser.add_argument("--config_files", default=None, help="space-separated yaml files, later ones win")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    args, _ = build_parser().parse_known_args(argv)
+    config_files = args.config_files.strip().split(" ") if args.config_files else None
+    # RecBole's Config reads the remaining --key=value pairs from sys.argv itself.
+    sys.argv = [sys.argv[0]] + list(argv)
+    from recbole_pmmrec.quick_start import run_recbole_pmmrec
+
+    try:
+        result = run_recbole_pmmrec(model=args.model, dataset=args.dataset, config_file_list=config_files)
+    except PMMRecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    summary = {k: result[k] for k in ("best_valid_result", "test_result")}
+    print("\n" + json.dumps({"model": args.model, "dataset": args.dataset, **summary}, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

