@@ -2,7 +2,7 @@
 
 Merge order, later wins::
 
-    recbole overall < plugin overall < recbole model < plugin model
+    recbole overall (+ recbole's sample dataset defaults) < plugin overall < recbole model < plugin model
       < recbole dataset (+ recbole's model-type quick-start file) < plugin dataset
       < config files < config_dict < command line
 
@@ -64,10 +64,10 @@ class Config(RecBoleConfig):
         self.internal_config_dict = {}
         for file in (
             rb / "overall.yaml",
+            rb / "dataset" / "sample.yaml",
             ours / "overall.yaml",
             rb / "model" / f"{model}.yaml",
             ours / "model" / f"{model}.yaml",
-            rb / "dataset" / "sample.yaml",
             rb / "dataset" / f"{dataset}.yaml",
         ):
             self._load_layer(file, dataset_keys=file.parent.name == "dataset")

@@ -26,31 +26,29 @@ def _import(target: str):
     return getattr(importlib.import_module(module), attribute)
 
 
-def _recbole_model_names() -> list[str]:
+def _recbole_model_modules() -> dict[str, str]:
+    """RecBole's model modules: lower-case file name -> submodule."""
     import recbole.model as rm
 
-    names = []
     root = Path(rm.__file__).parent
-    for sub in ("general_recommender", "sequential_recommender", "context_aware_recommender",
-                "knowledge_aware_recommender"):
-        names += [p.stem for p in (root / sub).glob("*.py") if not p.stem.startswith("_")]
-    return sorted(names)
+    return {p.stem: sub for sub in ("general_recommender", "sequential_recommender", "context_aware_recommender",
+                                    "knowledge_aware_recommender", "exlib_recommender")
+            for p in (root / sub).glob("*.py") if not p.stem.startswith("_")}
 
 
 def get_model(model_name: str):
     """The model class for ``model_name``: the plugin's own, else RecBole's."""
     if model_name in PLUGIN_MODELS:
         return _import(PLUGIN_MODELS[model_name])
-    try:
-        return recbole_get_model(model_name)
-    except (ValueError, AttributeError):
-        known = sorted(PLUGIN_MODELS)
-        close = [n for n in _recbole_model_names() if n.lower() == model_name.lower()]
-        hint = f" Did you mean the RecBole model spelled with its exact case ({close[0]} is a module)?" if close else ""
-        raise PMMRecConfigError(
-            f"unknown model '{model_name}'. Plugin models: {', '.join(known)}; or any RecBole model class name "
-            f"(SASRec, GRU4Rec, BERT4Rec, FDSA, SASRecF, Pop, ...), spelled as RecBole spells it.{hint}"
-        ) from None
+    if model_name.lower() in _recbole_model_modules():
+        try:
+            return recbole_get_model(model_name)
+        except AttributeError:  # right module, wrong case: recbole looks the class up by exact name
+            pass
+    raise PMMRecConfigError(
+        f"unknown model '{model_name}'. Plugin models: {', '.join(sorted(PLUGIN_MODELS))}; or a RecBole model "
+        f"class name spelled exactly as RecBole does (SASRec, GRU4Rec, BERT4Rec, FDSA, SASRecF, Pop, ...)."
+    )
 
 
 def get_trainer(model_type, model_name: str):
