@@ -1,0 +1,132 @@
+"""Merge-attention fusion: shapes, padding and missing-modality invariance, a slow per-item reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recbole_pmmrec.errors import PMMRecConfigError
+from recbole_pmmrec.model.fusion import MergeAttentionFusion, masked_mean, pool_modalities
+
+D, HEADS, LT, LV = 16, 2, 5, 3
+
+
+def _inputs(n=6, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randn(n, LT, D, generator=g, dtype=dtype)
+    image = torch.randn(n, LV, D, generator=g, dtype=dtype)
+    lengths = torch.tensor([5, 3, 1, 4, 2, 5][:n])
+    text_mask = torch.arange(LT)[None, :] < lengths[:, None]  # (n, LT), left-aligned
+    has_text = torch.tensor([True, True, True, False, True, False][:n])
+    has_image = torch.tensor([True, False, True, True, True, False][:n])
+    return text, text_mask, image, has_text, has_image
+
+
+def _fusion(seed=0, dtype=torch.float64, dropout=0.1):
+    torch.manual_seed(seed)
+    return MergeAttentionFusion(D, HEADS, dropout=dropout).to(dtype).eval()
+
+
+def _reference(fusion, text, text_mask, image, has_text, has_image):
+    """Slow: each item alone, only its valid tokens, no mask at all, plain mean."""
+    out = []
+    for i in range(text.shape[0]):
+        parts = []
+        if has_text[i]:
+            parts.append(text[i][text_mask[i]])
+        if has_image[i]:
+            parts.append(image[i])
+        if not parts:
+            out.append(torch.zeros(D, dtype=text.dtype))
+            continue
+        tokens = torch.cat(parts)[None]  # (1, n_valid, D)
+        no_mask = torch.zeros(1, 1, 1, tokens.shape[1], dtype=text.dtype)
+        out.append(fusion.merge_layer(tokens, no_mask)[0].mean(0))
+    return torch.stack(out)
+
+
+def test_merge_attention_matches_per_item_reference():
+    fusion = _fusion()
+    text, text_mask, image, has_text, has_image = _inputs()
+    with torch.no_grad():
+        got = fusion(text, text_mask, image, has_text, has_image)
+        want = _reference(fusion, text, text_mask, image, has_text, has_image)
+    assert got.shape == (6, D)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8)
+    # the item with neither modality (row 5) is a zero vector, the others are not
+    assert torch.count_nonzero(got[5]) == 0 and (got[:5].abs().sum(1) > 0).all()
+
+
+def test_padding_tokens_never_influence_output():
+    fusion = _fusion(dtype=torch.float32)
+    text, text_mask, image, has_text, has_image = _inputs(dtype=torch.float32)
+    with torch.no_grad():
+        base = fusion(text, text_mask, image, has_text, has_image)
+        noisy_text = torch.where(text_mask[..., None], text, torch.randn_like(text) * 100)
+        changed = fusion(noisy_text, text_mask, image, has_text, has_image)
+    assert torch.equal(base, changed)
+
+
+def test_missing_modality_is_single_modality_pooling_through_layer():
+    fusion = _fusion(dtype=torch.float32)
+    text, text_mask, image, has_text, has_image = _inputs(dtype=torch.float32)
+    with torch.no_grad():
+        base = fusion(text, text_mask, image, has_text, has_image)
+        # values of a missing modality are irrelevant (even huge ones)
+        image2 = torch.where(has_image[:, None, None], image, torch.full_like(image, 1e4))
+        text2 = torch.where(has_text[:, None, None], text, torch.full_like(text, -1e4))
+        assert torch.equal(base, fusion(text2, text_mask, image2, has_text, has_image))
+        # item 1 has no image: exactly the layer on its text alone; item 3 has no text: the layer on its image
+        text_only = fusion.attend(text[1:2], text_mask[1:2])
+        image_only = fusion.attend(image[3:4], torch.ones(1, LV, dtype=torch.bool))
+    torch.testing.assert_close(base[1:2], text_only, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(base[3:4], image_only, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(base[1], masked_mean(text[1:2], text_mask[1:2])[0])  # the layer did run
+
+
+def test_single_modality_modes_are_plain_means():
+    fusion = _fusion()
+    text, text_mask, image, has_text, has_image = _inputs()
+    text_only = fusion(text_tokens=text, text_mask=text_mask)
+    want = torch.stack([text[i][text_mask[i]].mean(0) for i in range(6)])
+    torch.testing.assert_close(text_only, want)
+    image_only = fusion(image_tokens=image, has_image=has_image)
+    want = torch.stack([image[i].mean(0) if has_image[i] else torch.zeros(D, dtype=image.dtype) for i in range(6)])
+    torch.testing.assert_close(image_only, want)
+    with pytest.raises(PMMRecConfigError, match="modalities"):
+        fusion()
+
+
+def test_pool_modalities_and_masked_mean():
+    text, text_mask, image, _, _ = _inputs()
+    text_vec, image_vec = pool_modalities(text, text_mask, image)
+    torch.testing.assert_close(text_vec, torch.stack([text[i][text_mask[i]].mean(0) for i in range(6)]))
+    torch.testing.assert_close(image_vec, image.mean(1))
+    assert pool_modalities(None, None, image)[0] is None and pool_modalities(text, text_mask, None)[1] is None
+    empty = torch.zeros(6, LT, dtype=torch.bool)
+    assert torch.count_nonzero(masked_mean(text, empty)) == 0
+
+
+def test_gradients_reach_layer_and_tokens_and_dropout_is_active_in_train():
+    fusion = _fusion(dtype=torch.float32, dropout=0.5).train()
+    text, text_mask, image, has_text, has_image = _inputs(dtype=torch.float32)
+    text.requires_grad_(True)
+    out = fusion(text, text_mask, image, has_text, has_image)
+    out.pow(2).sum().backward()
+    grads = [p.grad for p in fusion.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert fusion.merge_layer.multi_head_attention.query.weight.grad.abs().sum() > 0
+    assert text.grad[~text_mask].abs().sum() == 0  # padding gets no gradient
+    assert text.grad[text_mask & has_text[:, None]].abs().sum() > 0
+    with torch.no_grad():
+        again = fusion(text, text_mask, image, has_text, has_image)
+    assert not torch.allclose(out, again)
+
+
+def test_bad_config_is_named():
+    with pytest.raises(PMMRecConfigError, match="fusion_heads"):
+        MergeAttentionFusion(10, 3)
+    with pytest.raises(PMMRecConfigError, match="hidden_act"):
+        MergeAttentionFusion(8, 2, hidden_act="mish")
+    assert MergeAttentionFusion(8, 2).inner_size == 32
