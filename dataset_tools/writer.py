@@ -1,0 +1,284 @@
+"""Filter a :class:`SourceDataset`, validate its images and write the atomic files, atomically.
+
+Output, in ``OUTPUT/NAME/``::
+
+    NAME.inter      user_id:token  item_id:token  timestamp:float     (sorted by user, then time)
+    NAME.item       item_id:token  <text field>:token_seq ...          (source order)
+    NAME.images/    <item_id>.jpg  for items with a valid image
+    NAME.meta.json  source, options, counts, drops and fallbacks per reason, renamed tokens
+
+Everything is written into a hidden temporary folder next to ``NAME/`` and renamed at the end, so
+an interrupted run never leaves a half-written dataset under the final name.
+
+Filtering, repeated until nothing changes: interactions with an item missing from the item source
+are dropped (``--strict``: an error); items with neither text nor a usable image are dropped with
+their interactions; the iterative k-core (``kcore`` > 0) is applied; only items that still have
+interactions are kept; images of the kept items are validated and written.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from recbole_pmmrec.errors import PMMRecDataError
+
+from dataset_tools import __version__
+from dataset_tools.base import Report, SourceDataset, progress
+from dataset_tools.images import OUTPUT_SUFFIX, ImageLimits, ImageRejected, save_image
+from dataset_tools.tokens import SAFE_TOKEN, TokenMapper
+
+logger = logging.getLogger(__name__)
+
+NO_IMAGE, PENDING, VALID, REJECTED = 0, 1, 2, 3
+
+
+@dataclass
+class WriteOptions:
+    force: bool = False
+    quiet: bool = True
+    unsafe_tokens: str = "encode"
+    limits: ImageLimits = field(default_factory=ImageLimits)
+    options: dict = field(default_factory=dict)  # the command line, recorded in meta.json
+    started: float | None = None  # when reading began (for wall_time_s); default: when writing began
+
+
+def check_name(name: str) -> None:
+    if not SAFE_TOKEN.fullmatch(name) or name.startswith("."):
+        raise PMMRecDataError(f"dataset name {name!r} is not a plain folder name; use letters, digits, '_', '-', '.'")
+
+
+def check_output(final: Path, force: bool) -> None:
+    """Refuse to replace an existing, non-empty output folder unless ``force``."""
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise PMMRecDataError(f"output path {final} exists and is not a folder; remove it or choose another --name")
+    if final.is_dir() and any(final.iterdir()) and not force:
+        raise PMMRecDataError(
+            f"output folder {final} already exists and is not empty; pass --force to replace it, "
+            f"or choose another --output / --name"
+        )
+
+
+def _kcore(users: np.ndarray, items: np.ndarray, alive: np.ndarray, k: int) -> np.ndarray:
+    """Iterative k-core: drop interactions until every user and item has >= k of them."""
+    alive = alive.copy()
+    while True:
+        user_count = np.bincount(users[alive], minlength=users.max(initial=0) + 1)
+        item_count = np.bincount(items[alive], minlength=items.max(initial=0) + 1)
+        weak = alive & ((user_count[users] < k) | (item_count[items] < k))
+        if not weak.any():
+            return alive
+        alive &= ~weak
+
+
+def _format_time(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Builder:
+    """Holds the arrays of one conversion while it filters and writes into ``root``."""
+
+    def __init__(self, src: SourceDataset, report: Report, opts: WriteOptions, root: Path, name: str):
+        self.src, self.report, self.opts, self.root, self.name = src, report, opts, root, name
+        self.item_tokens = list(src.items)  # source order
+        self.item_index = {token: i for i, token in enumerate(self.item_tokens)}
+        records = [src.items[t] for t in self.item_tokens]
+        self.has_text = np.array([r.has_text() for r in records], dtype=bool)
+        self.image_state = np.array([PENDING if r.image is not None else NO_IMAGE for r in records], dtype=np.int8)
+        self.image_dir = root / f"{name}.images"
+        self.image_dir.mkdir()
+        self.item_map = TokenMapper("item", opts.unsafe_tokens)
+        self.user_map = TokenMapper("user", opts.unsafe_tokens)
+
+    def image_path(self, i: int) -> Path:
+        """``NAME.images/<written token>.jpg``; the token mapping guarantees it stays in that folder."""
+        path = self.image_dir / f"{self.item_map(self.item_tokens[i])}{OUTPUT_SUFFIX}"
+        if path.parent != self.image_dir or os.sep in path.name or path.name.startswith("."):
+            raise PMMRecDataError(f"item {self.item_tokens[i]!r} maps to unsafe image path {path}")
+        return path
+
+    def interactions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """Integer-coded interactions; those with an unknown item are dropped (or refused with --strict)."""
+        user_index: dict[str, int] = {}
+        users, items, keep = [], [], []
+        for n, (user, item) in enumerate(zip(self.src.users, self.src.item_ids)):
+            i = self.item_index.get(item)
+            if i is None:
+                self.report.bad_input("interaction_unknown_item", f"interaction {n} ({user!r}, {item!r}): item {item!r} is not in the item file")
+                continue
+            users.append(user_index.setdefault(user, len(user_index)))
+            items.append(i)
+            keep.append(n)
+        times = np.asarray(self.src.times, dtype=np.float64)[np.asarray(keep, dtype=np.int64)]
+        return np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64), times, list(user_index)
+
+    def validate_images(self, wanted: np.ndarray) -> None:
+        todo = np.flatnonzero(wanted & (self.image_state == PENDING))
+        for i in progress(todo, self.opts.quiet, "images", total=len(todo), unit="img"):
+            ref = self.src.items[self.item_tokens[i]].image
+            try:
+                outcome = save_image(ref, self.image_path(i), self.opts.limits)
+            except ImageRejected as err:
+                self.image_state[i] = REJECTED
+                self.report.drop(err.reason, example=err.detail)
+                log = logger.warning if err.reason == "image_too_large" else logger.debug
+                log("item %s: image refused: %s", self.item_tokens[i], err)
+                continue
+            self.image_state[i] = VALID
+            if outcome != "copied":
+                self.report.fallback(f"image_{outcome}", example=ref.where)
+
+    def filter(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray]:
+        """Returns the coded interactions, their ``alive`` mask, the user tokens and ``item_alive``."""
+        users, items, times, user_tokens = self.interactions()
+        alive = np.ones(len(items), dtype=bool)
+        item_alive = np.ones(len(self.item_tokens), dtype=bool)
+        while True:
+            content = self.has_text | (self.image_state == PENDING) | (self.image_state == VALID)
+            empty = item_alive & ~content
+            if empty.any():
+                lost = alive & empty[items]
+                self.report.drop("item_without_text_or_image", int(empty.sum()), example=self.item_tokens[int(np.flatnonzero(empty)[0])])
+                self.report.drop("interaction_item_without_text_or_image", int(lost.sum()))
+                item_alive &= ~empty
+                alive &= ~lost
+            if self.src.kcore > 0:
+                cored = _kcore(users, items, alive, self.src.kcore)
+                self.report.drop(f"interaction_below_{self.src.kcore}_core", int((alive & ~cored).sum()))
+                alive = cored
+            used = np.zeros(len(self.item_tokens), dtype=bool)
+            used[items[alive]] = True
+            self.report.drop("item_without_interactions", int((item_alive & ~used).sum()))
+            item_alive &= used
+            before = self.image_state.copy()
+            self.validate_images(item_alive)
+            newly_rejected = (before == PENDING) & (self.image_state == REJECTED)
+            if not (newly_rejected & item_alive & ~self.has_text).any():
+                break
+        # images validated in an earlier round for items that a later k-core round removed
+        for i in np.flatnonzero(~item_alive & (self.image_state == VALID)):
+            self.image_path(i).unlink()
+            self.image_state[i] = NO_IMAGE
+        return users, items, times, alive, user_tokens, item_alive
+
+    def write(self) -> dict:
+        users, items, times, alive, user_tokens, item_alive = self.filter()
+        if not alive.any():
+            dropped = dict(self.report.dropped) or "nothing"
+            raise PMMRecDataError(
+                f"nothing to write: no interactions are left for dataset {self.name!r} from {self.src.source} "
+                f"(dropped: {dropped}). Check the input paths and formats, or lower --kcore."
+            )
+        users, items, times = users[alive], items[alive], times[alive]
+        order = np.argsort(times, kind="stable")
+        order = order[np.argsort(users[order], kind="stable")]  # by user (first appearance), then time
+        written_users = {u: self.user_map(user_tokens[u]) for u in np.unique(users).tolist()}
+        written_items = {i: self.item_map(self.item_tokens[i]) for i in np.flatnonzero(item_alive).tolist()}
+        inter_path = self.root / f"{self.name}.inter"
+        with open(inter_path, "w", encoding="utf-8", newline="") as fh:
+            fh.write("user_id:token\titem_id:token\ttimestamp:float\n")
+            for u, i, t in zip(users[order].tolist(), items[order].tolist(), times[order].tolist()):
+                fh.write(f"{written_users[u]}\t{written_items[i]}\t{_format_time(t)}\n")
+        fields = self.src.text_fields
+        item_path = self.root / f"{self.name}.item"
+        kept = np.flatnonzero(item_alive)
+        with open(item_path, "w", encoding="utf-8", newline="") as fh:
+            fh.write("\t".join(["item_id:token"] + [f"{f}:token_seq" for f in fields]) + "\n")
+            # Cells never hold tabs or newlines (text.clean_text); a cell with '"' is quoted CSV-style,
+            # which is how pandas.read_csv (RecBole's reader) parses it back.
+            writer = csv.writer(fh, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+            for i in kept.tolist():
+                text = self.src.items[self.item_tokens[i]].text
+                writer.writerow([written_items[i]] + [text.get(f, "") for f in fields])
+        n_images = int((self.image_state[kept] == VALID).sum())
+        empty_fields = {f: sum(1 for i in kept.tolist() if not self.src.items[self.item_tokens[i]].text.get(f)) for f in fields}
+        return {
+            "counts": {
+                "users": int(len(np.unique(users))),
+                "items": int(len(kept)),
+                "interactions": int(len(users)),
+                "images": n_images,
+                "items_without_image": int(len(kept)) - n_images,
+                "items_without_text": int((~self.has_text[kept]).sum()),
+                "empty_text_fields": empty_fields,
+            },
+            "files": {
+                "inter": inter_path.name,
+                "item": item_path.name,
+                "images": self.image_dir.name,
+                "image_name": "<item_id>" + OUTPUT_SUFFIX,
+                "sha256": {inter_path.name: _sha256(inter_path), item_path.name: _sha256(item_path)},
+            },
+            "renamed_tokens": {"item": self.item_map.renamed, "user": self.user_map.renamed},
+        }
+
+
+def write_dataset(src: SourceDataset, report: Report, output: Path, name: str, opts: WriteOptions) -> dict:
+    """Filter ``src`` and write ``output/name/``; returns the meta dictionary (also written as JSON)."""
+    started = opts.started or time.time()
+    check_name(name)
+    output = Path(output)
+    final = output / name
+    check_output(final, opts.force)
+    output.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=output))
+    try:
+        meta = {
+            "name": name,
+            "format": src.format,
+            "converter": {"package": "dataset_tools", "version": __version__},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "source": src.source,
+            "options": opts.options,
+            "text_fields": list(src.text_fields),
+            "kcore": src.kcore,
+        }
+        meta.update(_Builder(src, report, opts, staging, name).write())
+        meta["dropped"] = dict(sorted(report.dropped.items()))
+        meta["fallbacks"] = dict(sorted(report.fallbacks.items()))
+        meta["examples"] = {k: v for k, v in sorted(report.examples.items())}
+        meta["wall_time_s"] = round(time.time() - started, 3)
+        with open(staging / f"{name}.meta.json", "w", encoding="utf-8") as fh:
+            json.dump(meta, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+        _publish(staging, final, opts.force)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return meta
+
+
+def _publish(staging: Path, final: Path, force: bool) -> None:
+    """Rename the finished staging folder to ``final`` (replacing it only with ``force``)."""
+    check_output(final, force)  # again: something may have appeared while we worked
+    old = None
+    if final.is_dir():
+        if any(final.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            os.rename(final, old / final.name)
+        else:
+            final.rmdir()
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp made it private
+    os.rename(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
