@@ -35,9 +35,9 @@ def masked_mean(x: Tensor, mask: Optional[Tensor]) -> Tensor:
     """
     if mask is None:
         return x.mean(dim=1)
-    weight = mask.to(x.dtype).unsqueeze(-1)  # (N, L, 1)
-    count = weight.sum(dim=1).clamp(min=1.0)  # (N, 1)
-    return (x * weight).sum(dim=1) / count
+    mask = mask.bool().unsqueeze(-1)  # (N, L, 1)
+    count = mask.sum(dim=1).clamp(min=1).to(x.dtype)  # (N, 1)
+    return x.masked_fill(~mask, 0.0).sum(dim=1) / count  # masked_fill: even inf/nan padding stays out
 
 
 def pool_modalities(

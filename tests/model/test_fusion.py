@@ -106,6 +106,8 @@ def test_pool_modalities_and_masked_mean():
     assert pool_modalities(None, None, image)[0] is None and pool_modalities(text, text_mask, None)[1] is None
     empty = torch.zeros(6, LT, dtype=torch.bool)
     assert torch.count_nonzero(masked_mean(text, empty)) == 0
+    poisoned = torch.where(text_mask[..., None], text, torch.full_like(text, float("inf")))
+    torch.testing.assert_close(masked_mean(poisoned, text_mask), text_vec)  # padding values never leak
 
 
 def test_gradients_reach_layer_and_tokens_and_dropout_is_active_in_train():

@@ -1,0 +1,376 @@
+"""PMMRec objectives: each against a slow loop reference, masking checks, corruption properties, and
+tiny trainings showing that NID and RCL teach what they should."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole_pmmrec.errors import PMMRecConfigError, PMMRecDataError
+from recbole_pmmrec.model.losses import (
+    corrupt_window,
+    nicl_loss,
+    nid_loss,
+    nip_loss,
+    popularity_log_q,
+    rcl_loss,
+)
+
+F64 = torch.float64
+
+# B = 4 users, L + 1 = 6 slots; padding at the end, repeated items within and across users
+IDS = torch.tensor(
+    [
+        [3, 5, 3, 7, 2, 0],  # item 3 twice in one window
+        [5, 8, 9, 0, 0, 0],  # item 5 also in user 0's window
+        [7, 0, 0, 0, 0, 0],  # no valid query; its slot is user 0's target 7 (a false negative)
+        [1, 4, 6, 4, 8, 9],
+    ]
+)
+N_ITEMS = 10
+
+
+def _logsumexp(values):
+    m = max(values)
+    return m + math.log(sum(math.exp(v - m) for v in values))
+
+
+# ------------------------------------------------------------------------------------------- NIP
+
+
+def nip_reference(seq_out, slot_emb, ids, log_q):
+    b_size, width = ids.shape
+    terms = []
+    for b in range(b_size):
+        window = set(ids[b].tolist())
+        for l in range(width - 1):
+            if ids[b, l] == 0 or ids[b, l + 1] == 0:
+                continue
+            logits, pos = [], None
+            for b2 in range(b_size):
+                for l2 in range(width):
+                    item = int(ids[b2, l2])
+                    is_pos = b2 == b and l2 == l + 1
+                    if item == 0 or (item in window and not is_pos):
+                        continue
+                    z = float(seq_out[b, l] @ slot_emb[b2, l2])
+                    if log_q is not None:
+                        z -= float(log_q[item])
+                    if is_pos:
+                        pos = len(logits)
+                    logits.append(z)
+            terms.append(_logsumexp(logits) - logits[pos])
+    return sum(terms) / len(terms)
+
+
+def _nip_inputs(seed=0, d=8):
+    g = torch.Generator().manual_seed(seed)
+    seq_out = torch.randn(4, 5, d, generator=g, dtype=F64, requires_grad=True)
+    slot_emb = torch.randn(4, 6, d, generator=g, dtype=F64, requires_grad=True)
+    return seq_out, slot_emb
+
+
+@pytest.mark.parametrize("debias", [False, True])
+def test_nip_matches_loop_reference(debias):
+    seq_out, slot_emb = _nip_inputs()
+    log_q = popularity_log_q(torch.arange(N_ITEMS).float()).to(F64) if debias else None
+    got = nip_loss(seq_out, slot_emb, IDS, log_q)
+    assert got.dim() == 0
+    assert abs(got.item() - nip_reference(seq_out.detach(), slot_emb.detach(), IDS, log_q)) < 1e-5
+    if debias:
+        assert abs(got.item() - nip_loss(seq_out, slot_emb, IDS, None).item()) > 1e-3
+
+
+def test_nip_masks_padding_same_user_items_and_target_duplicates():
+    seq_out, slot_emb = _nip_inputs(seed=1)
+    ids = torch.tensor([[3, 5, 3, 7, 0], [5, 0, 0, 0, 0], [7, 0, 0, 0, 0], [9, 0, 0, 0, 0]])
+    seq_out, slot_emb = seq_out[:, :4].detach().requires_grad_(), slot_emb[:, :5].detach().requires_grad_()
+    nip_loss(seq_out, slot_emb, ids, None).backward()
+    grad = slot_emb.grad.abs().sum(-1)  # (B, L+1); only user 0 has queries
+    assert grad[0, 0] == 0  # user 0's own item 3 at a non-target slot
+    assert grad[1, 0] == 0  # item 5 of user 0, in another user's window
+    assert grad[2, 0] == 0  # user 0's target 7 duplicated in another user's window
+    assert (grad[:, 4] == 0).all() and (grad[1:, 1:] == 0).all()  # padding slots
+    assert grad[3, 0] > 0  # a foreign item is a negative
+    assert (grad[0, 1:4] > 0).all()  # the positives
+    assert (seq_out.grad[0, :3].abs().sum(-1) > 0).all() and seq_out.grad[0, 3].abs().sum() == 0
+    # no valid query at all: zero that keeps the graph
+    empty = nip_loss(seq_out, slot_emb, torch.tensor([[4, 0, 0, 0, 0]] * 4), None)
+    assert empty.item() == 0.0 and empty.requires_grad
+
+
+# ------------------------------------------------------------------------------------------ NICL
+
+
+def nicl_reference(text_vec, image_vec, ids, has_text, has_image, tau):
+    b_size, width = ids.shape
+    vecs = [F.normalize(text_vec, dim=-1), F.normalize(image_vec, dim=-1)]
+    has = [has_text, has_image]
+
+    def present(m, b, l):
+        return 0 <= l < width and ids[b, l] != 0 and bool(has[m][b, l])
+
+    def sim(m1, b1, l1, m2, b2, l2):
+        return float(vecs[m1][b1, l1] @ vecs[m2][b2, l2]) / tau
+
+    terms = []
+    for m in range(2):
+        for b in range(b_size):
+            for l in range(width):
+                if not present(m, b, l):
+                    continue
+                anchor_item = int(ids[b, l])
+                next_item = int(ids[b, l + 1]) if l + 1 < width else 0
+                negatives = []
+                for b2 in range(b_size):
+                    if b2 == b:
+                        continue
+                    for l2 in range(width):
+                        item = int(ids[b2, l2])
+                        if item == anchor_item or (next_item != 0 and item == next_item):
+                            continue
+                        for m2 in range(2):
+                            if present(m2, b2, l2):
+                                negatives.append(sim(m, b, l, m2, b2, l2))
+                for l_pos in (l, l + 1):
+                    if present(1 - m, b, l_pos):
+                        s_p = sim(m, b, l, 1 - m, b, l_pos)
+                        terms.append(_logsumexp([s_p] + negatives) - s_p)
+    return sum(terms) / len(terms) if terms else 0.0
+
+
+def _nicl_inputs(seed=0, p=6):
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randn(4, 6, p, generator=g, dtype=F64, requires_grad=True)
+    image = torch.randn(4, 6, p, generator=g, dtype=F64, requires_grad=True)
+    has_text = torch.rand(4, 6, generator=g) > 0.2
+    has_image = torch.rand(4, 6, generator=g) > 0.3
+    return text, image, has_text, has_image
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nicl_matches_loop_reference(seed):
+    text, image, has_text, has_image = _nicl_inputs(seed)
+    got = nicl_loss(text, image, IDS, has_text, has_image, tau=0.1)
+    want = nicl_reference(text.detach(), image.detach(), IDS, has_text, has_image, 0.1)
+    assert abs(got.item() - want) < 1e-5
+    got.backward()
+    assert torch.isfinite(text.grad).all() and text.grad.abs().sum() > 0 and image.grad.abs().sum() > 0
+
+
+def test_nicl_ignores_padding_and_missing_modalities():
+    text, image, has_text, has_image = _nicl_inputs(3)
+    base = nicl_loss(text, image, IDS, has_text, has_image)
+    absent_t = ~has_text | (IDS == 0)
+    absent_v = ~has_image | (IDS == 0)
+    text2 = torch.where(absent_t[..., None], torch.randn_like(text) * 50, text)
+    image2 = torch.where(absent_v[..., None], torch.randn_like(image) * 50, image)
+    torch.testing.assert_close(nicl_loss(text2, image2, IDS, has_text, has_image), base)
+
+
+def test_nicl_has_no_negatives_within_a_user_or_among_false_negatives():
+    text, image, _, _ = _nicl_inputs(4)
+    ones = torch.ones(4, 6, dtype=torch.bool)
+    # a single user: no other users, so every term is log(e^s / e^s) = 0
+    assert abs(nicl_loss(text[:1], image[:1], IDS[:1], ones[:1], ones[:1]).item()) < 1e-12
+    # user 1 holds only item 7 (text only, so it anchors nothing); for user 0 = [3, 7] that item is the
+    # next item of anchor 3 and the item of anchor 7: a false negative that never enters a denominator
+    ids = torch.tensor([[3, 7, 0, 0, 0, 0], [7, 0, 0, 0, 0, 0]])
+    has_image = torch.tensor([[True] * 6, [False] * 6])
+    moved = text[:2].detach().clone()
+    moved[1, 0] = torch.randn(text.shape[-1], dtype=F64) * 10
+    base = nicl_loss(text[:2], image[:2], ids, ones[:2], has_image)
+    torch.testing.assert_close(nicl_loss(moved, image[:2], ids, ones[:2], has_image), base)
+    ids[1, 0] = 8  # a different item is a true negative: moving it changes the loss
+    before = nicl_loss(text[:2], image[:2], ids, ones[:2], has_image)
+    assert abs((nicl_loss(moved, image[:2], ids, ones[:2], has_image) - before).item()) > 1e-3
+    # no image anywhere: no pair, a zero that keeps the graph
+    empty = nicl_loss(text, image, IDS, ones, torch.zeros_like(ones))
+    assert empty.item() == 0.0 and empty.requires_grad
+
+
+# ------------------------------------------------------------------------------------ corruption
+
+
+def _random_ids(b=16, width=9, n_items=30, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, n_items, (b, width), generator=g)
+    lengths = torch.randint(1, width + 1, (b,), generator=g)
+    lengths[0], lengths[1] = 1, 2  # one valid input only (l=0, no noise at ratio 0.2), exactly 2 -> 1 noise
+    return ids.masked_fill(torch.arange(width)[None, :] >= lengths[:, None], 0)
+
+
+@pytest.mark.parametrize("ratio", [0.2, 0.5])
+def test_corrupt_window_properties(ratio):
+    ids = _random_ids()
+    src_b, src_l, noise = corrupt_window(ids, ratio, torch.Generator().manual_seed(7))
+    length = ids.shape[1] - 1
+    assert src_b.shape == src_l.shape == noise.shape == (16, length) and noise.dtype == torch.bool
+    inputs = ids[:, :length]
+    new = ids[src_b, src_l]
+    # untouched positions are identity, padding is never replaced
+    rows, cols = torch.meshgrid(torch.arange(16), torch.arange(length), indexing="ij")
+    assert torch.equal(src_b[~noise], rows[~noise]) and torch.equal(src_l[~noise], cols[~noise])
+    assert not noise[inputs == 0].any() and (new[inputs == 0] == 0).all()
+    # a noise position gets a real item that differs from the original
+    assert (new[noise] != inputs[noise]).all() and (new[noise] != 0).all()
+    # the count per sequence is the rounded ratio, at least one with >= 2 valid inputs
+    for b in range(16):
+        n_valid = int((inputs[b] != 0).sum())
+        want = round(ratio * n_valid)
+        if n_valid >= 2:
+            want = max(want, 1)
+        assert int(noise[b].sum()) == want
+    # deterministic given the generator, different for another seed
+    again = corrupt_window(ids, ratio, torch.Generator().manual_seed(7))
+    assert all(torch.equal(x, y) for x, y in zip((src_b, src_l, noise), again))
+    other = corrupt_window(ids, ratio, torch.Generator().manual_seed(8))
+    assert not (torch.equal(noise, other[2]) and torch.equal(src_b, other[0]))
+
+
+def test_corrupt_window_edge_cases():
+    ids = _random_ids()
+    assert not corrupt_window(ids, 0.0, torch.Generator().manual_seed(0))[2].any()
+    mono = torch.tensor([[4, 4, 4, 0], [4, 4, 0, 0]])  # no other item to draw from
+    src_b, src_l, noise = corrupt_window(mono, 0.5, torch.Generator().manual_seed(0))
+    assert not noise.any() and torch.equal(mono[src_b, src_l], mono[:, :3])
+    with pytest.raises(PMMRecConfigError, match="nid_ratio"):
+        corrupt_window(ids, 1.5, torch.Generator())
+
+
+# --------------------------------------------------------------------------------------- NID, RCL
+
+
+def test_nid_matches_loop_reference():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 5, generator=g, dtype=F64, requires_grad=True)
+    noise = torch.rand(4, 5, generator=g) > 0.6
+    valid = IDS[:, :5] != 0
+    want = []
+    for b in range(4):
+        for l in range(5):
+            if valid[b, l]:
+                p = 1 / (1 + math.exp(-logits[b, l].item()))
+                want.append(-math.log(p) if noise[b, l] else -math.log(1 - p))
+    got = nid_loss(logits, noise, valid)
+    assert abs(got.item() - sum(want) / len(want)) < 1e-5
+    got.backward()
+    assert (logits.grad[~valid] == 0).all() and (logits.grad[valid] != 0).all()
+    assert nid_loss(logits, noise, torch.zeros_like(valid)).item() == 0.0
+
+
+def test_rcl_matches_loop_reference():
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randn(5, 8, generator=g, dtype=F64, requires_grad=True)
+    noisy = torch.randn(5, 8, generator=g, dtype=F64, requires_grad=True)
+    c, n = F.normalize(clean.detach(), dim=-1), F.normalize(noisy.detach(), dim=-1)
+    tau, terms = 0.2, []
+    for i in range(5):
+        row = [float(c[i] @ n[j]) / tau for j in range(5)]
+        col = [float(n[i] @ c[j]) / tau for j in range(5)]
+        terms.append(0.5 * (_logsumexp(row) - row[i]) + 0.5 * (_logsumexp(col) - col[i]))
+    got = rcl_loss(clean, noisy, tau)
+    assert abs(got.item() - sum(terms) / 5) < 1e-5
+    got.backward()
+    assert clean.grad.abs().sum() > 0 and noisy.grad.abs().sum() > 0
+
+
+def test_popularity_log_q():
+    counts = torch.tensor([7, 0, 1, 3, 0, 4])  # row 0 (padding) is ignored
+    log_q = popularity_log_q(counts)
+    assert torch.isfinite(log_q).all() and log_q.shape == (6,)
+    torch.testing.assert_close(log_q[[2, 3, 5]], torch.tensor([1 / 8, 3 / 8, 4 / 8]).log())
+    torch.testing.assert_close(log_q[[0, 1, 4]], torch.full((3,), math.log(1 / 8)))
+    torch.testing.assert_close(popularity_log_q(torch.zeros(5)), torch.full((5,), math.log(1 / 4)))
+    with pytest.raises(PMMRecDataError, match="item_counts"):
+        popularity_log_q(torch.tensor([0.0, -1.0, 2.0]))
+
+
+# ------------------------------------------------------------------- objectives teach what they should
+
+
+def _grouped_windows(g, b=64, width=9, n_groups=8, per_group=5):
+    """Each user draws its items from one group of items; replacements from other users mostly come
+    from another group, so a noisy item is detectable from its context."""
+    group = torch.randint(0, n_groups, (b, 1), generator=g)
+    return 1 + group * per_group + torch.randint(0, per_group, (b, width), generator=g)
+
+
+class _TinyEncoder(nn.Module):
+    def __init__(self, n_items=41, d=16, bidirectional=False):
+        super().__init__()
+        self.emb = nn.Embedding(n_items, d)
+        self.gru = nn.GRU(d, d, batch_first=True, bidirectional=bidirectional)
+        self.head = nn.Linear(d * (2 if bidirectional else 1), 1)
+
+    def forward(self, ids):
+        return self.gru(self.emb(ids))[0]  # (B, L, d or 2d)
+
+
+def test_nid_alone_trains_a_noise_detector():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    model = _TinyEncoder(bidirectional=True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def step(train):
+        ids = _grouped_windows(g)
+        src_b, src_l, noise = corrupt_window(ids, 0.25, g)
+        noisy = ids[src_b, src_l]
+        logits = model.head(model(noisy)).squeeze(-1)
+        loss = nid_loss(logits, noise, noisy != 0)
+        if train:
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        pred = logits > 0
+        return 0.5 * ((pred[noise]).float().mean() + (~pred[~noise]).float().mean())  # balanced accuracy
+
+    with torch.no_grad():
+        before = float(sum(step(False) for _ in range(5)) / 5)
+    for _ in range(150):
+        step(True)
+    with torch.no_grad():
+        after = float(sum(step(False) for _ in range(5)) / 5)
+    print(f"NID balanced accuracy {before:.3f} -> {after:.3f}")
+    assert after > 0.8 and after > before + 0.2, (before, after)
+
+
+def test_rcl_alone_aligns_clean_and_noisy_user_vectors():
+    """A random GRU already maps a sequence and its 30%-corrupted copy close together; RCL alone must
+    widen the positive/negative cosine gap and make a user's corrupted copy its nearest neighbour."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    model = _TinyEncoder()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def users(ids):
+        return model(ids).mean(1)  # (B, d): mean of the GRU states
+
+    def step(train):
+        ids = torch.randint(1, 41, (64, 9), generator=g)
+        src_b, src_l, _ = corrupt_window(ids, 0.3, g)
+        clean, noisy = users(ids[:, :-1]), users(ids[src_b, src_l])
+        loss = rcl_loss(clean, noisy, tau=0.1)
+        if train:
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sim = F.normalize(clean, dim=-1) @ F.normalize(noisy, dim=-1).t()  # (B, B)
+        gap = sim.diagonal().mean() - (sim.sum() - sim.diagonal().sum()) / (sim.numel() - len(sim))
+        top1 = (sim.argmax(1) == torch.arange(len(sim))).float().mean()  # chance: 1/64
+        return torch.stack([gap, top1])
+
+    with torch.no_grad():
+        gap_before, acc_before = (sum(step(False) for _ in range(5)) / 5).tolist()
+    for _ in range(150):
+        step(True)
+    with torch.no_grad():
+        gap_after, acc_after = (sum(step(False) for _ in range(5)) / 5).tolist()
+    print(f"RCL gap {gap_before:.3f} -> {gap_after:.3f}, top-1 {acc_before:.3f} -> {acc_after:.3f}")
+    assert gap_after > gap_before + 0.2, (gap_before, gap_after)
+    assert acc_after > 0.75 and acc_after > acc_before + 0.15, (acc_before, acc_after)
