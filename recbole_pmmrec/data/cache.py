@@ -1,0 +1,341 @@
+"""Encoder-state cache: the frozen bottom's token states of every item, computed once.
+
+Layout: ``<root_dir>/<name>-<hash16>/`` with ``states.npy`` (n_items, L, D) in float16 or
+float32, ``mask.npy`` (n_items, L) bool and ``meta.json`` = {key, shape, dtype, rows_done,
+complete}. ``hash16`` is a hash of the full key (encoder identity, boundary layer, max length,
+image size/grid, dtype, content hashes, n_items): a changed setting or changed content lands in
+another directory and is built afresh; a stale cache is never read.
+
+Building streams batches of ``compute_fn(ids) -> (states, mask)`` straight into the ``.npy``
+files (created with ``np.lib.format.open_memmap``, then written with positioned file writes so the
+written pages count against the page cache, not the process), so memory stays bounded by one
+batch whatever the catalogue size. Every few seconds the files are flushed and ``rows_done`` is
+written to ``meta.json`` (atomically): an interrupted build resumes from ``rows_done``. A missing
+file, an unreadable meta, a wrong shape or dtype is detected, logged and rebuilt. An exclusive
+lock serialises concurrent builders of the same cache.
+
+Loading: ``states`` stay on disk as a read-only ``np.memmap`` wrapped in ``CachedStates``, whose
+``states[ids]`` gathers rows into a fresh (writable) array and returns a torch tensor; nothing
+ever calls ``torch.from_numpy`` on the read-only map (which would warn and would be unsafe).
+``mask`` is small and is returned as an in-RAM bool tensor. ``CachedStates.to_tensor()`` copies
+everything into RAM for small caches.
+
+For images the stored mask row is True where the image decoded and False where it did not
+(missing / bad file): ``has_image & mask[:, 0]`` is the per-item image flag after a build or load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recbole_pmmrec.errors import PMMRecConfigError, PMMRecDataError
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+DTYPES = {"float16": np.float16, "float32": np.float32}
+ComputeFn = Callable[[Tensor], "tuple[Tensor, Tensor]"]
+
+
+def _normalise(obj):
+    """JSON round trip: tuples -> lists, numpy scalars -> python, so keys compare equal after reload."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def key_hash(key: dict) -> str:
+    return hashlib.sha256(json.dumps(_normalise(key), sort_keys=True).encode()).hexdigest()
+
+
+def array_sha256(*arrays) -> str:
+    """sha256 over shapes, dtypes and bytes of numpy arrays / torch tensors."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = a.numpy() if isinstance(a, Tensor) else np.asarray(a)
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.shape}|{a.dtype}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class CachedStates:
+    """Read-only (n_items, L, D) states on disk; ``states[ids]`` -> torch tensor (copy).
+
+    Indexing accepts a LongTensor / ndarray / list / slice / int. Rows keep the cache dtype
+    (float16 or float32): cast with ``.float()`` where needed.
+    """
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.array.shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.from_numpy(np.zeros(0, dtype=self.array.dtype)).dtype
+
+    def __len__(self) -> int:
+        return self.array.shape[0]
+
+    def __getitem__(self, index) -> Tensor:
+        if isinstance(index, Tensor):
+            index = index.detach().cpu().numpy()
+        rows = self.array[index]  # fancy indexing / slicing on the memmap
+        return torch.from_numpy(np.array(rows, copy=True))
+
+    def numpy(self) -> np.ndarray:
+        return self.array
+
+    def to_tensor(self) -> Tensor:
+        """Copy the whole cache into RAM (small caches)."""
+        return torch.from_numpy(np.array(self.array, copy=True))
+
+
+class EncoderStateCache:
+    """A keyed, resumable, memory-mapped cache of encoder states (see the module docstring)."""
+
+    def __init__(self, root_dir: str | os.PathLike, name: str, key: dict, dtype: str = "float16",
+                 flush_every_s: float = 10.0, progress: bool = True) -> None:
+        if dtype not in DTYPES:
+            raise PMMRecConfigError(f"cache_dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        self.root = Path(root_dir)
+        self.name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)) or "cache"
+        self.key = _normalise(key)
+        self.dtype = dtype
+        self.flush_every_s = flush_every_s
+        self.progress = progress
+        self.dir: Path | None = None
+        self.built_rows = 0  # rows computed by the last load_or_build (0: loaded as is)
+
+    # -- paths ---------------------------------------------------------------------------------------
+    def full_key(self, n_items: int) -> dict:
+        return _normalise({"format": CACHE_FORMAT, "n_items": int(n_items), "dtype": self.dtype, **self.key})
+
+    def directory(self, n_items: int) -> Path:
+        return self.root / f"{self.name}-{key_hash(self.full_key(n_items))[:16]}"
+
+    # -- public ----------------------------------------------------------------------------------------
+    def load_or_build(self, n_items: int, compute_fn: ComputeFn, batch_size: int = 256
+                      ) -> tuple[CachedStates, Tensor]:
+        """-> (states (n_items, L, D) on disk, mask (n_items, L) bool in RAM)."""
+        if n_items < 1 or batch_size < 1:
+            raise PMMRecConfigError(f"n_items and batch_size must be >= 1, got {n_items}, {batch_size}")
+        key = self.full_key(n_items)
+        self.dir = d = self.directory(n_items)
+        d.mkdir(parents=True, exist_ok=True)
+        self.built_rows = 0
+        with self._lock(d):
+            meta, problem = self._read_meta(d, key, n_items)
+            if meta is not None and meta["complete"]:
+                logger.info("encoder-state cache %s: loaded (%s %s)", d, meta["shape"], meta["dtype"])
+                return self._open(d)
+            if problem:
+                logger.warning("encoder-state cache %s: %s; rebuilding it", d, problem)
+                self._clear(d)
+                meta = None
+            self._build(d, key, n_items, compute_fn, batch_size, meta)
+            return self._open(d)
+
+    # -- internals ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _lock(self, d: Path):
+        with open(d / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _read_meta(self, d: Path, key: dict, n_items: int) -> tuple[dict | None, str | None]:
+        """-> (usable meta or None, problem to log or None)."""
+        meta_path = d / "meta.json"
+        if not meta_path.exists():
+            has_files = (d / "states.npy").exists() or (d / "mask.npy").exists()
+            return None, "array files without meta.json" if has_files else None
+        try:
+            meta = json.loads(meta_path.read_text())
+            shape = [int(s) for s in meta["shape"]]
+            rows_done, complete = int(meta["rows_done"]), bool(meta["complete"])
+            stored_key, dtype = meta["key"], meta["dtype"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return None, f"unreadable meta.json ({exc.__class__.__name__})"
+        if stored_key != key:
+            return None, "meta.json key differs from the requested key"
+        if dtype != self.dtype or len(shape) != 3 or shape[0] != n_items or not 0 <= rows_done <= n_items:
+            return None, f"meta.json shape/dtype/rows_done inconsistent ({shape}, {dtype}, {rows_done})"
+        for fname, want_shape, want_dtype in (
+            ("states.npy", tuple(shape), np.dtype(DTYPES[self.dtype])),
+            ("mask.npy", tuple(shape[:2]), np.dtype(bool)),
+        ):
+            try:
+                arr = np.load(d / fname, mmap_mode="r")
+            except (OSError, ValueError, EOFError) as exc:
+                return None, f"{fname} unreadable ({exc.__class__.__name__}: {exc})"
+            if arr.shape != want_shape or arr.dtype != want_dtype:
+                return None, f"{fname} has shape {arr.shape} {arr.dtype}, expected {want_shape} {want_dtype}"
+            del arr
+        meta.update(shape=shape, rows_done=rows_done, complete=complete and rows_done == n_items)
+        return meta, None
+
+    @staticmethod
+    def _clear(d: Path) -> None:
+        for fname in ("states.npy", "mask.npy", "meta.json", "meta.json.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                (d / fname).unlink()
+
+    @staticmethod
+    def _write_meta(d: Path, meta: dict) -> None:
+        tmp = d / "meta.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
+        os.replace(tmp, d / "meta.json")
+
+    def _build(self, d: Path, key: dict, n_items: int, compute_fn: ComputeFn, batch_size: int,
+               meta: dict | None) -> None:
+        from tqdm.auto import tqdm
+
+        np_dtype = DTYPES[self.dtype]
+        start = 0
+        first = None
+        if meta is None:  # fresh: the first batch tells L and D
+            first = self._compute(compute_fn, 0, min(batch_size, n_items), np_dtype)
+            _, length, dim = first[0].shape
+            shape = [n_items, length, dim]
+            for fname, shp, dt in (("states.npy", shape, np_dtype), ("mask.npy", shape[:2], bool)):
+                arr = np.lib.format.open_memmap(d / fname, mode="w+", dtype=dt, shape=tuple(shp))
+                del arr  # header written, data sparse on disk
+            meta = {"key": key, "shape": shape, "dtype": self.dtype, "rows_done": 0, "complete": False}
+            self._write_meta(d, meta)
+        else:
+            start = meta["rows_done"]
+            logger.info("encoder-state cache %s: resuming at row %d of %d", d, start, n_items)
+        shape = meta["shape"]
+        writers = [_RowWriter(d / "states.npy"), _RowWriter(d / "mask.npy")]
+        bar = tqdm(total=n_items, initial=start, desc=f"cache {self.name}", unit="item",
+                   disable=not self.progress, leave=False)
+        last_flush = time.monotonic()
+        done = start
+        try:
+            while done < n_items:
+                end = min(done + batch_size, n_items)
+                if first is not None:
+                    states, mask = first
+                    first = None
+                else:
+                    states, mask = self._compute(compute_fn, done, end, np_dtype)
+                if states.shape != (end - done, shape[1], shape[2]) or mask.shape != (end - done, shape[1]):
+                    raise PMMRecDataError(
+                        f"encoder-state cache {d}: compute_fn returned states {states.shape} / mask "
+                        f"{mask.shape} for rows {done}:{end}, expected ({end - done}, {shape[1]}, {shape[2]})"
+                    )
+                writers[0].write_rows(done, states)
+                writers[1].write_rows(done, mask)
+                done = end
+                bar.update(end - bar.n)
+                if time.monotonic() - last_flush >= self.flush_every_s and done < n_items:
+                    self._checkpoint(d, meta, writers, done)
+                    last_flush = time.monotonic()
+        finally:
+            self.built_rows = done - start
+            self._checkpoint(d, meta, writers, done, complete=done == n_items)
+            for w in writers:
+                w.close()
+            bar.close()
+        logger.info("encoder-state cache %s: built %d rows (%s %s)", d, done - start, shape, self.dtype)
+
+    @staticmethod
+    def _compute(compute_fn: ComputeFn, lo: int, hi: int, np_dtype) -> tuple[np.ndarray, np.ndarray]:
+        ids = torch.arange(lo, hi, dtype=torch.long)
+        with torch.inference_mode():
+            states, mask = compute_fn(ids)
+        states = states.detach().cpu().float().numpy().astype(np_dtype, copy=False)
+        if not np.isfinite(states).all():
+            raise PMMRecDataError(
+                f"non-finite encoder states for items {lo}..{hi - 1} after casting to {np.dtype(np_dtype).name}: "
+                "use cache_dtype: float32 if float16 overflows, or check the encoder"
+            )
+        return np.ascontiguousarray(states), np.ascontiguousarray(mask.detach().cpu().numpy().astype(bool))
+
+    def _checkpoint(self, d: Path, meta: dict, writers, rows_done: int, complete: bool = False) -> None:
+        for w in writers:
+            w.flush()
+        meta.update(rows_done=int(rows_done), complete=bool(complete))
+        self._write_meta(d, meta)
+
+    @staticmethod
+    def _open(d: Path) -> tuple[CachedStates, Tensor]:
+        states = np.load(d / "states.npy", mmap_mode="r")
+        mask = np.load(d / "mask.npy")  # small: into RAM
+        return CachedStates(states), torch.from_numpy(mask)
+
+
+class _RowWriter:
+    """Positioned writes of whole rows into an existing ``.npy`` file (no mapping kept open)."""
+
+    def __init__(self, path: Path) -> None:
+        arr = np.load(path, mmap_mode="r")
+        self.offset, self.row_bytes = arr.offset, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize
+        self.dtype = arr.dtype
+        del arr
+        self.fh = open(path, "r+b")
+
+    def write_rows(self, start: int, rows: np.ndarray) -> None:
+        data = np.ascontiguousarray(rows, dtype=self.dtype)
+        os.pwrite(self.fh.fileno(), memoryview(data).cast("B"), self.offset + start * self.row_bytes)
+
+    def flush(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+# --------------------------------------------------------------------------------------------
+# the two caches PMMRec uses
+# --------------------------------------------------------------------------------------------
+
+
+def text_state_cache(encoder, content, root_dir, name: str = "text", dtype: str = "float16",
+                     batch_size: int = 256, progress: bool = True) -> tuple[CachedStates, Tensor]:
+    """Bottom states of every item's text: (n_items, max_length, state_dim), mask (n_items, L)."""
+    if content.text_ids is None:
+        raise PMMRecConfigError("text_state_cache: the item content has no text")
+    key = {"encoder": encoder.identity(), "content": content.text_sha256()}
+    cache = EncoderStateCache(root_dir, name, key, dtype=dtype, progress=progress)
+    return cache.load_or_build(content.n_items, lambda ids: encoder.encode_bottom(content.text_batch(ids)),
+                               batch_size)
+
+
+def image_state_cache(encoder, content, root_dir, name: str = "image", dtype: str = "float16",
+                      batch_size: int = 64, progress: bool = True) -> tuple[CachedStates, Tensor]:
+    """Bottom states of every item's image; the mask row is False where the image did not decode."""
+    if not content.use_image:
+        raise PMMRecConfigError("image_state_cache: the item content has no image_dir")
+    key = {"encoder": encoder.identity(), "content": content.image_sha256()}
+
+    def compute(ids: Tensor) -> tuple[Tensor, Tensor]:
+        images, ok = content.image_batch(ids)
+        states, mask = encoder.encode_bottom(images)
+        return states, mask & ok[:, None]
+
+    cache = EncoderStateCache(root_dir, name, key, dtype=dtype, progress=progress)
+    states, mask = cache.load_or_build(content.n_items, compute, batch_size)
+    content.has_image &= mask[:, 0]
+    return states, mask
+
+
+__all__ = ["EncoderStateCache", "CachedStates", "text_state_cache", "image_state_cache", "array_sha256", "key_hash"]
