@@ -90,3 +90,20 @@ def with_own_checkpoint_loading(trainer_class: type) -> type:
         _WRAPPED[trainer_class] = type(trainer_class.__name__, (OwnCheckpointMixin, trainer_class), {
             "__module__": __name__, "__doc__": trainer_class.__doc__})
     return _WRAPPED[trainer_class]
+
+
+class PMMRecTrainer(OwnCheckpointMixin, Trainer):
+    """RecBole's Trainer with PMMRec's optimiser groups: the trainable encoder blocks get
+    ``encoder_learning_rate`` / ``encoder_weight_decay``; projections, fusion, user encoder and heads get
+    ``learning_rate`` / ``weight_decay`` (the paper: 1e-4 without decay, and 1e-4 with decay 0.1)."""
+
+    def _build_optimizer(self, **kwargs):
+        if "params" not in kwargs and hasattr(self.model, "parameter_groups"):
+            config = self.config
+            encoder_lr = config["encoder_learning_rate"]
+            encoder_wd = config["encoder_weight_decay"]
+            kwargs["params"] = self.model.parameter_groups(
+                learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+                encoder_learning_rate=self.learning_rate if encoder_lr is None else encoder_lr,
+                encoder_weight_decay=0.0 if encoder_wd is None else encoder_wd)
+        return super()._build_optimizer(**kwargs)

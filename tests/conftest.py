@@ -53,3 +53,37 @@ def quick_config(tmp_path):
         return config
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A random-initialised 2-layer BERT (hidden 32) with a WordPiece tokenizer, saved as a local folder."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from recbole_pmmrec.synthetic import _FILLER, _TOPIC_WORDS
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ";", "item", *_TOPIC_WORDS, *_FILLER]
+    words += [f"##{d}" for d in "0123456789"] + list("0123456789abcdefghijklmnopqrstuvwxyz")
+    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(words)) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def pmmrec_config(quick_config, tiny_bert_dir, tmp_path):
+    """``pmmrec_config(data, **overrides)``: a fast PMMRec config with tiny random encoders."""
+
+    def make(data, **overrides) -> dict:
+        config = quick_config(data, text_encoder=str(tiny_bert_dir), text_max_length=12,
+                              image_encoder="timm:efficientnet_lite0", image_size=32, image_grid=2,
+                              hidden_size=32, inner_size=64, fusion_heads=2, train_batch_size=16,
+                              cache_dir=str(tmp_path / "cache"), text_fields=["title", "description"])
+        config.update(overrides)
+        return config
+
+    return make

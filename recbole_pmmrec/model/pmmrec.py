@@ -1,0 +1,196 @@
+"""PMMRec: a sequential recommender whose items are only their text and image (no item-ID embedding).
+
+Li et al., "Multi-Modality is All You Need for Transferable Recommender Systems", ICDE 2024.
+
+```
+batch: item_id_list (B, L), item_length (B,), item_id (B,)
+  -> window ids (B, L+1): the history followed by the target           (every position is supervised)
+  -> unique items (U,) --item tower--> item vectors (U, d) -> slot vectors (B, L+1, d)
+  -> user encoder (causal Transformer, learned positions) on slots 0..L-1 -> (B, L, d)
+  -> L = NIP (or CE) + w_nicl * NICL + w_nid * NID + w_rcl * RCL
+score(u, i) = user state at the last position . item vector of i
+```
+
+State-dict prefixes are the transfer components: ``item_tower.text_encoder.``,
+``item_tower.image_encoder.``, ``item_tower.fusion.``, ``user_encoder.`` (and ``heads.`` for the
+pre-training heads of NICL and NID).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.model.layers import TransformerEncoder
+from recbole.utils import InputType
+from torch import Tensor, nn
+
+from recbole_pmmrec.data.dataloader import next_item_window
+from recbole_pmmrec.errors import PMMRecConfigError
+from recbole_pmmrec.model.item_tower import ItemTower
+from recbole_pmmrec.model.losses import corrupt_window, nicl_loss, nid_loss, nip_loss, popularity_log_q, rcl_loss
+
+
+class UserEncoder(nn.Module):
+    """SASRec-style causal Transformer over item vectors with learned positions."""
+
+    def __init__(self, max_len, hidden_size, n_layers, n_heads, inner_size, hidden_dropout, attn_dropout,
+                 hidden_act, layer_norm_eps):
+        super().__init__()
+        self.position_embedding = nn.Embedding(max_len, hidden_size)
+        self.layer_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.dropout = nn.Dropout(hidden_dropout)
+        self.encoder = TransformerEncoder(n_layers=n_layers, n_heads=n_heads, hidden_size=hidden_size,
+                                          inner_size=inner_size, hidden_dropout_prob=hidden_dropout,
+                                          attn_dropout_prob=attn_dropout, hidden_act=hidden_act,
+                                          layer_norm_eps=layer_norm_eps)
+
+    def forward(self, item_vecs: Tensor, valid: Tensor) -> Tensor:
+        """item_vecs (B, L, d), valid (B, L) bool -> outputs (B, L, d); position l sees positions <= l."""
+        length = item_vecs.shape[1]
+        positions = torch.arange(length, device=item_vecs.device)
+        x = self.dropout(self.layer_norm(item_vecs + self.position_embedding(positions)[None]))
+        causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+        allowed = causal[None, None] & valid[:, None, None, :]  # (B, 1, L, L)
+        mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(~allowed, -10000.0)
+        return self.encoder(x, mask, output_all_encoded_layers=False)[-1]
+
+
+class PMMRec(SequentialRecommender):
+    """PMMRec as a RecBole sequential recommender (see the module docstring)."""
+
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        # --- hyper-parameters, all from config (documented in properties/model/PMMRec.yaml)
+        self.hidden_size = config["hidden_size"]
+        self.loss_type = str(config["loss_type"]).upper()
+        self.nip_debias = bool(config["nip_debias"])
+        self.w_nicl, self.nicl_tau = float(config["w_nicl"] or 0), float(config["nicl_tau"])
+        self.w_nid, self.nid_ratio = float(config["w_nid"] or 0), float(config["nid_ratio"])
+        self.w_rcl, self.rcl_tau = float(config["w_rcl"] or 0), float(config["rcl_tau"])
+        self.initializer_range = config["initializer_range"]
+        if self.loss_type not in ("NIP", "CE"):
+            raise PMMRecConfigError(f"loss_type={config['loss_type']!r}: PMMRec supports NIP (in-batch) or CE")
+
+        # --- the two towers
+        self.item_tower = ItemTower(config, dataset)
+        self.user_encoder = UserEncoder(self.max_seq_length, self.hidden_size, config["n_layers"], config["n_heads"],
+                                        config["inner_size"], config["hidden_dropout_prob"],
+                                        config["attn_dropout_prob"], config["hidden_act"], config["layer_norm_eps"])
+        # --- pre-training heads
+        self.heads = nn.ModuleDict()
+        if self.w_nicl > 0:
+            if len(self.item_tower.modalities) < 2:
+                raise PMMRecConfigError("w_nicl > 0 needs modalities [text, image]; set w_nicl: 0 for one modality")
+            self.heads["nicl"] = nn.Sequential(nn.Linear(self.hidden_size, self.hidden_size), nn.GELU(),
+                                               nn.Linear(self.hidden_size, self.hidden_size))
+        if self.w_nid > 0:
+            self.heads["nid"] = nn.Linear(self.hidden_size, 1)
+
+        counts = dataset.item_features.get("train_item_counts")
+        log_q = popularity_log_q(counts) if counts is not None else torch.zeros(self.n_items)
+        self.register_buffer("log_q", log_q, persistent=False)
+        self._item_cache = None  # all item vectors, valid while the weights do not change (eval mode)
+        pretrained = {id(m) for backbone in self.item_tower.backbones() for m in backbone.modules()}
+        for module in self.modules():
+            if id(module) not in pretrained:  # pretrained backbones keep their weights
+                self._init_weights(module)
+
+    def _init_weights(self, module):
+        """SASRec's initialisation for the fresh modules (projections, fusion, user encoder, heads)."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                module.bias.data.zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+
+    # ------------------------------------------------------------------ helpers
+    def train(self, mode: bool = True):
+        self._item_cache = None  # weights may change from here on
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._item_cache = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def parameter_groups(self, learning_rate, weight_decay, encoder_learning_rate, encoder_weight_decay):
+        """Optimiser groups: trainable encoder blocks, and everything else (the paper uses different
+        learning rates and weight decay for them)."""
+        encoder = {id(p) for p in self.item_tower.encoder_parameters()}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in encoder]
+        groups = [{"params": rest, "lr": learning_rate, "weight_decay": weight_decay, "name": "recommender"}]
+        enc = [p for p in self.parameters() if id(p) in encoder]
+        if enc:
+            groups.append({"params": enc, "lr": encoder_learning_rate, "weight_decay": encoder_weight_decay,
+                           "name": "encoders"})
+        return groups
+
+    def item_vectors(self) -> Tensor:
+        """Vectors of every item (n_items, d), computed once while the weights do not change."""
+        if self.training or self._item_cache is None:
+            ids = torch.arange(self.n_items, device=self.log_q.device)
+            vecs = torch.cat([self.item_tower(chunk).vectors for chunk in ids.split(2048)])
+            if self.training:
+                return vecs
+            self._item_cache = vecs
+        return self._item_cache
+
+    def user_states(self, item_seq: Tensor, item_seq_len: Tensor, item_vecs: Tensor) -> Tensor:
+        """State after the last item of each history: (B, d)."""
+        out = self.user_encoder(item_vecs[item_seq], item_seq > 0)
+        return self.gather_indexes(out, item_seq_len - 1)
+
+    # ------------------------------------------------------------------ RecBole API
+    def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        return self.user_states(item_seq, item_seq_len, self.item_vectors())
+
+    def calculate_loss(self, interaction):
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        if "window" in interaction.interaction:  # added by PMMRecTrainDataLoader
+            ids = interaction["window"]  # (B, L+1)
+        else:
+            ids = next_item_window(item_seq, item_seq_len, interaction[self.POS_ITEM_ID])
+        uniq, inverse = torch.unique(ids, return_inverse=True)  # each item encoded once per batch
+        items = self.item_tower(uniq)
+        slot_emb = items.vectors[inverse]  # (B, L+1, d)
+        valid_in = ids[:, :-1] > 0
+        seq_out = self.user_encoder(slot_emb[:, :-1], valid_in)  # (B, L, d)
+
+        if self.loss_type == "NIP":
+            loss = nip_loss(seq_out, slot_emb, ids, self.log_q if self.nip_debias else None)
+        else:  # full-catalogue softmax at every valid position
+            logits = seq_out @ self.item_vectors().t()  # (B, L, n_items)
+            targets = ids[:, 1:]
+            valid = valid_in & (targets > 0)
+            loss = F.cross_entropy(logits[valid], targets[valid])
+
+        if self.w_nicl > 0:
+            head = self.heads["nicl"]
+            loss = loss + self.w_nicl * nicl_loss(head(items.text_vec)[inverse], head(items.image_vec)[inverse], ids,
+                                                  items.has_text[inverse], items.has_image[inverse], self.nicl_tau)
+        if self.w_nid > 0 or self.w_rcl > 0:
+            src_b, src_l, is_noise = corrupt_window(ids, self.nid_ratio)
+            noisy_out = self.user_encoder(slot_emb[src_b, src_l], valid_in)
+            if self.w_nid > 0:
+                logits = self.heads["nid"](noisy_out).squeeze(-1)
+                loss = loss + self.w_nid * nid_loss(logits, is_noise, valid_in)
+            if self.w_rcl > 0:
+                last = item_seq_len - 1
+                loss = loss + self.w_rcl * rcl_loss(self.gather_indexes(seq_out, last),
+                                                    self.gather_indexes(noisy_out, last), self.rcl_tau)
+        return loss
+
+    def predict(self, interaction):
+        item_vecs = self.item_vectors()
+        users = self.user_states(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], item_vecs)
+        return (users * item_vecs[interaction[self.ITEM_ID]]).sum(dim=-1)
+
+    def full_sort_predict(self, interaction):
+        item_vecs = self.item_vectors()
+        users = self.user_states(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], item_vecs)
+        return users @ item_vecs.t()
+
