@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 OUTPUT_SUFFIX = ".jpg"
 _EXIF_ORIENTATION = 0x0112
@@ -93,6 +93,7 @@ def decode(data: bytes, limits: ImageLimits, where: str) -> Image.Image:
     """Open ``data``, check its size from the header, then decode it fully (``load``)."""
     if not data:
         raise ImageRejected("image_empty", f"{where} has zero bytes")
+    Image.init()  # register every plugin, so that formats= can name them all
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check the size ourselves
@@ -121,7 +122,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         if mode.startswith("I;16") or (mode == "I" and values.max(initial=0) > 255):
             values = np.clip(values.astype(np.int64), 0, 65535) >> 8  # 16-bit range -> 8-bit
         gray = np.clip(values, 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, "L").convert("RGB")
+        return Image.fromarray(gray).convert("RGB")  # uint8 (H, W) -> mode L
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGB", image.size, (255, 255, 255))

@@ -166,7 +166,9 @@ class _Builder:
                 alive = cored
             used = np.zeros(len(self.item_tokens), dtype=bool)
             used[items[alive]] = True
-            self.report.drop("item_without_interactions", int((item_alive & ~used).sum()))
+            unused = np.flatnonzero(item_alive & ~used)
+            if len(unused):
+                self.report.drop("item_without_interactions", len(unused), example=self.item_tokens[int(unused[0])])
             item_alive &= used
             before = self.image_state.copy()
             self.validate_images(item_alive)
