@@ -42,10 +42,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dataset_tools.convert", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m dataset_tools.convert",
+        description="Convert raw recommendation data into RecBole atomic files (NAME.inter, NAME.item) plus "
+        "NAME.images/ and NAME.meta.json under OUTPUT/NAME/. 'FORMAT --help' lists a format's options.",
+    )
     sub = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     for name, module in FORMATS.items():
-        fmt = sub.add_parser(name, help=module.__doc__.strip().splitlines()[0], description=module.__doc__,
+        summary = module.__doc__.strip().splitlines()[0].split(": ", 1)[-1]
+        fmt = sub.add_parser(name, help=summary, description=module.__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_common(fmt)
         module.add_arguments(fmt)

@@ -207,6 +207,10 @@ def test_path_traversal_tokens_stay_inside_the_image_folder(tmp_path, make_image
     with pytest.raises(PMMRecDataError, match=r"item token '\.\./\.\./evil' cannot be used as a file name"):
         write_dataset(_traversal_source(image), Report(), tmp_path / "out2", "trav", WriteOptions(unsafe_tokens="error"))
     assert list((tmp_path / "out2").iterdir()) == []
+    for name in ["../escape", "a/b", ".hidden"]:
+        with pytest.raises(PMMRecDataError, match="not a plain folder name"):
+            write_dataset(_traversal_source(image), Report(), tmp_path / "out3", name, WriteOptions())
+    assert not (tmp_path / "escape").exists()
 
 
 def test_items_are_limited_by_pixels_and_counted(ml100k_dir, tmp_path):
