@@ -6,11 +6,13 @@ Any other token (``../../etc/passwd``, ``a/b``, ``a b``, a NUL, a leading ``.``)
 (``--unsafe-tokens error``) or percent-encoded (the default): ``%`` followed by the UTF-8 bytes
 of the token, each byte outside ``[A-Za-z0-9_-]`` written as ``%XX``. Safe tokens never contain
 ``%`` and every encoded token starts with it, so the mapping is injective: no two source tokens
-share a file name. The image of item ``t`` is ``NAME.images/<t>.jpg``, always inside that folder.
+share a file name. An encoding longer than 200 characters is replaced by ``%~`` + the SHA-256 of
+the token (``~`` never appears unencoded, so these cannot meet a percent-encoded token). The image of item ``t`` is ``NAME.images/<t>.jpg``, always inside that folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from recbole_pmmrec.errors import PMMRecDataError
@@ -60,10 +62,7 @@ class TokenMapper:
                 f"percent-encode such tokens (the mapping is recorded in NAME.meta.json)."
             )
         written = encode_token(token)
-        if len(written) > MAX_TOKEN_LENGTH:
-            raise PMMRecDataError(
-                f"{self.kind} token {token[:80]!r}... is too long to be a file name even when encoded "
-                f"({len(written)} > {MAX_TOKEN_LENGTH} characters). Shorten the source ids."
-            )
+        if len(written) > MAX_TOKEN_LENGTH:  # too long for a file name: a digest instead
+            written = "%~" + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
         self.renamed[token] = written
         return written

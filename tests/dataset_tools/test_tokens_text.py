@@ -50,9 +50,15 @@ def test_token_mapping_is_injective_and_always_a_plain_file_name(tokens):
 def test_error_mode_refuses_unsafe_tokens_by_name():
     with pytest.raises(PMMRecDataError, match=r"'\.\./x'.*--unsafe-tokens encode"):
         TokenMapper("item", mode="error")("../x")
-    with pytest.raises(PMMRecDataError, match="too long"):
-        TokenMapper("item")("/" * 100)
     assert encode_token("a") == "%a"
+
+
+def test_overlong_encodings_become_digests():
+    mapper = TokenMapper("item")
+    long_a, long_b = "/" * 100, "/" * 99 + "\\"
+    assert mapper(long_a).startswith("%~") and len(mapper(long_a)) == 66
+    assert mapper(long_a) != mapper(long_b) and mapper("x" * 201).startswith("%~")
+    assert len(mapper("/" * 66)) == 199  # still fits: percent-encoded
 
 
 @settings(max_examples=300, deadline=None)
