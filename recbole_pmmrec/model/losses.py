@@ -17,6 +17,7 @@ so ``loss.backward()`` always works.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -56,26 +57,28 @@ def nip_loss(seq_out: Tensor, slot_emb: Tensor, ids: Tensor, log_q: Optional[Ten
     Query ``(b, l)`` is valid iff ``ids[b, l] != 0`` and ``ids[b, l+1] != 0``; its positive is slot
     ``(b, l+1)``. Candidates are all S non-padding slots, except slots whose item occurs anywhere in user
     ``b``'s window (duplicates of the target, the user's other items), the positive slot itself excepted.
-    Returns the cross-entropy averaged over valid queries. Memory O(B * L * S).
+    Returns the cross-entropy averaged over valid queries. Only valid queries (Q) and non-padding slots
+    (C) are scored: memory O(Q * C) <= O(B * L * S).
     """
     b, width, d = slot_emb.shape
-    length = width - 1
-    cand_emb = slot_emb.reshape(b * width, d)  # (S, d)
-    cand_ids = ids.reshape(-1)  # (S,)
-    logits = torch.einsum("bld,sd->bls", seq_out, cand_emb)  # (B, L, S)
-    if log_q is not None:
-        logits = logits - log_q.to(device=logits.device, dtype=logits.dtype)[cand_ids]
-
-    exclude = _presence(ids) | (cand_ids == 0)[None, :]  # (B, S)
-    exclude = exclude[:, None, :].expand(b, length, -1).clone()  # (B, L, S)
-    positive = (torch.arange(b, device=ids.device) * width)[:, None] + torch.arange(1, width, device=ids.device)
-    exclude.scatter_(2, positive[..., None], False)  # (B, L): slot (b, l+1)
-    logits = logits.masked_fill(exclude, torch.finfo(logits.dtype).min)
-
+    dev = ids.device
+    flat_ids = ids.reshape(-1)  # (S,)
     valid = (ids[:, 1:] != 0) & (ids[:, :-1] != 0)  # (B, L)
     if not bool(valid.any()):
         return _zero(seq_out, slot_emb)
-    return F.cross_entropy(logits[valid], positive[valid])
+    q_b, q_l = valid.nonzero(as_tuple=True)  # (Q,)
+    cand = (flat_ids != 0).nonzero(as_tuple=True)[0]  # (C,) non-padding slots
+    slot_to_cand = torch.full_like(flat_ids, -1)
+    slot_to_cand[cand] = torch.arange(cand.numel(), device=dev)
+    target = slot_to_cand[q_b * width + q_l + 1]  # (Q,) the positive slot (b, l+1), as a candidate index
+
+    logits = seq_out[q_b, q_l] @ slot_emb.reshape(-1, d)[cand].t()  # (Q, C)
+    if log_q is not None:
+        logits = logits - log_q.to(device=logits.device, dtype=logits.dtype)[flat_ids[cand]]
+    exclude = _presence(ids)[:, cand][q_b]  # (Q, C): the candidate's item is in the query user's window
+    exclude[torch.arange(target.numel(), device=dev), target] = False
+    logits = logits.masked_fill(exclude, torch.finfo(logits.dtype).min)
+    return F.cross_entropy(logits, target)
 
 
 def popularity_log_q(item_counts: Tensor) -> Tensor:
@@ -104,7 +107,7 @@ def popularity_log_q(item_counts: Tensor) -> Tensor:
     real = counts[1:]
     total = real.sum()
     if total <= 0:
-        return torch.full_like(counts, -torch.log(torch.tensor(float(real.numel()), dtype=torch.float64))).float()
+        return torch.full(counts.shape, -math.log(real.numel()), dtype=torch.float32, device=counts.device)
     share = counts / total
     floor = share[1:][real > 0].min()
     share[0] = floor
@@ -144,42 +147,41 @@ def nicl_loss(
     - Each (anchor, positive) pair gives ``-log(e^{s_p} / (e^{s_p} + sum_neg e^{s_n}))``; the loss is the
       mean over all pairs of both directions. No pair (e.g. no image in the batch) -> 0.
 
-    Memory O(S^2) for ``S = B * (L+1)``.
+    Only present nodes (P <= 2S) are compared: memory O(P^2), ``S = B * (L+1)``.
     """
     b, width, p = text_vec.shape
     s = b * width
     dev = ids.device
-    z = torch.cat([text_vec.reshape(s, p), image_vec.reshape(s, p)], dim=0)  # (2S, p): text nodes, then image
-    z = F.normalize(z, dim=-1)
-    sim = z @ z.t() / tau  # (2S, 2S)
-
     flat_ids = ids.reshape(-1)  # (S,)
     present = torch.cat([has_text.reshape(-1), has_image.reshape(-1)]).bool() & (flat_ids != 0).repeat(2)  # (2S,)
-    user = torch.arange(b, device=dev).repeat_interleave(width)  # (S,)
-    pos_in_row = torch.arange(width, device=dev).repeat(b)  # (S,)
-    has_next = pos_in_row < width - 1
-    next_ids = torch.where(has_next, flat_ids.roll(-1), torch.zeros_like(flat_ids))  # (S,), 0 = no next item
+    nodes = present.nonzero(as_tuple=True)[0]  # (P,) node k = m * S + slot, m = 0 text, 1 image
+    node_to_idx = torch.full((2 * s,), -1, dtype=torch.long, device=dev)
+    node_to_idx[nodes] = torch.arange(nodes.numel(), device=dev)
 
-    # slot-level negative mask (S, S): other user, not the anchor's item, not its next item
-    neg_slot = (user[:, None] != user[None, :]) & (flat_ids[None, :] != flat_ids[:, None])
-    neg_slot &= (flat_ids[None, :] != next_ids[:, None]) | (next_ids[:, None] == 0)
-    neg = neg_slot.repeat(2, 2) & present[None, :] & present[:, None]  # (2S, 2S)
-    neg_lse = sim.masked_fill(~neg, torch.finfo(sim.dtype).min).logsumexp(dim=1)  # (2S,)
-
-    # positives: node k = m * S + slot; partner in the other modality m' = 1 - m
-    node = torch.arange(2 * s, device=dev)
-    other = (node + s) % (2 * s)  # same slot, other modality
-    same_ok = present & present[other]
-    next_node = other + 1  # next slot, other modality (valid only when has_next)
-    next_ok = present & has_next.repeat(2)
-    next_node = torch.where(next_ok, next_node, other)
-    next_ok &= present[next_node]
-
-    anchors = torch.cat([node[same_ok], node[next_ok]])
-    partners = torch.cat([other[same_ok], next_node[next_ok]])
+    # positives of node k: the same slot in the other modality, and the next slot in the other modality
+    slot = nodes % s  # (P,)
+    has_next = slot % width < width - 1
+    other = (nodes + s) % (2 * s)
+    same_idx = node_to_idx[other]  # (P,), -1 = absent
+    next_idx = torch.where(has_next, node_to_idx[(other + 1).clamp(max=2 * s - 1)], torch.full_like(other, -1))
+    anchors = torch.cat([torch.arange(nodes.numel(), device=dev)[same_idx >= 0], (next_idx >= 0).nonzero()[:, 0]])
+    partners = torch.cat([same_idx[same_idx >= 0], next_idx[next_idx >= 0]])
     if anchors.numel() == 0:
         return _zero(text_vec, image_vec)
-    s_pos = sim[anchors, partners]  # (P,)
+
+    z = torch.cat([text_vec.reshape(s, p), image_vec.reshape(s, p)], dim=0)[nodes]  # (P, p)
+    z = F.normalize(z, dim=-1)
+    sim = z @ z.t() / tau  # (P, P)
+
+    # negatives: other users' nodes whose item is neither the anchor's item nor the anchor's next item
+    user = slot // width
+    item = flat_ids[slot]
+    next_item = torch.where(has_next, flat_ids[(slot + 1).clamp(max=s - 1)], torch.zeros_like(item))  # 0 = none
+    neg = (user[:, None] != user[None, :]) & (item[None, :] != item[:, None])
+    neg &= (item[None, :] != next_item[:, None]) | (next_item[:, None] == 0)
+    neg_lse = sim.masked_fill(~neg, torch.finfo(sim.dtype).min).logsumexp(dim=1)  # (P,)
+
+    s_pos = sim[anchors, partners]  # (pairs,)
     return (torch.logaddexp(s_pos, neg_lse[anchors]) - s_pos).mean()
 
 
