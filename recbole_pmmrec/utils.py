@@ -10,6 +10,7 @@ from pathlib import Path
 import recbole_pmmrec  # noqa: F401  (applies the compatibility fixes first)
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation as recbole_data_preparation
+from recbole.utils import ModelType
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
@@ -87,7 +88,16 @@ def create_dataset(config):
         dataset_class = getattr(data_module, f"{config['model']}Dataset", None)
         if dataset_class is not None:
             return dataset_class(config)
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and _uses_split_variants(config):
+        from recbole_pmmrec.data.splits import PluginSequentialDataset
+
+        return PluginSequentialDataset(config)
     return recbole_create_dataset(config)
+
+
+def _uses_split_variants(config) -> bool:
+    return bool(config["train_window"] or config["cold_item_ratio"]
+                or (config["few_shot_ratio"] is not None and float(config["few_shot_ratio"]) < 1.0))
 
 
 def data_preparation(config, dataset):

@@ -9,9 +9,9 @@ by the train/valid/test copies), indexed by internal item id:
   read from the encoder-state cache (built once, memory-mapped, keyed by what made it);
 * ``train_item_counts``: (n_items,) training interactions per item (for the NIP popularity debias).
 
-``build()`` splits as RecBole does (leave-one-out on the time-ordered prefixes), then, with
-``train_window: True``, keeps one training row per user, the longest prefix: with every position
-supervised it covers the same interactions as all the prefixes, with ~L times fewer sequences.
+``build()`` splits as RecBole does (leave-one-out on the time-ordered prefixes), then applies the split
+variants of :mod:`recbole_pmmrec.data.splits` (``train_window``: one window per user with every position
+supervised; ``few_shot_ratio``; ``cold_item_ratio``).
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from recbole.data.dataset import SequentialDataset
 
 from recbole_pmmrec.data.cache import image_state_cache, text_state_cache
 from recbole_pmmrec.data.content import ItemContent
+from recbole_pmmrec.data.splits import SplitVariantsMixin
 from recbole_pmmrec.errors import PMMRecDataError
 
 logger = logging.getLogger(__name__)
 
 
-class PMMRecDataset(SequentialDataset):
+class PMMRecDataset(SplitVariantsMixin, SequentialDataset):
     """A sequential dataset whose items carry text and image content."""
 
     def __init__(self, config):
@@ -85,7 +86,7 @@ class PMMRecDataset(SequentialDataset):
             image_dir=image_dir, image_size=int(config["image_size"] or 224), name=self.dataset_name)
 
         features = {"content": content, "has_text": content.has_text, "has_image": content.has_image}
-        cache_root = config["cache_dir"] or os.path.join(self.dataset_path, f"{self.dataset_name}.cache")
+        cache_root = config["cache_dir"] or "cache"
         cache_args = {"dtype": str(config["cache_dtype"] or "float16"),
                       "batch_size": int(config["cache_batch_size"] or 64), "progress": bool(config["show_progress"])}
         for modality, encoder in encoders.items():
@@ -99,26 +100,9 @@ class PMMRecDataset(SequentialDataset):
 
     # ------------------------------------------------------------------ splitting
     def build(self):
-        datasets = super().build()
-        train = datasets[0]
-        self.item_features["train_item_counts"] = self._item_counts(train)
-        if self.config["train_window"]:
-            datasets[0] = self._last_prefix_per_user(train)
+        datasets = super().build()  # SplitVariantsMixin: train_window, few-shot, cold-start
+        self.item_features["train_item_counts"] = self.train_item_counts
         return datasets
-
-    def _item_counts(self, train) -> torch.Tensor:
-        """Training interactions per item: every prefix row's target, plus each user's first item."""
-        feat = train.inter_feat
-        targets = feat[self.iid_field]
-        firsts = feat[self.item_id_list_field][feat[self.item_list_length_field] == 1, 0]
-        return torch.bincount(torch.cat([targets, firsts]), minlength=self.item_num)
-
-    def _last_prefix_per_user(self, train):
-        """Keep each user's longest training prefix (its last row): one window per user."""
-        uids = train.inter_feat[self.uid_field].numpy()
-        _, first_in_reversed = np.unique(uids[::-1], return_index=True)
-        keep = np.sort(len(uids) - 1 - first_in_reversed)
-        return train.copy(train.inter_feat[keep])
 
     def data_preparation(self):
         """Split and wrap in PMMRec's dataloaders (RecBole's for sampled evaluation)."""

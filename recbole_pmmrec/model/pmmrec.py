@@ -18,6 +18,8 @@ pre-training heads of NICL and NID).
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -81,9 +83,12 @@ class PMMRec(SequentialRecommender):
                                         config["attn_dropout_prob"], config["hidden_act"], config["layer_norm_eps"])
         # --- pre-training heads
         self.heads = nn.ModuleDict()
+        if self.w_nicl > 0 and len(self.item_tower.modalities) < 2:
+            logging.getLogger(__name__).warning(
+                "w_nicl=%s ignored: NICL aligns text and image, and modalities=%s has one",
+                self.w_nicl, list(self.item_tower.modalities))
+            self.w_nicl = 0.0
         if self.w_nicl > 0:
-            if len(self.item_tower.modalities) < 2:
-                raise PMMRecConfigError("w_nicl > 0 needs modalities [text, image]; set w_nicl: 0 for one modality")
             self.heads["nicl"] = nn.Sequential(nn.Linear(self.hidden_size, self.hidden_size), nn.GELU(),
                                                nn.Linear(self.hidden_size, self.hidden_size))
         if self.w_nid > 0:
