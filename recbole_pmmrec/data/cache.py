@@ -261,7 +261,8 @@ class EncoderStateCache:
         ids = torch.arange(lo, hi, dtype=torch.long)
         with torch.inference_mode():
             states, mask = compute_fn(ids)
-        states = states.detach().cpu().float().numpy().astype(np_dtype, copy=False)
+        with np.errstate(over="ignore"):  # overflow is reported below, with advice
+            states = states.detach().cpu().float().numpy().astype(np_dtype, copy=False)
         if not np.isfinite(states).all():
             raise PMMRecDataError(
                 f"non-finite encoder states for items {lo}..{hi - 1} after casting to {np.dtype(np_dtype).name}: "

@@ -149,7 +149,7 @@ def resolve_image_path(
     """
     root = Path(image_dir).resolve()
     token = str(item_token)
-    if _unsafe_token(token):
+    if _unsafe_token(token) or not _inside(root / (token + IMAGE_EXTENSIONS[0]), root):
         return None, "unsafe"
     if index is not None:
         names = [index[token]] if token in index else []
