@@ -18,7 +18,6 @@ interactions are kept; images of the kept items are validated and written.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -79,6 +78,15 @@ def _kcore(users: np.ndarray, items: np.ndarray, alive: np.ndarray, k: int) -> n
         if not weak.any():
             return alive
         alive &= ~weak
+
+
+def _cell(text: str) -> str:
+    """A text cell as pandas.read_csv (RecBole's reader) reads it back unchanged.
+
+    Cells never hold tabs or newlines (``text.clean_text``). pandas treats a quote as special only
+    at the start of a cell, so only a cell starting with ``"`` is quoted, CSV-style.
+    """
+    return '"' + text.replace('"', '""') + '"' if text.startswith('"') else text
 
 
 def _format_time(value: float) -> str:
@@ -204,12 +212,9 @@ class _Builder:
         kept = np.flatnonzero(item_alive)
         with open(item_path, "w", encoding="utf-8", newline="") as fh:
             fh.write("\t".join(["item_id:token"] + [f"{f}:token_seq" for f in fields]) + "\n")
-            # Cells never hold tabs or newlines (text.clean_text); a cell with '"' is quoted CSV-style,
-            # which is how pandas.read_csv (RecBole's reader) parses it back.
-            writer = csv.writer(fh, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
             for i in kept.tolist():
                 text = self.src.items[self.item_tokens[i]].text
-                writer.writerow([written_items[i]] + [text.get(f, "") for f in fields])
+                fh.write("\t".join([written_items[i]] + [_cell(text.get(f, "")) for f in fields]) + "\n")
         n_images = int((self.image_state[kept] == VALID).sum())
         empty_fields = {f: sum(1 for i in kept.tolist() if not self.src.items[self.item_tokens[i]].text.get(f)) for f in fields}
         return {

@@ -83,7 +83,7 @@ def ml100k_dir(tmp_path, make_image):
         f"1,Toy Story Wrong,{zeros},1995,Second row must be ignored,en",
         f'2,Café Society,{zeros},1995,"She said ""hi"" in Paris",fr',
         f"3,Three,{zeros},1996,,en",
-        f"4,Four,{zeros},1996,A fourth film,en",
+        f'4,Four,{zeros},1996,"""Four"" is a film",en',
     ]
     (root / "items_tmdb.csv").write_text(header + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
     posters = root / "posters"

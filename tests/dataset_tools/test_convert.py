@@ -7,16 +7,21 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from dataset_tools import writer
 from dataset_tools.base import ItemRecord, Report, SourceDataset
 from dataset_tools.convert import main, run
 from dataset_tools.images import file_ref
+from dataset_tools.text import clean_text
 from dataset_tools.writer import WriteOptions, write_dataset
 from recbole_pmmrec.errors import PMMRecDataError
 
@@ -48,8 +53,9 @@ def test_movielens_posters(ml100k_dir, tmp_path):
     assert items[0] == ["item_id:token", "title:token_seq", "genres:token_seq", "overview:token_seq"]
     assert all(len(r) == 4 for r in items) and len(items) == 6  # tab and newline in an overview did not break rows
     assert items[1] == ["1", "Toy Story (1995)", "Animation Children's Comedy", "Woody and Buzz. A tab and a newline"]
-    assert items[2] == ["2", "Café Society (1995)", "Drama", '"She said ""hi"" in Paris"']  # CSV-quoted cell
+    assert items[2] == ["2", "Café Society (1995)", "Drama", 'She said "hi" in Paris']
     assert items[3] == ["3", "Three (1996)", "", ""]
+    assert items[4] == ["4", "Four (1996)", "Action War", '"""Four"" is a film"']  # starts with '"': CSV-quoted
     images = root / "ml100k-posters.images"
     assert sorted(p.name for p in images.iterdir()) == ["1.jpg", "2.jpg", "5.jpg"]
     assert (images / "1.jpg").read_bytes() == (ml100k_dir / "posters" / "1.jpg").read_bytes()
@@ -79,6 +85,11 @@ def test_recbole_loads_the_converted_files_with_the_dataset_yaml(ml100k_dir, tmp
     words = lambda f: [dataset.field2id_token[f][t] for t in dataset.item_feat[f][row].tolist() if t]  # noqa: E731
     assert words("title") == ["Café", "Society", "(1995)"]
     assert words("overview") == ["She", "said", '"hi"', "in", "Paris"]
+    row = dataset.token2id("item_id", "4")
+    assert words("overview") == ['"Four"', "is", "a", "film"]
+    text = pd.read_csv(tmp_path / "data" / "ml100k-posters" / "ml100k-posters.item", sep="\t", dtype=str,
+                       keep_default_na=False, engine="c")
+    assert text["overview:token_seq"].tolist()[1:4] == ['She said "hi" in Paris', "", '"Four" is a film']
 
 
 def test_strict_refuses_an_unknown_item(ml100k_dir, tmp_path):
@@ -217,3 +228,19 @@ def test_items_are_limited_by_pixels_and_counted(ml100k_dir, tmp_path):
     meta = _convert_ml(ml100k_dir, tmp_path / "out", "--max-pixels", "40")  # posters: 8x6 = 48 and 64x64 pixels
     assert meta["counts"]["images"] == 0 and meta["dropped"]["image_too_large"] == 4
     assert meta["counts"]["items"] == 5 and meta["counts"]["items_without_text"] == 0  # items keep their text
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text(max_size=40), min_size=1, max_size=5))
+def test_item_cells_read_back_exactly_with_pandas(titles):
+    """Whatever the text, each .item row stays one row and pandas (RecBole's reader) returns the cleaned text."""
+    src = SourceDataset("test", ["title", "other"], {})
+    for n, title in enumerate(titles):
+        src.items[f"i{n}"] = ItemRecord(text={"title": clean_text(title), "other": clean_text('"' + title)})
+        src.add("u", f"i{n}", float(n))
+    with tempfile.TemporaryDirectory() as tmp:
+        write_dataset(src, Report(), Path(tmp), "p", WriteOptions())
+        for engine in ("python", "c"):
+            df = pd.read_csv(Path(tmp) / "p" / "p.item", sep="\t", dtype=str, keep_default_na=False, engine=engine)
+            assert df["title:token_seq"].tolist() == [clean_text(t) for t in titles]
+            assert df["other:token_seq"].tolist() == [clean_text('"' + t) for t in titles]
