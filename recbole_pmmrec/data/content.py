@@ -141,6 +141,7 @@ def _as_text(value, counts: Counter) -> str:
 def _text_table(texts, text_fields: Sequence[str]) -> tuple[dict[str, list], list[str]]:
     """DataFrame / {token: {field: value}} / {token: str} -> ({field: values}, tokens)."""
     if isinstance(texts, pd.DataFrame):
+        text_fields = list(text_fields) or [str(c) for c in texts.columns]
         missing = [f for f in text_fields if f not in texts.columns]
         if missing:
             raise PMMRecDataError(
@@ -152,8 +153,10 @@ def _text_table(texts, text_fields: Sequence[str]) -> tuple[dict[str, list], lis
         values = list(texts.values())
         if all(not isinstance(v, Mapping) for v in values):
             return {"text": values}, tokens
-        missing = sorted({f for v in values if isinstance(v, Mapping) for f in text_fields} - {
-            f for v in values if isinstance(v, Mapping) for f in v})
+        present = {f for v in values if isinstance(v, Mapping) for f in v}
+        if not text_fields:  # every field, in order of first appearance
+            text_fields = list(dict.fromkeys(f for v in values if isinstance(v, Mapping) for f in v))
+        missing = sorted(set(text_fields) - present)
         if missing:
             raise PMMRecDataError(f"text field(s) {missing} appear in no item of the given texts")
         return {f: [v.get(f) if isinstance(v, Mapping) else None for v in values] for f in text_fields}, tokens
@@ -193,7 +196,9 @@ class ItemContent:
         self.name, self.lowercase, self.image_size = name, bool(lowercase), int(image_size)
         self.text_fields = list(text_fields)
         self.fallbacks: Counter = Counter()
-        self.use_text = texts is not None and tokenize is not None
+        if texts is not None and tokenize is None:
+            raise PMMRecConfigError(f"{name or 'dataset'}: item texts were given without a tokenize function")
+        self.use_text = texts is not None
         self.use_image = image_dir is not None
         if not (self.use_text or self.use_image):
             raise PMMRecConfigError(

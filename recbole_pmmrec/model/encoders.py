@@ -31,6 +31,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -72,6 +73,20 @@ def state_dict_sha256(module: nn.Module | None) -> str:
 def _freeze(module: nn.Module) -> None:
     for p in module.parameters():
         p.requires_grad_(False)
+
+
+@contextlib.contextmanager
+def _quiet_hf():
+    """No "Loading weights" progress bars from transformers while we load a model."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def _check_train_layers(train_layers: int, num_blocks: int, what: str) -> int:
@@ -223,8 +238,9 @@ class TextEncoder(TokenEncoder):
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
-            model = AutoModel.from_pretrained(str(self.path), **kwargs)
+            with _quiet_hf():
+                self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+                model = AutoModel.from_pretrained(str(self.path), **kwargs)
         except (OSError, ValueError) as exc:
             raise PMMRecConfigError(
                 f"cannot load a Hugging Face model + tokenizer from {self.path}: {exc}"
@@ -292,8 +308,7 @@ class TextEncoder(TokenEncoder):
     def _identity_fields(self) -> dict:
         return {
             "kind": "text",
-            "encoder": self.name,
-            "path": str(self.path),
+            "encoder": self.name if self.name in TEXT_ALIASES else self.path.name,  # weights: bottom_sha256
             "model_type": self.model_type,
             "num_blocks": self.num_blocks,
             "boundary_layer": self.num_blocks - self.train_layers,
@@ -455,6 +470,20 @@ class _ViTBottom(nn.Module):
         return x
 
 
+class _HFVisionBottom(nn.Module):
+    """A Hugging Face vision model whose top blocks were moved out: pixel values -> last_hidden_state."""
+
+    def __init__(self, model: nn.Module, grid: int | None, n_prefix: int) -> None:
+        super().__init__()
+        self.model = model
+        self.grid = grid
+        self.n_prefix = n_prefix
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.model(pixel_values=x).last_hidden_state  # (N, L, D)
+        return _pool_vit_tokens(h, self.n_prefix, self.grid)
+
+
 def _pool_vit_tokens(x: Tensor, n_prefix: int, grid: int | None) -> Tensor:
     """Keep prefix (CLS) tokens, pool the square patch grid to grid x grid."""
     if grid is None:
@@ -496,28 +525,34 @@ class ImageEncoder(TokenEncoder):
         if grid is not None and (not isinstance(grid, int) or grid < 1):
             raise PMMRecConfigError(f"image_grid must be a positive int or None, got {grid!r}")
         self.name, self.image_size, self.grid = str(name), image_size, grid
+        self.family = ""
         self.checkpoint = str(checkpoint) if checkpoint is not None else None
         arch = self.name.split(":", 1)[1] if self.name.startswith("timm:") else self.name
         self.load_report: dict | None = None
         if self.name in IMAGE_ALIASES:
             arch = "tf_efficientnet_lite0"
-        if model is None:
-            if not timm.is_model(arch):
-                raise PMMRecConfigError(
-                    f"image_encoder {self.name!r} is neither an alias ({', '.join(IMAGE_ALIASES)}) nor a "
-                    "timm architecture name (e.g. timm:efficientnet_lite0, timm:vit_tiny_patch16_224)"
-                )
-            kwargs = {"num_classes": 0, "pretrained": False}
-            if timm.models.is_model_in_modules(arch, _VIT_MODULES):
-                kwargs["img_size"] = image_size
-            model = timm.create_model(arch, **kwargs)
-        self.arch = arch
-        model.eval()
-        cfg = getattr(model, "pretrained_cfg", {}) or {}
-        mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
-        if self.name in IMAGE_ALIASES:
-            self._load_lite0(model)
-            mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+        hf_dir = Path(os.path.expanduser(self.name))
+        if model is None and hf_dir.is_dir():
+            model, mean, std = self._load_hf(hf_dir)
+        else:
+            if model is None:
+                if not timm.is_model(arch):
+                    raise PMMRecConfigError(
+                        f"image_encoder {self.name!r} is neither an alias ({', '.join(IMAGE_ALIASES)}), a "
+                        "timm architecture name (e.g. timm:efficientnet_lite0, timm:vit_tiny_patch16_224) "
+                        "nor a local Hugging Face model folder"
+                    )
+                kwargs = {"num_classes": 0, "pretrained": False}
+                if timm.models.is_model_in_modules(arch, _VIT_MODULES):
+                    kwargs["img_size"] = image_size
+                model = timm.create_model(arch, **kwargs)
+            self.arch = arch
+            model.eval()
+            cfg = getattr(model, "pretrained_cfg", {}) or {}
+            mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
+            if self.name in IMAGE_ALIASES:
+                self._load_lite0(model)
+                mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
         if self.checkpoint is not None:
             self.load_report = _load_into(model, load_weights_file(self.checkpoint), self.checkpoint)
         if self.load_report is None:
@@ -527,7 +562,9 @@ class ImageEncoder(TokenEncoder):
         self.register_buffer("_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
-        if hasattr(model, "conv_head") and hasattr(model, "blocks") and hasattr(model, "bn2"):
+        if self.family == "hf":
+            self._split_hf(model, train_layers)
+        elif hasattr(model, "conv_head") and hasattr(model, "blocks") and hasattr(model, "bn2"):
             self.family = "efficientnet"
             self._split_efficientnet(model, train_layers)
         elif hasattr(model, "patch_embed") and hasattr(model, "blocks") and hasattr(model, "_pos_embed"):
@@ -585,6 +622,90 @@ class ImageEncoder(TokenEncoder):
         self.top = nn.ModuleList(blocks[cut:] + ([norm] if k > 0 else []))
         self.out_dim = int(model.num_features)
 
+    def _load_hf(self, path: Path) -> tuple[nn.Module, tuple, tuple]:
+        """A Hugging Face vision model (ViTModel, CLIPVisionModel, Dinov2Model, ...) from a folder."""
+        import transformers
+
+        self.family = "hf"
+        try:
+            with _quiet_hf():
+                config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+                if config.model_type == "clip":  # the vision tower of a full CLIP folder
+                    model = transformers.CLIPVisionModel.from_pretrained(str(path), local_files_only=True)
+                else:
+                    model = transformers.AutoModel.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise PMMRecConfigError(f"cannot load a Hugging Face vision model from {path}: {exc}") from exc
+        model.eval()
+        self.arch = type(model).__name__
+        self.load_report = {"source": str(path), "loaded": len(model.state_dict()), "missing": [],
+                            "unexpected": [], "ignored": []}
+        vcfg = getattr(model.config, "vision_config", model.config)
+        want = getattr(vcfg, "image_size", None)
+        if isinstance(want, int) and want != self.image_size:
+            raise PMMRecConfigError(
+                f"image encoder {path} was built for {want} px images, image_size is {self.image_size}: "
+                f"set image_size: {want}"
+            )
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        pre = path / "preprocessor_config.json"
+        if pre.is_file():
+            import json
+
+            info = json.loads(pre.read_text())
+            mean, std = tuple(info.get("image_mean", mean)), tuple(info.get("image_std", std))
+        self.patch_size = int(getattr(vcfg, "patch_size", 0) or 0)
+        return model, mean, std
+
+    def _split_hf(self, model: nn.Module, train_layers: int) -> None:
+        parent, attr, layers = None, None, None
+        for owner_path, name in (("encoder", "layer"), ("encoder", "layers"), ("", "layers"), ("", "layer"),
+                                 ("vision_model.encoder", "layers"), ("vision_model.encoder", "layer")):
+            owner = model
+            for part in filter(None, owner_path.split(".")):
+                owner = getattr(owner, part, None)
+            if isinstance(getattr(owner, name, None), nn.ModuleList):
+                parent, attr, layers = owner, name, getattr(owner, name)
+                break
+        self.num_blocks = len(layers) if layers is not None else 0
+        k = self.train_layers = _check_train_layers(train_layers, self.num_blocks, f"image encoder {self.name}")
+        x = torch.randn(2, 3, self.image_size, self.image_size)
+        with torch.no_grad():
+            ref = model(pixel_values=x).last_hidden_state  # (N, L, D)
+        n_patches = (self.image_size // self.patch_size) ** 2 if self.patch_size else ref.shape[1] - 1
+        self.num_prefix_tokens = int(ref.shape[1] - n_patches)
+        self.out_dim = int(ref.shape[-1])
+        self.bottom = _HFVisionBottom(model, self.grid if k == 0 else None, self.num_prefix_tokens)
+        if k == 0:
+            self.top = nn.ModuleList()
+            return
+        cut = len(layers) - k
+        final = None
+        for owner in (model, getattr(model, "vision_model", None)):
+            for name in ("layernorm", "final_layernorm"):
+                if owner is not None and isinstance(getattr(owner, name, None), nn.LayerNorm):
+                    final = (owner, name, getattr(owner, name))
+        setattr(parent, attr, nn.ModuleList(layers[:cut]))
+        if final is not None:
+            setattr(final[0], final[1], nn.Identity())
+        self.top = nn.ModuleList(list(layers[cut:]) + ([final[2]] if final is not None else []))
+        try:
+            with torch.no_grad():
+                out = self.encode_top(*self._bottom_forward(x))
+            ref = _pool_vit_tokens(ref, self.num_prefix_tokens, self.grid)
+            ok = out.shape == ref.shape and torch.allclose(out, ref, atol=1e-4)
+        except Exception as exc:
+            raise PMMRecConfigError(
+                f"image encoder {self.name} ({self.arch}): calling its top {k} blocks failed ({exc!r}); "
+                "use image_train_layers: 0 or encoder_mode: end_to_end"
+            ) from exc
+        if not ok:
+            raise PMMRecConfigError(
+                f"image encoder {self.name} ({self.arch}) cannot be split into a frozen bottom and {k} "
+                "trainable blocks (the split does not reproduce the model); use image_train_layers: 0 "
+                "or encoder_mode: end_to_end"
+            )
+
     def _set_bn_eval(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -620,7 +741,7 @@ class ImageEncoder(TokenEncoder):
                 x = unit(x)
             return _pool_grid(x, self.grid)
         for unit in self.top:
-            x = unit(x)
+            x = unit(x) if isinstance(unit, nn.LayerNorm) or self.family != "hf" else _first(unit(x, None))
         return _pool_vit_tokens(x, self.num_prefix_tokens, self.grid)
 
     def _identity_fields(self) -> dict:
@@ -628,7 +749,7 @@ class ImageEncoder(TokenEncoder):
             "kind": "image",
             "encoder": self.name,
             "arch": self.arch,
-            "checkpoint": self.checkpoint,
+            "checkpoint": Path(self.checkpoint).name if self.checkpoint else None,  # weights: bottom_sha256
             "num_blocks": self.num_blocks,
             "boundary_block": self.num_blocks - self.train_layers,
             "image_size": self.image_size,

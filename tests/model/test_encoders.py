@@ -244,3 +244,43 @@ def test_image_identity_and_errors():
         ImageEncoder("timm:efficientnet_lite0", train_layers=9, image_size=64)
     with pytest.raises(PMMRecConfigError, match="timm architecture"):
         ImageEncoder("no_such_net")
+
+
+def test_roberta_family_splits(tmp_path):
+    path = tmp_path / "roberta"
+    _tiny_bert(path)  # for the tokenizer; the model below replaces the BERT weights
+    config = transformers.RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                        intermediate_size=64, vocab_size=len(WORDS) + 5, pad_token_id=0,
+                                        max_position_embeddings=40)
+    transformers.RobertaModel(config, add_pooling_layer=False).save_pretrained(str(path))
+    ref = transformers.AutoModel.from_pretrained(str(path)).eval()
+    enc = TextEncoder(str(path), train_layers=1, max_length=10).eval()
+    ids, mask = enc.tokenize(SENTENCES)
+    with torch.no_grad():
+        expect = ref(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+    torch.testing.assert_close(enc.encode_top(*enc.encode_bottom((ids, mask))), expect, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["vit", "clip"])
+def test_hf_vision_models_split(tmp_path, kind):
+    common = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                  image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    if kind == "vit":
+        model = transformers.ViTModel(transformers.ViTConfig(**common), add_pooling_layer=False)
+    else:
+        model = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**common))
+    model.save_pretrained(str(tmp_path / kind))
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expect = model(pixel_values=x).last_hidden_state  # (2, 1 + 16, 32): CLS + 4x4 patches
+    for k in (0, 2):
+        enc = ImageEncoder(str(tmp_path / kind), train_layers=k, image_size=32).eval()
+        assert enc.num_blocks == 3
+        torch.testing.assert_close(enc.encode_top(*enc.encode_bottom(x)), expect, atol=1e-4, rtol=0)
+        assert all(n.startswith("top.") for n, p in enc.named_parameters() if p.requires_grad)
+    pooled = ImageEncoder(str(tmp_path / kind), train_layers=1, image_size=32, grid=2).eval()
+    assert pooled(x)[0].shape == (2, 1 + 4, 32)
+    with pytest.raises(PMMRecConfigError, match="image_size: 32"):
+        ImageEncoder(str(tmp_path / kind), image_size=64)
