@@ -73,7 +73,8 @@ def read_item_text(
     Returns a DataFrame indexed by item token (str) with one str column per text field ('' when
     empty). Header names are ``name:type``; ``token_seq`` fields stay the raw space-joined string.
     Non-UTF-8 lines are read as latin-1, duplicate item rows keep the first, rows with the wrong
-    number of fields are skipped; each is counted in ``df.attrs['fallbacks']`` and logged.
+    number of fields are skipped (too many) or padded (too few); each is counted in
+    ``df.attrs['fallbacks']`` and logged.
     """
     path = Path(item_file_path)
     text_fields = list(text_fields)
@@ -94,27 +95,31 @@ def read_item_text(
         )
     cols = [header.index(item_field)] + [header.index(f) for f in text_fields]
     width = len(header)
-    rows, malformed = [], 0
+    rows, malformed, short = [], 0, 0
     for line in lines[1:]:
         if not line.strip():
             continue
         parts = line.split(field_separator)
-        if len(parts) != width:
+        if len(parts) > width:  # a separator inside a value: the columns cannot be trusted
             malformed += 1
             continue
+        if len(parts) < width:  # trailing empty fields dropped by an editor
+            short += 1
+            parts += [""] * (width - len(parts))
         rows.append([parts[c] for c in cols])
     df = pd.DataFrame(rows, columns=[item_field] + text_fields, dtype=object)
     dup = df[item_field].duplicated(keep="first")
     n_dup = int(dup.sum())
     df = df[~dup].set_index(item_field)
     df.index = df.index.astype(str)
-    fallbacks = {"latin1_lines": latin1, "duplicate_items": n_dup, "malformed_rows": malformed}
+    fallbacks = {"latin1_lines": latin1, "duplicate_items": n_dup, "malformed_rows": malformed,
+                 "short_rows": short}
     df.attrs["fallbacks"] = fallbacks
-    if latin1 or n_dup or malformed:
+    if latin1 or n_dup or malformed or short:
         logger.warning(
             "%s: %d non-UTF-8 lines read as latin-1, %d duplicate item rows (first kept), "
-            "%d rows with a wrong field count skipped",
-            path, latin1, n_dup, malformed,
+            "%d rows with too many fields skipped, %d short rows padded with empty fields",
+            path, latin1, n_dup, malformed, short,
         )
     return df
 

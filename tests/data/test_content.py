@@ -45,16 +45,18 @@ def test_read_item_text(tmp_path, caplog):
         b"i2\tHeat\t1995\t",
         "i3\tCafé X\t2001\tComedy".encode("latin-1"),  # not UTF-8
         b"i1\tDuplicate\t2000\tAction",  # duplicate: first row wins
-        b"i4\tbroken row",  # wrong field count
+        b"i4\tShort row",  # trailing fields missing: padded
+        b"i6\ttoo\tmany\tfields\there",  # cannot be trusted: skipped
         "i5\tGolden Eye ¦\t1995\tAction".encode("utf-8"),
     ])
     with caplog.at_level(logging.WARNING):
         df = read_item_text(path, ["title", "genre"])
-    assert list(df.columns) == ["title", "genre"] and list(df.index) == ["i1", "i2", "i3", "i5"]
+    assert list(df.columns) == ["title", "genre"] and list(df.index) == ["i1", "i2", "i3", "i4", "i5"]
     assert df.loc["i1", "title"] == "Toy Story" and df.loc["i1", "genre"] == "Animation Comedy"
     assert df.loc["i2", "genre"] == "" and df.loc["i3", "title"] == "Café X"
     assert df.loc["i5", "title"] == "Golden Eye ¦"
-    assert df.attrs["fallbacks"] == {"latin1_lines": 1, "duplicate_items": 1, "malformed_rows": 1}
+    assert df.loc["i4"].tolist() == ["Short row", ""]
+    assert df.attrs["fallbacks"] == {"latin1_lines": 1, "duplicate_items": 1, "malformed_rows": 1, "short_rows": 1}
     assert "1 duplicate item rows" in caplog.text
 
     with pytest.raises(PMMRecDataError, match=r"\['plot'\] not found.*item_id, title, year, genre"):
