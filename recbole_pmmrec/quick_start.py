@@ -41,6 +41,11 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    if config["pretrained"]:  # transfer: load (and freeze) components before the optimiser is built
+        from recbole_pmmrec.transfer import load_pretrained
+
+        load_pretrained(model, config["pretrained"], config["transfer_components"],
+                        freeze=bool(config["freeze_transferred"]), config=config)
     logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
@@ -57,6 +62,12 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
     logger.info(set_color("best valid ", "yellow") + f": {dict(best_valid_result)}")
     logger.info(set_color("test result", "yellow") + f": {dict(test_result)}")
     logger.info(f"log file: {log_file}")
+    from recbole_pmmrec.transfer import save_folder, save_pretrained, source_datasets
+
+    pretrained_out = save_folder(config)  # the best model's components (the last epoch's when saved=False)
+    if pretrained_out is not None:
+        save_pretrained(model, pretrained_out, config, source_datasets(config))
+        logger.info(f"pretrained components: {pretrained_out}")
     return {
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
@@ -65,4 +76,5 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
         "config": config,
         "checkpoint": getattr(trainer, "saved_model_file", None) if saved and trained else None,
         "log_file": log_file,
+        "pretrained_folder": str(pretrained_out) if pretrained_out is not None else None,
     }

@@ -1,0 +1,564 @@
+"""Component checkpoints: save a PMMRec as a folder anyone can load, load any subset of its components.
+
+A checkpoint folder holds two files::
+
+    model.safetensors   every tensor of the model except the frozen encoder bottoms
+    pmmrec.json         header: format version, model type, modalities, the architecture config, each
+                        encoder's identity (what produces its bottom states, with a hash of the bottom
+                        weights), per-component tensor counts, source datasets, library versions and the
+                        sha256 of model.safetensors
+
+Components are state-dict prefixes of :class:`~recbole_pmmrec.model.pmmrec.PMMRec`:
+
+=================  ===============================  ==========================================
+component          prefix                           holds
+=================  ===============================  ==========================================
+``text_encoder``   ``item_tower.text_encoder.``     trainable top blocks of the text encoder + projection
+``image_encoder``  ``item_tower.image_encoder.``    trainable top blocks of the image encoder + projection
+``fusion``         ``item_tower.fusion.``           merge-attention layer (used with two modalities)
+``user_encoder``   ``user_encoder.``                positions + causal Transformer
+``heads``          ``heads.``                       NICL / NID pre-training heads (never loaded by default)
+=================  ===============================  ==========================================
+
+The frozen bottom of each encoder is not saved: it is the public pretrained model named in the
+header, and its identity (``TokenEncoder.identity()``, including ``bottom_sha256``) must equal the
+loading model's, otherwise the transferred top blocks and projection would read states they were
+never trained on (and a cached model's encoder-state cache would not match).
+
+Loading never unpickles anything: weights are read with safetensors only. A folder that holds a
+pickle (``.pth``/``.pt``/``.bin``/``.pkl``/``.ckpt``) instead is refused; convert such a file yourself
+with ``torch.load(path, weights_only=True)`` and :func:`safetensors.torch.save_file` if you trust its
+content.
+
+Modality settings: a component belongs to a modality (``text_encoder`` -> text, ``image_encoder`` ->
+image); ``fusion`` is trained only by a model with both modalities (a single modality is mean-pooled
+without it), and the header says so. ``components=None`` loads every default component that the
+checkpoint and the model both have and that was trained; an explicitly listed component that cannot be
+loaded is an error that says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from recbole_pmmrec.errors import PMMRecCheckpointError, PMMRecConfigError
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "recbole-pmmrec component checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+HEADER_FILE = "pmmrec.json"
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".pkl", ".pickle", ".ckpt")
+
+COMPONENTS = {
+    "text_encoder": "item_tower.text_encoder.",
+    "image_encoder": "item_tower.image_encoder.",
+    "fusion": "item_tower.fusion.",
+    "user_encoder": "user_encoder.",
+    "heads": "heads.",
+}
+DEFAULT_COMPONENTS = ("text_encoder", "image_encoder", "fusion", "user_encoder")
+MODALITY_OF = {"text_encoder": "text", "image_encoder": "image"}
+BOTTOM = ".backbone.bottom."  # frozen encoder bottoms: identified by their identity, never saved
+
+# Architecture keys recorded in the header (the rest of the config is not needed to load weights).
+CONFIG_KEYS = (
+    "modalities", "hidden_size", "fusion_heads", "fusion_dropout", "n_layers", "n_heads", "inner_size",
+    "hidden_dropout_prob", "attn_dropout_prob", "hidden_act", "layer_norm_eps", "initializer_range",
+    "MAX_ITEM_LIST_LENGTH", "projection", "text_encoder", "text_fields", "text_max_length", "text_lowercase",
+    "text_train_layers", "image_encoder", "image_size", "image_grid", "image_train_layers",
+    "image_checkpoint", "encoder_mode", "loss_type", "nip_debias", "w_nicl", "nicl_tau", "w_nid",
+    "nid_ratio", "w_rcl", "rcl_tau", "train_window", "learning_rate", "weight_decay", "epochs", "seed",
+)
+# Identity fields that decide whether the transferred top blocks read the same states: must be equal.
+IDENTITY_HARD = ("kind", "model_type", "arch", "num_blocks", "boundary_layer", "boundary_block", "state_dim",
+                 "bottom_sha256")
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _jsonable(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for dist in ("recbole-pmmrec", "recbole", "torch", "transformers", "timm", "safetensors", "numpy"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    out["torch"] = torch.__version__  # with its build tag (e.g. +cu130)
+    return out
+
+
+def _cfg(config, key: str):
+    """``config[key]`` for a RecBole Config (None when unset) or a plain dict."""
+    try:
+        return config[key]
+    except KeyError:
+        return None
+
+
+def _component_of(key: str) -> str | None:
+    for name, prefix in COMPONENTS.items():
+        if key.startswith(prefix):
+            return name
+    return None
+
+
+def _model_modalities(model: nn.Module) -> tuple[str, ...]:
+    tower = getattr(model, "item_tower", None)
+    return tuple(getattr(tower, "modalities", ()))
+
+
+def exportable_state(model: nn.Module) -> dict[str, Tensor]:
+    """The model's state dict without frozen encoder bottoms (what a checkpoint holds)."""
+    return {k: v for k, v in model.state_dict().items() if BOTTOM not in k and _component_of(k) is not None}
+
+
+def _encoder_identities(model: nn.Module) -> dict[str, dict]:
+    tower = model.item_tower
+    return {m: getattr(tower, f"{m}_encoder").backbone.identity() for m in tower.modalities}
+
+
+def parse_components(value) -> list[str] | None:
+    """``transfer_components`` (list, or a string like ``'text_encoder,user_encoder'``) -> names; None = default."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().strip("[]()")
+        value = [v.strip().strip("'\"") for v in text.replace("+", ",").replace(" ", ",").split(",")]
+        value = [v for v in value if v]
+        if not value or value == ["all"] or value == ["None"]:
+            return None
+    names = [str(v).strip().lower() for v in value]
+    unknown = [n for n in names if n not in COMPONENTS]
+    if unknown or not names:
+        raise PMMRecConfigError(
+            f"transfer_components={value!r}: unknown component(s) {unknown}; choose from {list(COMPONENTS)} "
+            f"(~ = every default component the checkpoint and the model share)")
+    return list(dict.fromkeys(names))
+
+
+# --------------------------------------------------------------------------------------------
+# saving
+# --------------------------------------------------------------------------------------------
+
+
+def save_pretrained(model: nn.Module, folder, config=None, dataset_names=None) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/pmmrec.json`` (atomically: temp file, then rename).
+
+    ``config``: the run's config (its architecture keys go into the header); ``dataset_names``: the
+    source datasets the model was trained on (a name or a list). Returns the folder.
+    """
+    from safetensors.torch import save_file
+
+    if not hasattr(model, "item_tower") or not hasattr(model, "user_encoder"):
+        raise PMMRecCheckpointError(
+            f"save_pretrained: {type(model).__name__} has no item_tower/user_encoder; component checkpoints "
+            "are for PMMRec (other models: use the trainer's own checkpoint)")
+    folder = Path(os.path.expanduser(str(folder)))
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in exportable_state(model).items()}  # (no shared storage)
+    modalities = list(_model_modalities(model))
+    components = {}
+    for name, prefix in COMPONENTS.items():
+        keys = [k for k in state if k.startswith(prefix)]
+        if not keys:
+            continue
+        components[name] = {
+            "prefix": prefix,
+            "tensors": len(keys),
+            "parameters": int(sum(state[k].numel() for k in keys)),
+            # fusion only runs with two modalities: a single-modality model never trains it
+            "trained": not (name == "fusion" and len(modalities) < 2),
+        }
+    if isinstance(dataset_names, str):
+        dataset_names = [dataset_names]
+    cfg = {}
+    if config is not None:
+        cfg = {k: _jsonable(_cfg(config, k)) for k in CONFIG_KEYS if _cfg(config, k) is not None}
+    cfg["modalities"] = modalities
+    cfg["hidden_size"] = int(getattr(model, "hidden_size", cfg.get("hidden_size", 0)) or 0)
+    cfg["n_heads"] = _user_heads(model)
+    cfg["fusion_heads"] = int(model.item_tower.fusion.n_heads)
+    cfg["n_layers"] = len(model.user_encoder.encoder.layer)
+    cfg["max_seq_length"] = int(model.user_encoder.position_embedding.num_embeddings)
+    cfg["projection"] = _projection_kind(model)
+
+    weights = folder / WEIGHTS_FILE
+    tmp_weights = folder / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
+    try:
+        save_file(state, str(tmp_weights), metadata={"format": "pt", "pmmrec_format_version": str(FORMAT_VERSION)})
+        header = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": type(model).__name__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "modalities": modalities,
+            "components": components,
+            "encoders": _jsonable(_encoder_identities(model)),
+            "config": cfg,
+            "source_datasets": [str(d) for d in (dataset_names or [])],
+            "versions": _versions(),
+            "weights": WEIGHTS_FILE,
+            "weights_sha256": _sha256(tmp_weights),
+        }
+        fd, tmp_header = tempfile.mkstemp(prefix=f".{HEADER_FILE}.tmp-", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(header, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp_weights, weights)
+        os.replace(tmp_header, folder / HEADER_FILE)
+    finally:
+        if tmp_weights.exists():
+            tmp_weights.unlink()
+    logger.info("saved components %s of %s to %s", list(components), type(model).__name__, folder)
+    return folder
+
+
+def _projection_kind(model: nn.Module) -> str:
+    tower = model.item_tower
+    proj = getattr(tower, f"{tower.modalities[0]}_encoder").proj
+    return "linear" if isinstance(proj, nn.Linear) else "mlp"
+
+
+def _user_heads(model: nn.Module) -> int:
+    return int(model.user_encoder.encoder.layer[0].multi_head_attention.num_attention_heads)
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ComponentReport:
+    """Tensor names of one component, sorted into what happened to them."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)       # in the model, not in the checkpoint
+    unexpected: list[str] = field(default_factory=list)    # in the checkpoint, not in the model
+    mismatched: list[str] = field(default_factory=list)    # in both with different shapes
+    frozen: bool = False
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pretrained` did, per component; ``str(report)`` is a table."""
+
+    folder: str
+    header: dict
+    components: dict[str, ComponentReport] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # component -> why it was not loaded
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def loaded(self) -> list[str]:
+        return list(self.components)
+
+    def table(self) -> str:
+        rows = [("component", "loaded", "missing", "unexpected", "shape-mismatched", "frozen")]
+        for name, r in self.components.items():
+            rows.append((name, str(len(r.loaded)), str(len(r.missing)), str(len(r.unexpected)),
+                         str(len(r.mismatched)), "yes" if r.frozen else "no"))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = [f"pretrained weights from {self.folder} (sources: {', '.join(self.header.get('source_datasets') or ['?'])})"]
+        lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+        lines += [f"  not loaded: {name} ({why})" for name, why in self.skipped.items()]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    __str__ = table
+
+
+def _resolve_folder(path) -> Path:
+    """A checkpoint folder (or one of its two files) -> the folder; refuses pickles before touching them."""
+    if path is None or str(path).strip() in ("", "None", "~"):
+        raise PMMRecConfigError("pretrained: no checkpoint folder given")
+    path = Path(os.path.expanduser(str(path)))
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise PMMRecCheckpointError(
+            f"refusing to load '{path}': it is a pickle-based torch file, and unpickling a file from elsewhere "
+            f"can run arbitrary code. --pretrained takes a folder written by recbole_pmmrec.transfer.save_pretrained "
+            f"({WEIGHTS_FILE} + {HEADER_FILE}); if you trust the file, convert it with "
+            f"torch.load(path, weights_only=True) and safetensors.torch.save_file")
+    if path.is_file() and path.name in (WEIGHTS_FILE, HEADER_FILE):
+        path = path.parent
+    if not path.is_dir():
+        raise PMMRecCheckpointError(f"pretrained checkpoint folder '{path}' does not exist (or is not a folder)")
+    if not (path / WEIGHTS_FILE).is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+        if pickles:
+            raise PMMRecCheckpointError(
+                f"refusing to load '{path}': it holds pickle-based torch files {pickles} and no {WEIGHTS_FILE}. "
+                f"Unpickling a file from elsewhere can run arbitrary code, so it is never done; if you trust the "
+                f"file, convert it with torch.load(path, weights_only=True) + safetensors.torch.save_file, or "
+                f"save the model with recbole_pmmrec.transfer.save_pretrained")
+        raise PMMRecCheckpointError(
+            f"'{path}' is not a PMMRec checkpoint folder: {WEIGHTS_FILE} is missing "
+            f"(write one with recbole_pmmrec.transfer.save_pretrained or the save_pretrained config key)")
+    return path
+
+
+def read_header(folder) -> dict:
+    """The validated ``pmmrec.json`` of a checkpoint folder."""
+    folder = _resolve_folder(folder)
+    path = folder / HEADER_FILE
+    if not path.is_file():
+        raise PMMRecCheckpointError(
+            f"'{folder}' has {WEIGHTS_FILE} but no {HEADER_FILE}: without the header the encoders and modalities "
+            f"of the weights are unknown; save the model again with recbole_pmmrec.transfer.save_pretrained")
+    try:
+        header = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PMMRecCheckpointError(f"{path} is not valid JSON ({exc}); the checkpoint is corrupt") from exc
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise PMMRecCheckpointError(f"{path} is not a recbole-pmmrec checkpoint header (format field: "
+                                    f"{header.get('format') if isinstance(header, dict) else None!r})")
+    version = header.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise PMMRecCheckpointError(f"{path}: format_version {version!r} is not supported by this recbole-pmmrec "
+                                    f"(reads versions up to {FORMAT_VERSION}); upgrade recbole-pmmrec")
+    return header
+
+
+def _read_weights(folder: Path, header: dict) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    path = folder / WEIGHTS_FILE
+    expected = header.get("weights_sha256")
+    if expected and _sha256(path) != expected:
+        raise PMMRecCheckpointError(
+            f"{path} does not match the sha256 recorded in {HEADER_FILE}: the file is truncated, corrupt or was "
+            f"replaced; copy the checkpoint folder again")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for bad headers / short files
+        raise PMMRecCheckpointError(
+            f"cannot read {path} ({type(exc).__name__}: {exc}): the file is truncated or corrupt; copy the "
+            f"checkpoint folder again") from exc
+
+
+def _check_identity(modality: str, saved: dict | None, own: dict, folder: Path, report: LoadReport) -> None:
+    if saved is None:
+        raise PMMRecCheckpointError(f"{folder / HEADER_FILE}: no identity recorded for the {modality} encoder")
+    differ = [k for k in IDENTITY_HARD if (k in saved or k in own) and saved.get(k) != own.get(k)]
+    if differ:
+        detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs model {own.get(k)!r}" for k in differ)
+        raise PMMRecCheckpointError(
+            f"the {modality} encoder of checkpoint '{folder}' ({saved.get('encoder')}) does not match this "
+            f"model's ({own.get('encoder')}): {detail}. Its top blocks and projection were trained on the states "
+            f"of a different frozen bottom, so the cached states would not match; use the same "
+            f"{modality}_encoder and {modality}_train_layers as the checkpoint (see its {HEADER_FILE}), or leave "
+            f"{modality}_encoder out of transfer_components")
+    soft = [k for k in set(saved) | set(own) if k not in IDENTITY_HARD and k != "path" and saved.get(k) != own.get(k)]
+    for k in sorted(soft):
+        report.warnings.append(f"{modality} encoder {k}: checkpoint {saved.get(k)!r}, model {own.get(k)!r}")
+
+
+def _check_architecture(name: str, header: dict, model: nn.Module, config) -> None:
+    saved = header.get("config", {})
+    checks = {"hidden_size": int(model.hidden_size)}
+    if name == "user_encoder":
+        checks.update(n_heads=_user_heads(model), n_layers=len(model.user_encoder.encoder.layer))
+    if name == "fusion":
+        checks["fusion_heads"] = int(model.item_tower.fusion.n_heads)
+    if name in MODALITY_OF:
+        checks["projection"] = _projection_kind(model)
+    if name in ("user_encoder", "fusion") and config is not None and _cfg(config, "hidden_act") is not None:
+        checks["hidden_act"] = _cfg(config, "hidden_act")
+    bad = {k: (saved.get(k), v) for k, v in checks.items() if k in saved and saved[k] != v}
+    if bad:
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in bad.items())
+        raise PMMRecCheckpointError(
+            f"cannot load {name}: the checkpoint's architecture differs ({detail}); set these keys to the "
+            f"checkpoint's values, or leave {name} out of transfer_components")
+
+
+def load_pretrained(model: nn.Module, folder, components=None, freeze: bool = False, config=None,
+                    strict: bool = False) -> LoadReport:
+    """Load ``components`` of the checkpoint in ``folder`` into ``model``; the others keep their weights.
+
+    ``components``: a list of names from :data:`COMPONENTS` (or a string such as
+    ``'text_encoder,user_encoder'``); ``None`` = every default component that the checkpoint and the
+    model both have and that was trained. ``freeze``: set ``requires_grad=False`` on the loaded
+    components' parameters (build the optimiser afterwards). ``config``: the model's config, for
+    extra architecture checks. ``strict``: missing or unexpected tensors in a loaded component are
+    errors too (they are reported either way).
+
+    Raises :class:`PMMRecCheckpointError` for: a pickle instead of safetensors, a missing or invalid
+    header, another model type, a corrupt/truncated weights file, a component of a modality the
+    checkpoint or the model lacks, an encoder whose frozen bottom differs, a different architecture, a
+    shape mismatch, or a requested component with zero tensors loaded.
+    """
+    folder = _resolve_folder(folder)
+    header = read_header(folder)
+    report = LoadReport(str(folder), header)
+    saved_model = header.get("model")
+    if saved_model != type(model).__name__:
+        raise PMMRecCheckpointError(
+            f"checkpoint '{folder}' holds a {saved_model} model, not a {type(model).__name__}; "
+            f"load it into {saved_model}, or use a checkpoint saved from {type(model).__name__}")
+    weights = _read_weights(folder, header)
+    ckpt_modalities = set(header.get("modalities") or [])
+    model_modalities = set(_model_modalities(model))
+    saved_components = header.get("components", {})
+    requested = parse_components(components)
+
+    if requested is None:
+        chosen = []
+        for name in DEFAULT_COMPONENTS:
+            modality = MODALITY_OF.get(name)
+            if modality and modality not in ckpt_modalities:
+                report.skipped[name] = f"the checkpoint has no {modality} modality"
+            elif modality and modality not in model_modalities:
+                report.skipped[name] = f"the model has no {modality} modality"
+            elif name not in saved_components:
+                report.skipped[name] = "not in the checkpoint"
+            elif name == "fusion" and len(model_modalities) < 2:
+                report.skipped[name] = "unused: the model has one modality, which is mean-pooled without it"
+            elif not saved_components[name].get("trained", True):
+                report.skipped[name] = ("never trained: the checkpoint has one modality, which is mean-pooled "
+                                        "without the fusion layer")
+            else:
+                chosen.append(name)
+    else:
+        chosen = requested
+        for name in chosen:
+            modality = MODALITY_OF.get(name)
+            if modality and modality not in ckpt_modalities:
+                raise PMMRecCheckpointError(
+                    f"transfer_components asks for {name}, but checkpoint '{folder}' has no {modality} modality "
+                    f"(its modalities: {sorted(ckpt_modalities)}); leave {name} out of transfer_components")
+            if modality and modality not in model_modalities:
+                raise PMMRecCheckpointError(
+                    f"transfer_components asks for {name}, but this model has no {modality} modality "
+                    f"(modalities: {sorted(model_modalities)}); add {modality} to modalities or leave {name} out")
+            if name == "fusion" and len(model_modalities) < 2:
+                raise PMMRecCheckpointError(
+                    f"transfer_components asks for fusion, but this model has one modality "
+                    f"({'/'.join(sorted(model_modalities))}), which is mean-pooled without the fusion layer; "
+                    f"leave fusion out of transfer_components")
+            if name in saved_components and not saved_components[name].get("trained", True):
+                raise PMMRecCheckpointError(
+                    f"transfer_components asks for {name}, but the {name} of checkpoint '{folder}' was never "
+                    f"trained (a {'/'.join(sorted(ckpt_modalities))}-only model mean-pools its single modality "
+                    f"without the fusion layer); leave {name} out of transfer_components")
+    if not chosen:
+        raise PMMRecCheckpointError(
+            f"nothing to load from '{folder}': {'; '.join(f'{k}: {v}' for k, v in report.skipped.items())}")
+
+    identities = _encoder_identities(model)
+    for name in chosen:
+        _check_architecture(name, header, model, config)
+        if name in MODALITY_OF:
+            modality = MODALITY_OF[name]
+            _check_identity(modality, header.get("encoders", {}).get(modality), identities[modality], folder, report)
+
+    own = exportable_state(model)
+    to_load = {}
+    for name in chosen:
+        prefix = COMPONENTS[name]
+        mine = {k for k in own if k.startswith(prefix)}
+        theirs = {k for k in weights if k.startswith(prefix)}
+        row = ComponentReport(
+            loaded=sorted(k for k in mine & theirs if weights[k].shape == own[k].shape),
+            missing=sorted(mine - theirs), unexpected=sorted(theirs - mine),
+            mismatched=sorted(k for k in mine & theirs if weights[k].shape != own[k].shape))
+        report.components[name] = row
+        if row.mismatched:
+            detail = ", ".join(f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in row.mismatched[:5])
+            raise PMMRecCheckpointError(
+                f"cannot load {name} from '{folder}': {len(row.mismatched)} tensors have another shape in this "
+                f"model ({detail}); build the model with the checkpoint's config (see {HEADER_FILE}) or leave "
+                f"{name} out of transfer_components")
+        if not row.loaded:
+            raise PMMRecCheckpointError(
+                f"cannot load {name} from '{folder}': zero tensors matched (the model has {len(mine)} under "
+                f"'{prefix}', the checkpoint {len(theirs)}); the checkpoint does not hold this component")
+        if strict and (row.missing or row.unexpected):
+            raise PMMRecCheckpointError(
+                f"cannot load {name} strictly from '{folder}': missing {row.missing[:5]}, unexpected "
+                f"{row.unexpected[:5]}")
+        if row.missing or row.unexpected:
+            report.warnings.append(f"{name}: {len(row.missing)} tensors keep their initial values (not in the "
+                                   f"checkpoint), {len(row.unexpected)} checkpoint tensors unused")
+        to_load.update({k: weights[k] for k in row.loaded})
+
+    result = model.load_state_dict(to_load, strict=False)  # PMMRec.load_state_dict drops its item-vector cache
+    assert not result.unexpected_keys, result.unexpected_keys
+    if freeze:
+        params = dict(model.named_parameters())
+        for name in chosen:
+            for key, p in params.items():
+                if key.startswith(COMPONENTS[name]):
+                    p.requires_grad_(False)
+            report.components[name].frozen = True
+    logger.info("%s", report.table())
+    for line in report.warnings:
+        logger.warning("pretrained %s: %s", folder, line)
+    return report
+
+
+def source_datasets(config) -> list[str]:
+    """The datasets a run trained on: the dataset's name, or a merged dataset's sources (from its meta.json)."""
+    name = str(config["dataset"])
+    meta = Path(str(config["data_path"] or "")) / name / f"{name}.meta.json"
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [name]
+    sources = data.get("source", {}).get("datasets") if data.get("format") == "merge" else None
+    return [name] + [f"{name}:{s['name']}" for s in sources or [] if isinstance(s, dict) and "name" in s]
+
+
+def save_folder(config) -> Path | None:
+    """Where the ``save_pretrained`` config key says to write the trained model's components (None: nowhere).
+
+    A folder path is used as given; ``auto`` / ``True`` means ``<checkpoint_dir>/<model>-<dataset>-pretrained``.
+    """
+    value = config["save_pretrained"]
+    if value is None or value is False or str(value).strip() in ("", "None", "~", "False", "false"):
+        return None
+    if value is True or str(value).strip().lower() in ("auto", "true"):
+        return Path(str(config["checkpoint_dir"])) / f"{config['model']}-{config['dataset']}-pretrained"
+    return Path(os.path.expanduser(str(value)))
+
+
+__all__ = [
+    "COMPONENTS", "DEFAULT_COMPONENTS", "ComponentReport", "LoadReport", "load_pretrained", "parse_components",
+    "read_header", "save_folder", "save_pretrained", "source_datasets", "exportable_state",
+]

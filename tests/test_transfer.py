@@ -1,0 +1,389 @@
+"""Component checkpoints (recbole_pmmrec/transfer.py) and the transfer workflow through the runner."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+
+import pytest
+import torch
+from recbole.utils import init_seed
+
+from recbole_pmmrec.errors import PMMRecCheckpointError, PMMRecConfigError
+from recbole_pmmrec.quick_start import load_config, run_recbole_pmmrec
+from recbole_pmmrec.synthetic import make_synthetic_dataset
+from recbole_pmmrec.transfer import (
+    COMPONENTS, HEADER_FILE, WEIGHTS_FILE, exportable_state, load_pretrained, parse_components, read_header, save_pretrained)
+from recbole_pmmrec.utils import create_dataset, data_preparation, get_model, get_trainer
+
+MODALITY_SETS = {"text": ["text"], "image": ["image"], "text+image": ["text", "image"]}
+
+
+def build(config_dict, dataset="synth", seed=2020):
+    """(config, model, train, valid, test) for PMMRec; ``seed`` decides the fresh weights."""
+    config = load_config("PMMRec", dataset, config_dict=dict(config_dict, seed=seed))
+    init_seed(config["seed"], config["reproducibility"])
+    data = create_dataset(config)
+    train, valid, test = data_preparation(config, data)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model("PMMRec")(config, train._dataset)
+    return config, model, train, valid, test
+
+
+def component_state(model, name):
+    prefix = COMPONENTS[name]
+    return {k: v.clone() for k, v in exportable_state(model).items() if k.startswith(prefix)}
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class World:
+    """One synthetic dataset, its splits per modality setting and 1-epoch checkpoints, built once per module
+    (the tests copy a checkpoint before damaging it)."""
+
+    def __init__(self, root, bert_dir):
+        import timm
+        from safetensors.torch import save_file
+
+        self.root = root
+        self.synth = make_synthetic_dataset(root / "data", name="synth", n_users=40, n_items=60, seed=0)
+        # Fixed random weights for the tiny image encoder: every model has the same frozen image bottom
+        # (as with real pretrained weights), whatever its seed.
+        torch.manual_seed(0)
+        image_ckpt = root / "efficientnet_lite0.safetensors"
+        save_file(timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0).state_dict(),
+                  str(image_ckpt))
+        self.base = {
+            "data_path": str(self.synth.root), "epochs": 1, "show_progress": False, "use_gpu": False,
+            "state": "WARNING", "train_batch_size": 16, "eval_batch_size": 64, "MAX_ITEM_LIST_LENGTH": 10,
+            "checkpoint_dir": str(root / "saved"), "log_dir": str(root / "logs"), "tensorboard_dir": str(root / "tb"),
+            "text_encoder": str(bert_dir), "text_max_length": 12, "text_fields": ["title", "description"],
+            "image_encoder": "timm:efficientnet_lite0", "image_checkpoint": str(image_ckpt), "image_size": 32,
+            "image_grid": 2, "hidden_size": 32, "inner_size": 64, "fusion_heads": 2, "cache_dir": str(root / "cache"),
+        }
+        self._splits, self._checkpoints = {}, {}
+
+    def config(self, modalities="text+image", **overrides) -> dict:
+        return dict(self.base, modalities=MODALITY_SETS[modalities], **overrides)
+
+    def splits(self, modalities="text+image"):
+        """(config, train, valid, test), built once per modality setting."""
+        if modalities not in self._splits:
+            config = load_config("PMMRec", "synth", config_dict=self.config(modalities))
+            init_seed(config["seed"], config["reproducibility"])
+            self._splits[modalities] = (config, *data_preparation(config, create_dataset(config)))
+        return self._splits[modalities]
+
+    def fresh(self, modalities="text+image", seed=7):
+        """A new PMMRec on the shared splits; ``seed`` decides its initial weights."""
+        config, train, *_ = self.splits(modalities)
+        torch.manual_seed(seed)
+        return get_model("PMMRec")(config, train._dataset)
+
+    def checkpoint(self, modalities="text+image"):
+        """(folder, trained model): 1 epoch on synth, saved with save_pretrained."""
+        if modalities not in self._checkpoints:
+            config, train, valid, _ = self.splits(modalities)
+            model = self.fresh(modalities, seed=1)
+            get_trainer(config["MODEL_TYPE"], "PMMRec")(config, model).fit(train, valid, saved=False)
+            folder = self.root / f"ckpt-{modalities}"
+            save_pretrained(model, folder, config, ["synth"])
+            self._checkpoints[modalities] = (folder, model)
+        return self._checkpoints[modalities]
+
+    def copy(self, modalities, dest):
+        """A copy of a checkpoint folder that a test may damage."""
+        import shutil
+
+        return shutil.copytree(self.checkpoint(modalities)[0], dest)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_bert_dir):
+    return World(tmp_path_factory.mktemp("transfer"), tiny_bert_dir)
+
+
+# -------------------------------------------------------------------------------- round trip
+
+
+def test_round_trip_gives_identical_scores(world):
+    folder, trained = world.checkpoint("text+image")
+    header = json.loads((folder / HEADER_FILE).read_text())
+    assert header["model"] == "PMMRec" and header["modalities"] == ["text", "image"]
+    assert header["source_datasets"] == ["synth"] and header["versions"]["torch"] == torch.__version__
+    assert set(header["encoders"]) == {"text", "image"} and len(header["encoders"]["text"]["bottom_sha256"]) == 64
+    assert header["config"]["hidden_size"] == 32 and header["components"]["fusion"]["trained"] is True
+    assert not any(".backbone.bottom." in k for k in exportable_state(trained))
+
+    fresh = world.fresh("text+image", seed=7)  # other initial weights
+    batch = next(iter(world.splits("text+image")[3]))[0]
+    trained.eval(), fresh.eval()
+    with torch.no_grad():
+        expected = trained.full_sort_predict(batch)
+        before = fresh.full_sort_predict(batch)
+    assert not torch.allclose(before, expected)  # so the equality below means something
+    report = load_pretrained(fresh, folder, components=list(COMPONENTS))
+    with torch.no_grad():
+        after = fresh.full_sort_predict(batch)
+    torch.testing.assert_close(after, expected, rtol=0, atol=0)
+    for name in COMPONENTS:
+        row = report.components[name]
+        assert len(row.loaded) == header["components"][name]["tensors"] > 0
+        assert not (row.missing or row.unexpected or row.mismatched)
+    assert "user_encoder" in str(report) and "shape-mismatched" in str(report)
+
+
+@pytest.mark.parametrize("component", ["text_encoder", "image_encoder", "fusion", "user_encoder"])
+def test_each_component_alone_loads_only_itself(component, world):
+    folder, trained = world.checkpoint("text+image")
+    fresh = world.fresh("text+image")
+    before = {name: component_state(fresh, name) for name in COMPONENTS}
+    report = load_pretrained(fresh, folder, components=[component])
+    assert list(report.components) == [component]
+    row = report.components[component]
+    assert len(row.loaded) == len(before[component]) > 0 and not (row.missing or row.unexpected)
+    assert same(component_state(fresh, component), component_state(trained, component))
+    for name, state in before.items():
+        if name != component:
+            assert same(component_state(fresh, name), state), f"{name} changed when loading {component}"
+
+
+# checkpoint modalities, target modalities -> what the default (components=~) loads
+MODALITY_CASES = [
+    ("text", "text+image", {"text_encoder", "user_encoder"}),
+    ("image", "text+image", {"image_encoder", "user_encoder"}),
+    ("text+image", "text", {"text_encoder", "user_encoder"}),
+    ("text+image", "image", {"image_encoder", "user_encoder"}),
+    ("text", "text", {"text_encoder", "user_encoder"}),
+    ("text+image", "text+image", {"text_encoder", "image_encoder", "fusion", "user_encoder"}),
+]
+
+
+@pytest.mark.parametrize("source,target,expected", MODALITY_CASES)
+def test_modality_settings_load_the_shared_side(source, target, expected, world):
+    folder, trained = world.checkpoint(source)
+    fresh = world.fresh(target)
+    report = load_pretrained(fresh, folder)
+    assert set(report.components) == expected
+    assert set(report.skipped) == {"text_encoder", "image_encoder", "fusion", "user_encoder"} - expected
+    for name in expected:
+        assert same(component_state(fresh, name), component_state(trained, name))
+    if target != "text+image":  # the single-modality target really uses what it loaded
+        batch = next(iter(world.splits(target)[3]))[0]
+        copy = world.fresh(target, seed=3)
+        load_pretrained(copy, folder)
+        copy.eval(), fresh.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(copy.full_sort_predict(batch), fresh.full_sort_predict(batch))
+
+
+def test_a_component_that_cannot_load_when_listed_is_an_error(world):
+    folder, _ = world.checkpoint("text")
+    fresh = world.fresh("text+image")
+    with pytest.raises(PMMRecCheckpointError, match="has no image modality"):
+        load_pretrained(fresh, folder, components=["text_encoder", "image_encoder"])
+    with pytest.raises(PMMRecCheckpointError, match="fusion .*never trained"):
+        load_pretrained(fresh, folder, components=["fusion"])
+    text_only = world.fresh("text")
+    with pytest.raises(PMMRecCheckpointError, match="this model has no image modality"):
+        load_pretrained(text_only, world.checkpoint("text+image")[0], components=["image_encoder"])
+    with pytest.raises(PMMRecCheckpointError, match="this model has one modality"):
+        load_pretrained(text_only, world.checkpoint("text+image")[0], components=["fusion"])
+    with pytest.raises(PMMRecConfigError, match="unknown component"):
+        load_pretrained(text_only, folder, components=["item_embedding"])
+    assert parse_components("[text_encoder, user_encoder]") == ["text_encoder", "user_encoder"]
+
+
+# -------------------------------------------------------------------------------- error cases
+
+
+def test_shape_mismatch_is_an_error(world):
+    folder, _ = world.checkpoint("text")
+    config, train, *_ = world.splits("text")
+    longer_config = load_config("PMMRec", "synth", config_dict=world.config("text", MAX_ITEM_LIST_LENGTH=12))
+    longer = get_model("PMMRec")(longer_config, train._dataset)  # only the position table differs
+    with pytest.raises(PMMRecCheckpointError, match=r"position_embedding.weight \(10, 32\) vs \(12, 32\)"):
+        load_pretrained(longer, folder, components=["user_encoder"])
+    load_pretrained(longer, folder, components=["text_encoder"])  # the other components still fit
+
+
+def test_architecture_mismatch_names_the_key(world):
+    folder, _ = world.checkpoint("text")
+    _, train, *_ = world.splits("text")
+    for overrides, message in (({"hidden_size": 16, "inner_size": 32}, "hidden_size: checkpoint 32 vs model 16"),
+                               ({"n_heads": 4}, "n_heads: checkpoint 2 vs model 4")):
+        config = load_config("PMMRec", "synth", config_dict=world.config("text", **overrides))
+        other = get_model("PMMRec")(config, train._dataset)
+        with pytest.raises(PMMRecCheckpointError, match=message):
+            load_pretrained(other, folder, components=["user_encoder"])
+
+
+def test_zero_tensors_loaded_is_an_error(world, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = world.copy("text", tmp_path / "ckpt")
+    weights = {k: v for k, v in load_file(str(folder / WEIGHTS_FILE)).items() if not k.startswith("user_encoder.")}
+    save_file(weights, str(folder / WEIGHTS_FILE))
+    header = json.loads((folder / HEADER_FILE).read_text())
+    header.pop("weights_sha256")
+    (folder / HEADER_FILE).write_text(json.dumps(header))
+    with pytest.raises(PMMRecCheckpointError, match="cannot load user_encoder .*zero tensors matched"):
+        load_pretrained(world.fresh("text"), folder, components=["user_encoder"])
+
+
+def test_encoder_with_another_frozen_bottom_is_refused(world, tiny_bert_dir, tmp_path):
+    from transformers import BertModel
+
+    folder, _ = world.checkpoint("text")
+    other = tmp_path / "other_bert"
+    torch.manual_seed(123)
+    BertModel(BertModel.config_class.from_pretrained(tiny_bert_dir)).save_pretrained(other)  # same shapes
+    for f in tiny_bert_dir.iterdir():
+        if "token" in f.name or f.name == "vocab.txt":
+            (other / f.name).write_bytes(f.read_bytes())
+    for overrides, message in (({"text_encoder": str(other)}, "bottom_sha256.*cached states would not match"),
+                               ({"text_train_layers": 1}, "boundary_layer: checkpoint 2 vs model 1")):
+        _, model, *_ = build(world.config("text", **overrides))  # the dataset's encoder made its cache
+        with pytest.raises(PMMRecCheckpointError, match=message):
+            load_pretrained(model, folder, components=["text_encoder"])
+        report = load_pretrained(model, folder, components=["user_encoder"])  # the user encoder does not care
+        assert list(report.components) == ["user_encoder"]
+
+
+def test_corrupt_or_truncated_weights_are_refused(world, tmp_path):
+    folder = world.copy("text", tmp_path / "ckpt")
+    fresh = world.fresh("text")
+    data = (folder / WEIGHTS_FILE).read_bytes()
+    flipped = bytearray(data)
+    flipped[-3] ^= 0xFF
+    (folder / WEIGHTS_FILE).write_bytes(bytes(flipped))
+    with pytest.raises(PMMRecCheckpointError, match="truncated, corrupt"):
+        load_pretrained(fresh, folder)
+    # truncated, and the header carries no checksum: safetensors' own check must catch it
+    (folder / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+    header = json.loads((folder / HEADER_FILE).read_text())
+    header.pop("weights_sha256")
+    (folder / HEADER_FILE).write_text(json.dumps(header))
+    with pytest.raises(PMMRecCheckpointError, match="truncated or corrupt"):
+        load_pretrained(fresh, folder)
+    (folder / HEADER_FILE).write_text("{not json")
+    with pytest.raises(PMMRecCheckpointError, match="not valid JSON"):
+        load_pretrained(fresh, folder)
+    (folder / HEADER_FILE).unlink()
+    with pytest.raises(PMMRecCheckpointError, match="no pmmrec.json"):
+        load_pretrained(fresh, folder)
+
+
+def test_checkpoint_of_another_model_type_is_refused(world, tmp_path):
+    folder = world.copy("text", tmp_path / "ckpt")
+    header = json.loads((folder / HEADER_FILE).read_text())
+    (folder / HEADER_FILE).write_text(json.dumps(dict(header, model="SASRec")))
+    with pytest.raises(PMMRecCheckpointError, match="holds a SASRec model, not a PMMRec"):
+        load_pretrained(world.fresh("text"), folder)
+    (folder / HEADER_FILE).write_text(json.dumps(header))
+    config = load_config("SASRec", "synth", config_dict={k: world.base[k] for k in (
+        "data_path", "use_gpu", "state", "MAX_ITEM_LIST_LENGTH", "checkpoint_dir")})
+    init_seed(config["seed"], True)
+    train, *_ = data_preparation(config, create_dataset(config))
+    sasrec = get_model("SASRec")(config, train._dataset)
+    with pytest.raises(PMMRecCheckpointError, match="holds a PMMRec model, not a SASRec"):
+        load_pretrained(sasrec, folder)
+    (folder / HEADER_FILE).write_text(json.dumps(dict(header, format_version=99)))
+    with pytest.raises(PMMRecCheckpointError, match="format_version 99 is not supported"):
+        read_header(folder)
+
+
+class _Payload:
+    """Unpickling this runs a shell command that creates a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_pickled_checkpoint_is_refused_and_its_code_never_runs(world, tmp_path):
+    # the payload really runs code when unpickled (else this test could not fail)
+    probe = tmp_path / "probe-marker"
+    pickle.loads(pickle.dumps({"state_dict": _Payload(probe)}))
+    assert probe.exists()
+
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    for name in ("model.pth", "pytorch_model.bin"):
+        torch.save({"state_dict": _Payload(marker)}, evil / name)
+    folder, _ = world.checkpoint("text")
+    (evil / HEADER_FILE).write_bytes((folder / HEADER_FILE).read_bytes())  # a plausible header does not help
+    fresh = world.fresh("text")
+    with pytest.raises(PMMRecCheckpointError, match="refusing to load .*pickle"):
+        load_pretrained(fresh, evil)
+    for name in ("model.pth", "pytorch_model.bin"):
+        with pytest.raises(PMMRecCheckpointError, match="refusing to load .*pickle"):
+            load_pretrained(fresh, evil / name)
+    assert not marker.exists()
+
+
+# -------------------------------------------------------------------------------- workflow
+
+
+def test_freeze_keeps_transferred_weights_through_training(world):
+    folder, trained = world.checkpoint("text+image")
+    frozen_names = ["text_encoder", "user_encoder"]
+    model = world.fresh("text+image")
+    load_pretrained(model, folder, components=frozen_names, freeze=True)
+    for key, p in model.named_parameters():
+        assert p.requires_grad == (not key.startswith(("item_tower.text_encoder.", "user_encoder."))), key
+    groups = model.parameter_groups(1e-3, 0.1, 1e-4, 0.0)
+    assert all(p.requires_grad for g in groups for p in g["params"])
+
+    # through the runner: load, freeze, train an epoch, save the result (auto folder)
+    result = run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config(
+        "text+image", pretrained=str(folder), transfer_components=frozen_names, freeze_transferred=True,
+        save_pretrained="auto"))
+    out = world.root / "saved" / "PMMRec-synth-pretrained"
+    assert result["pretrained_folder"] == str(out)
+    reloaded = world.fresh("text+image", seed=9)
+    load_pretrained(reloaded, out, components=["text_encoder", "image_encoder", "fusion", "user_encoder"])
+    for name in frozen_names:
+        assert same(component_state(reloaded, name), component_state(trained, name)), f"{name} moved"
+    for name in ("image_encoder", "fusion"):  # trained from a fresh start
+        assert not same(component_state(reloaded, name), component_state(trained, name))
+    assert read_header(out)["source_datasets"] == ["synth"]
+
+
+def test_zero_shot_on_another_dataset(world):
+    folder, _ = world.checkpoint("text+image")
+    other = make_synthetic_dataset(world.root / "data", name="other", n_users=30, n_items=50, seed=5,
+                                   item_prefix="b")
+    result = run_recbole_pmmrec("PMMRec", "other", config_dict=world.config(
+        "text+image", epochs=0, pretrained=str(folder), text_fields=None))
+    assert result["checkpoint"] is None  # no training step, no trainer checkpoint
+    metrics = result["test_result"]
+    assert set(metrics) >= {"ndcg@10", "recall@10"} and all(math.isfinite(v) for v in metrics.values())
+    # the metrics are those of the pretrained model, not of a fresh one
+    fresh = run_recbole_pmmrec("PMMRec", "other", config_dict=world.config("text+image", epochs=0, text_fields=None))
+    assert fresh["test_result"] != metrics
+
+
+def test_few_shot_keeps_valid_and_test_users(world):
+    def split(ratio):
+        config = load_config("PMMRec", "synth", config_dict=world.config("text", few_shot_ratio=ratio))
+        init_seed(config["seed"], True)
+        train, valid, test = data_preparation(config, create_dataset(config))
+        return [d._dataset.inter_feat for d in (train, valid, test)], config["USER_ID_FIELD"]
+
+    (full_train, full_valid, full_test), uid = split(1.0)
+    (few_train, few_valid, few_test), _ = split(0.25)
+    full_users, few_users = set(full_train[uid].tolist()), set(few_train[uid].tolist())
+    assert few_users < full_users and len(few_users) == round(0.25 * len(full_users))
+    for a, b in ((full_valid, few_valid), (full_test, few_test)):
+        for field in (uid, "item_id", "item_id_list"):
+            assert torch.equal(a[field], b[field])
+    for u in few_users:  # a kept user keeps all of their training rows
+        assert int((full_train[uid] == u).sum()) == int((few_train[uid] == u).sum())
