@@ -496,11 +496,18 @@ def _pool_vit_tokens(x: Tensor, n_prefix: int, grid: int | None) -> Tensor:
 
 
 class ImageEncoder(TokenEncoder):
-    """timm image models split into a frozen bottom and a trainable top.
+    """Image models split into a frozen bottom and a trainable top.
 
-    * EfficientNet family: blocks = the stages of ``model.blocks`` followed by the head
+    ``name``: the alias ``efficientnet_lite0`` (pretrained, see the module docstring), a timm
+    architecture (``timm:<arch>`` or a bare timm name; random weights unless ``checkpoint``), or a
+    local Hugging Face folder (ViTModel, CLIPVisionModel, Dinov2Model, ...).
+
+    * timm EfficientNet family: blocks = the stages of ``model.blocks`` followed by the head
       (``conv_head`` + ``bn2``); the final feature map (N, C, h, w) becomes tokens (N, h*w, C).
-    * ViT family: ``patch_embed`` + positions, ``blocks``, ``norm``; all tokens incl. CLS.
+    * timm ViT family: ``patch_embed`` + positions, ``blocks``, ``norm``; all tokens incl. CLS.
+    * Hugging Face vision models: ``last_hidden_state`` (all tokens incl. CLS); blocks found in
+      ``layers`` / ``encoder.layer(s)`` / ``vision_model.encoder.layers``, final LayerNorm moved to
+      the top; a split is checked against the unsplit model at construction.
 
     ``grid``: adaptive average pooling of the final map to grid x grid tokens (ViT: patch tokens
     only, CLS kept). ``checkpoint``: a local weights file loaded strictly into the timm model
