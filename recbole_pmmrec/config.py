@@ -8,11 +8,22 @@ Merge order, later wins::
 
 The plugin's defaults live in ``properties/`` (``overall.yaml``, ``model/NAME.yaml``,
 ``dataset/NAME.yaml``).
+
+A key given in a config file, the config dict or on the command line that neither RecBole nor the plugin
+knows (no yaml default, no ``config[...]`` read in their code) is logged as a warning that names the
+nearest known key (``config.unknown_keys``): a typo would otherwise be ignored silently.
+
+With ``local_rank`` set (a worker of ``nproc > 1``), ``_init_device`` joins the process group through
+:func:`recbole_pmmrec.distributed.init_process_group` (``gloo`` on CPU as well as RecBole's ``nccl``).
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
+import logging
 import os
+import re
 from pathlib import Path
 
 import recbole_pmmrec  # noqa: F401  (applies the compatibility fixes first)
@@ -37,9 +48,91 @@ import recbole as _recbole  # noqa: E402
 
 RECBOLE_PROPERTIES = Path(_recbole.__file__).resolve().parent / "properties"
 
+logger = logging.getLogger(__name__)
+
+# Keys RecBole's Config sets itself, and keys of a distributed run.
+_INTERNAL_KEYS = {"model", "dataset", "config_files", "MODEL_TYPE", "MODEL_INPUT_TYPE", "device", "single_spec",
+                  "local_rank", "nproc", "world_size", "ip", "port", "offset", "eval_type", "eval_neg_sample_args",
+                  "valid_neg_sample_args", "test_neg_sample_args", "train_neg_sample_args", "verbose"}
+_CONFIG_READ = re.compile(r"""config(?:_dict)?\s*(?:\[\s*|\.get\(\s*)["']([A-Za-z_]\w*)["']""")
+
+
+def _yaml_keys(file: Path) -> set[str]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return set()
+    return {str(k) for k in data} if isinstance(data, dict) else set()
+
+
+@functools.lru_cache(maxsize=None)
+def known_keys() -> frozenset:
+    """Every config key RecBole or the plugin knows: yaml defaults, RecBole's argument lists, the keys
+    their code reads (``config["key"]`` / ``config.get("key")``), and RecBole's internal keys."""
+    from recbole.utils import argument_list
+
+    keys = set(_INTERNAL_KEYS)
+    for name in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
+        keys.update(getattr(argument_list, name))
+    for root in (RECBOLE_PROPERTIES, properties_dir()):
+        for file in root.rglob("*.yaml"):
+            keys |= _yaml_keys(file)
+    for package in (RECBOLE_PROPERTIES.parent, Path(__file__).resolve().parent):
+        for file in package.rglob("*.py"):
+            keys.update(_CONFIG_READ.findall(file.read_text(encoding="utf-8", errors="replace")))
+    return frozenset(keys)
+
+
+def nearest_key(key: str, keys=None) -> str | None:
+    """The known key closest to ``key`` (same letters in another case first, then difflib), or None."""
+    keys = known_keys() if keys is None else keys
+    same = [k for k in keys if k.lower() == key.lower()]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(key, sorted(keys), n=1, cutoff=0.6)
+    return close[0] if close else None
+
 
 class Config(RecBoleConfig):
     """RecBole ``Config`` that knows the plugin's models and yaml defaults."""
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+        self.unknown_keys = self._check_unknown_keys()
+
+    def _check_unknown_keys(self) -> dict:
+        """{unknown key: nearest known key or None} over the user's config files, dict and command line."""
+        model_keys = set()
+        for file in (RECBOLE_PROPERTIES / "model" / f"{self.model}.yaml", properties_dir() / "model" / f"{self.model}.yaml"):
+            if file.is_file():
+                model_keys |= _yaml_keys(file)
+        known = known_keys() | model_keys
+        unknown = {}
+        for source, given in (("config files", self.file_config_dict), ("config_dict", self.variable_config_dict),
+                              ("command line", self.cmd_config_dict)):
+            for key in given or {}:
+                if key in known or key in unknown:
+                    continue
+                unknown[key] = nearest_key(key, known)
+                hint = f"; did you mean '{unknown[key]}'?" if unknown[key] else ""
+                logger.warning("unknown config key '%s' (from the %s): neither RecBole nor recbole-pmmrec reads it, "
+                               "so it has no effect%s", key, source, hint)
+        return unknown
+
+    def _init_device(self):
+        config = self.final_config_dict
+        world_size = int(config.get("world_size") or config.get("nproc") or 1)
+        if "local_rank" in config and world_size > 1:
+            from recbole_pmmrec.distributed import init_process_group
+
+            config["gpu_id"] = ",".join(map(str, config["gpu_id"])) if isinstance(config["gpu_id"], tuple) \
+                else str(config["gpu_id"])
+            init_process_group(config)
+            return
+        config.pop("local_rank", None)  # a single process: RecBole's own set-up
+        super()._init_device()
 
     def _get_model_and_dataset(self, model, dataset):
         from recbole_pmmrec.utils import get_model

@@ -1,6 +1,11 @@
 """``run_recbole_pmmrec``: train and evaluate any model (PMMRec or a RecBole baseline) end to end.
 
 Never imports ``recbole.quick_start`` (it imports ray and counts FLOPs with thop at import time).
+
+``nproc > 1`` (argument, config key or ``--nproc``) trains with that many processes
+(:mod:`recbole_pmmrec.distributed`); ``resume_checkpoint`` (``--resume``) continues a killed run from its
+``*.latest.pth`` (:mod:`recbole_pmmrec.trainer`). The run log records library versions, config, atomic-file
+hashes and encoder-state cache directories (:mod:`recbole_pmmrec.provenance`).
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ import sys
 
 from recbole.utils import init_seed, set_color
 
+from recbole_pmmrec import distributed
 from recbole_pmmrec.config import Config
 from recbole_pmmrec.logger import init_logger
+from recbole_pmmrec.provenance import check_atomic_files, log_provenance, run_provenance
 from recbole_pmmrec.utils import create_dataset, data_preparation, get_model, get_trainer
 
 
@@ -22,21 +29,31 @@ def load_config(model, dataset, config_file_list=None, config_dict=None) -> Conf
     return Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
 
 
-def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
+def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, nproc=None):
     """Train ``model`` on ``dataset`` and evaluate it on the test split.
 
     Returns a dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
-    ``test_result`` and ``config``, like RecBole's ``run_recbole``.
+    ``test_result`` and ``config``, like RecBole's ``run_recbole``. With ``nproc > 1`` (or the config key
+    ``nproc``) it spawns that many processes and returns rank 0's result (``config`` as a plain dict).
     """
+    if nproc is not None:
+        config_dict = dict(config_dict or {}, nproc=int(nproc))
     config = load_config(model, dataset, config_file_list, config_dict)
+    if int(config["nproc"] or 1) > 1 and "local_rank" not in (config_dict or {}):
+        return distributed.spawn_run(int(config["nproc"]), model, dataset, config_file_list, config_dict, saved=saved,
+                                     world_size=int(config["world_size"] or -1), ip=config["ip"] or "localhost",
+                                     port=config["port"], offset=int(config["offset"] or 0))
     init_seed(config["seed"], config["reproducibility"])
     log_file = init_logger(config)
     logger = logging.getLogger()
     logger.info(sys.argv)
     logger.info(config)
 
+    data_files = check_atomic_files(config)
     dataset = create_dataset(config)
     logger.info(dataset)
+    provenance = run_provenance(config, data_files, dataset)
+    log_provenance(provenance, log_file)
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -48,6 +65,8 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
                         freeze=bool(config["freeze_transferred"]), config=config)
     logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if config["resume_checkpoint"]:  # continue a killed run (model, optimiser, RNG, early stopping)
+        trainer.resume_checkpoint(config["resume_checkpoint"])
 
     trained = config["epochs"] > 0
     if trained:
@@ -65,7 +84,7 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
     from recbole_pmmrec.transfer import save_folder, save_pretrained, source_datasets
 
     pretrained_out = save_folder(config)  # the best model's components (the last epoch's when saved=False)
-    if pretrained_out is not None:
+    if pretrained_out is not None and distributed.rank() == 0:
         save_pretrained(model, pretrained_out, config, source_datasets(config))
         logger.info(f"pretrained components: {pretrained_out}")
     return {
@@ -76,5 +95,6 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
         "config": config,
         "checkpoint": getattr(trainer, "saved_model_file", None) if saved and trained else None,
         "log_file": log_file,
+        "provenance": provenance,
         "pretrained_folder": str(pretrained_out) if pretrained_out is not None else None,
     }
