@@ -11,6 +11,11 @@ batch: item_id_list (B, L), item_length (B,), item_id (B,)
 score(u, i) = user state at the last position . item vector of i
 ```
 
+Multi-process training (``nproc > 1``): NIP gathers the windows of every rank
+(:func:`recbole_pmmrec.distributed.gather_rows`), so its softmax runs over the slots of the whole global
+batch and equals the single-process loss on that batch; NICL, NID and RCL stay per rank (their gradients
+are averaged over ranks by DDP).
+
 State-dict prefixes are the transfer components: ``item_tower.text_encoder.``,
 ``item_tower.image_encoder.``, ``item_tower.fusion.``, ``user_encoder.`` (and ``heads.`` for the
 pre-training heads of NICL and NID).
@@ -28,6 +33,7 @@ from recbole.utils import InputType
 from torch import Tensor, nn
 
 from recbole_pmmrec.data.dataloader import next_item_window
+from recbole_pmmrec.distributed import gather_rows, is_distributed
 from recbole_pmmrec.errors import PMMRecConfigError
 from recbole_pmmrec.model.item_tower import ItemTower
 from recbole_pmmrec.model.losses import corrupt_window, nicl_loss, nid_loss, nip_loss, popularity_log_q, rcl_loss
@@ -166,7 +172,10 @@ class PMMRec(SequentialRecommender):
         seq_out = self.user_encoder(slot_emb[:, :-1], valid_in)  # (B, L, d)
 
         if self.loss_type == "NIP":
-            loss = nip_loss(seq_out, slot_emb, ids, self.log_q if self.nip_debias else None)
+            if is_distributed():  # negatives from the whole global batch: every rank's slots (with gradient)
+                loss = nip_loss(*gather_rows(seq_out, slot_emb, ids), self.log_q if self.nip_debias else None)
+            else:
+                loss = nip_loss(seq_out, slot_emb, ids, self.log_q if self.nip_debias else None)
         else:  # full-catalogue softmax at every valid position
             logits = seq_out @ self.item_vectors().t()  # (B, L, n_items)
             targets = ids[:, 1:]
