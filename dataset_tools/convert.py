@@ -18,12 +18,12 @@ from PIL import Image
 
 from recbole_pmmrec.errors import PMMRecError
 
-from dataset_tools import amazon2018, microlens, movielens_posters, pmmrec
+from dataset_tools import amazon2018, merge, microlens, movielens_posters, pmmrec
 from dataset_tools.base import Report
 from dataset_tools.images import ImageLimits
 from dataset_tools.writer import WriteOptions, check_name, check_output, write_dataset
 
-FORMATS = {m.FORMAT: m for m in (movielens_posters, microlens, pmmrec, amazon2018)}
+FORMATS = {m.FORMAT: m for m in (movielens_posters, microlens, pmmrec, amazon2018, merge)}
 logger = logging.getLogger("dataset_tools")
 
 

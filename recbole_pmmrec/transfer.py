@@ -536,11 +536,14 @@ def load_pretrained(model: nn.Module, folder, components=None, freeze: bool = Fa
 def source_datasets(config) -> list[str]:
     """The datasets a run trained on: the dataset's name, or a merged dataset's sources (from its meta.json)."""
     name = str(config["dataset"])
-    meta = Path(str(config["data_path"] or "")) / name / f"{name}.meta.json"
-    try:
-        data = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return [name]
+    root = Path(str(_cfg(config, "data_path") or ""))  # RecBole's Config appends the dataset name to data_path
+    data = {}
+    for meta in (root / f"{name}.meta.json", root / name / f"{name}.meta.json"):
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            break
+        except (OSError, ValueError):
+            continue
     sources = data.get("source", {}).get("datasets") if data.get("format") == "merge" else None
     return [name] + [f"{name}:{s['name']}" for s in sources or [] if isinstance(s, dict) and "name" in s]
 
