@@ -99,10 +99,11 @@ def main() -> None:
     del texts
     rss_before = proc.memory_info().rss
 
-    rss_max = [rss_before]
+    rss_max, calls = [rss_before], [0]
     inner = encoder.encode_bottom
 
     def sampled(inputs):  # sample RSS while building
+        calls[0] += 1
         out = inner(inputs)
         rss_max[0] = max(rss_max[0], proc.memory_info().rss)
         return out
@@ -112,15 +113,17 @@ def main() -> None:
     states, mask = text_state_cache(encoder, content, work / "cache", dtype=args.dtype,
                                     batch_size=args.batch_size, progress=sys.stderr.isatty())
     t_build = time.perf_counter() - t2
+    cache_loaded = calls[0] == 0
     encoder.encode_bottom = inner
     disk = sum(f.stat().st_size for f in (work / "cache").rglob("*.npy"))
 
-    # reads: random batches of 1,000 unique items, as the item tower would
-    rng = np.random.default_rng(1)
+    peak_build = peak_rss_bytes()
+    # reads: one full pass in random batches of 1,000 items, as an epoch of the item tower would
+    order = torch.from_numpy(np.random.default_rng(1).permutation(content.n_items))
     t3 = time.perf_counter()
-    for _ in range(50):
-        batch = states[torch.from_numpy(rng.choice(content.n_items, 1000, replace=False))]
-    t_read = (time.perf_counter() - t3) / 50
+    for batch_ids in order.split(1000):
+        batch = states[batch_ids]
+    t_read = (time.perf_counter() - t3) / len(order.split(1000))
     peak = peak_rss_bytes()
     result = {
         "encoder": label,
@@ -136,9 +139,11 @@ def main() -> None:
         "build_items_per_s": round(args.n_items / t_build, 1),
         "rss_before_build_MB": round(rss_before / 1e6, 1),
         "rss_growth_during_build_MB": round((rss_max[0] - rss_before) / 1e6, 1),
+        "peak_rss_after_build_MB": round(peak_build / 1e6, 1),
         "peak_rss_MB": round(peak / 1e6, 1),
         "peak_rss_over_2GB": round(peak / BUDGET_BYTES, 3),
         "read_1000_random_items_ms": round(t_read * 1e3, 2),
+        "cache_loaded_not_built": cache_loaded,
         "total_s": round(time.perf_counter() - t0, 1),
         "threads": torch.get_num_threads(),
     }

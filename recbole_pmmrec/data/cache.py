@@ -14,11 +14,13 @@ written to ``meta.json`` (atomically): an interrupted build resumes from ``rows_
 file, an unreadable meta, a wrong shape or dtype is detected, logged and rebuilt. An exclusive
 lock serialises concurrent builders of the same cache.
 
-Loading: ``states`` stay on disk as a read-only ``np.memmap`` wrapped in ``CachedStates``, whose
-``states[ids]`` gathers rows into a fresh (writable) array and returns a torch tensor; nothing
-ever calls ``torch.from_numpy`` on the read-only map (which would warn and would be unsafe).
-``mask`` is small and is returned as an in-RAM bool tensor. ``CachedStates.to_tensor()`` copies
-everything into RAM for small caches.
+Loading: ``states`` stay on disk, wrapped in ``CachedStates``: ``states[ids]`` gathers the rows
+with positioned reads into a fresh (writable) array and returns a torch tensor, so the process
+holds only the rows it asked for. A memory map was the first choice, but every page it touches
+counts in the process's RSS (one pass over a 2.5 GB cache reads as 2.5 GB), and
+``torch.from_numpy`` on a read-only map warns. ``mask`` is small and is returned as an in-RAM
+bool tensor. ``CachedStates.to_tensor()`` copies everything into RAM for small caches;
+``CachedStates.numpy()`` still gives the memory map.
 
 For images the stored mask row is True where the image decoded and False where it did not
 (missing / bad file): ``has_image & mask[:, 0]`` is the per-item image flag after a build or load.
@@ -71,38 +73,82 @@ def array_sha256(*arrays) -> str:
 
 
 class CachedStates:
-    """Read-only (n_items, L, D) states on disk; ``states[ids]`` -> torch tensor (copy).
+    """Read-only (n_items, L, D) states in a ``.npy`` file; ``states[ids]`` -> torch tensor (a copy).
 
-    Indexing accepts a LongTensor / ndarray / list / slice / int. Rows keep the cache dtype
+    Rows are gathered with positioned reads (``os.preadv``; contiguous ids in one read) into a
+    fresh array, so the process holds only the rows it asked for: reading through a memory map
+    instead would count every touched page of the file in the process's RSS (a full pass over a
+    2.5 GB cache shows up as 2.5 GB). The OS page cache still keeps hot rows in memory.
+    ``numpy()`` gives the memory map itself; ``to_tensor()`` copies everything into RAM.
+    Indexing accepts a LongTensor / ndarray / list / int / slice. Rows keep the cache dtype
     (float16 or float32): cast with ``.float()`` where needed.
     """
 
-    def __init__(self, array: np.ndarray) -> None:
-        self.array = array
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        header = np.load(self.path, mmap_mode="r")  # header only: shape, dtype, data offset
+        self.shape, self.np_dtype, self.offset = tuple(header.shape), header.dtype, int(header.offset)
+        del header
+        self.row_shape = self.shape[1:]
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.np_dtype.itemsize
+        self._fd: int | None = None
 
-    @property
-    def shape(self) -> tuple:
-        return tuple(self.array.shape)
+    def _file(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return self._fd
+
+    def __getstate__(self) -> dict:  # picklable for DataLoader workers: the fd is reopened there
+        return {k: v for k, v in self.__dict__.items() if k != "_fd"} | {"_fd": None}
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
 
     @property
     def dtype(self) -> torch.dtype:
-        return torch.from_numpy(np.zeros(0, dtype=self.array.dtype)).dtype
+        return torch.from_numpy(np.zeros(0, dtype=self.np_dtype)).dtype
 
     def __len__(self) -> int:
-        return self.array.shape[0]
+        return self.shape[0]
 
     def __getitem__(self, index) -> Tensor:
         if isinstance(index, Tensor):
             index = index.detach().cpu().numpy()
-        rows = self.array[index]  # fancy indexing / slicing on the memmap
-        return torch.from_numpy(np.array(rows, copy=True))
+        if isinstance(index, slice):
+            index = np.arange(*index.indices(self.shape[0]))
+        idx = np.asarray(index)
+        if idx.dtype == bool or not np.issubdtype(idx.dtype, np.integer):
+            raise TypeError(f"index cached states with integer ids, got {idx.dtype}")
+        n = self.shape[0]
+        flat = idx.reshape(-1).astype(np.int64)
+        flat = np.where(flat < 0, flat + n, flat)
+        if flat.size and (flat.min() < 0 or flat.max() >= n):
+            raise IndexError(f"item id out of range for cached states with {n} rows")
+        if flat.size == 0:
+            return torch.from_numpy(np.empty((*idx.shape, *self.row_shape), dtype=self.np_dtype))
+        uniq, inverse = np.unique(flat, return_inverse=True)
+        buf = np.empty((len(uniq), *self.row_shape), dtype=self.np_dtype)
+        raw = memoryview(buf.reshape(-1).view(np.uint8))
+        breaks = np.flatnonzero(np.diff(uniq) != 1) + 1  # runs of consecutive ids: one read each
+        starts, ends = np.concatenate([[0], breaks]), np.concatenate([breaks, [len(uniq)]])
+        fd, rb = self._file(), self.row_bytes
+        for lo, hi in zip(starts.tolist(), ends.tolist()):
+            want = (hi - lo) * rb
+            got = os.preadv(fd, [raw[lo * rb:hi * rb]], self.offset + int(uniq[lo]) * rb)
+            if got != want:
+                raise PMMRecDataError(f"{self.path}: short read ({got} of {want} bytes); delete the cache folder")
+        out = buf if np.array_equal(flat, uniq) else buf[inverse]  # back to the asked order
+        return torch.from_numpy(np.ascontiguousarray(out).reshape(*idx.shape, *self.row_shape))
 
-    def numpy(self) -> np.ndarray:
-        return self.array
+    def numpy(self) -> np.memmap:
+        """The whole array as a read-only memory map (touched pages count in RSS)."""
+        return np.load(self.path, mmap_mode="r")
 
     def to_tensor(self) -> Tensor:
         """Copy the whole cache into RAM (small caches)."""
-        return torch.from_numpy(np.array(self.array, copy=True))
+        return self[slice(None)]
 
 
 class EncoderStateCache:
@@ -278,9 +324,8 @@ class EncoderStateCache:
 
     @staticmethod
     def _open(d: Path) -> tuple[CachedStates, Tensor]:
-        states = np.load(d / "states.npy", mmap_mode="r")
         mask = np.load(d / "mask.npy")  # small: into RAM
-        return CachedStates(states), torch.from_numpy(mask)
+        return CachedStates(d / "states.npy"), torch.from_numpy(mask)
 
 
 class _RowWriter:

@@ -63,7 +63,7 @@ def test_build_then_load_without_recomputing(tmp_path):
     again = EncoderStateCache(tmp_path, "text", {"content": "abc", "encoder": {"name": "toy"}})  # key order
     states2, mask2 = again.load_or_build(N, rec2, batch_size=8)
     assert rec2.seen == [] and again.built_rows == 0 and again.dir == cache.dir
-    assert isinstance(states2.numpy(), np.memmap)
+    assert isinstance(states2.numpy(), np.memmap) and len(states2) == N
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "non-writable array" warning from torch
         rows = states2[torch.tensor([5, 0, 52, 5])]
@@ -241,3 +241,29 @@ def test_image_state_cache_marks_failed_images(tmp_path):
 
 def content_tokenize(texts):
     return torch.zeros(len(texts), 4, dtype=torch.long), torch.ones(len(texts), 4, dtype=torch.bool)
+
+
+def test_cached_states_indexing_matches_numpy(tmp_path):
+    import pickle
+
+    cache = EncoderStateCache(tmp_path, "t", {"encoder": "toy"}, dtype="float32")
+    states, _ = cache.load_or_build(N, Recorder(), batch_size=8)
+    ref = np.load(cache.dir / "states.npy")
+    rng = np.random.default_rng(0)
+    for index in (
+        torch.tensor([7, 3, 3, 52, 0, 8, 9, 10]),  # unsorted, duplicates, runs
+        torch.arange(10, 30),  # one contiguous run: one read
+        rng.integers(0, N, (4, 6)),  # 2-D ids (B, L)
+        [-1, -N],  # negative like numpy
+        slice(5, 50, 3),
+        17,
+        torch.tensor([], dtype=torch.long),
+    ):
+        got = states[index]
+        expect = ref[index.numpy() if isinstance(index, torch.Tensor) else index]
+        assert got.shape == expect.shape and got.dtype == torch.float32
+        np.testing.assert_array_equal(got.numpy(), expect)
+    with pytest.raises(IndexError):
+        states[torch.tensor([N])]
+    clone = pickle.loads(pickle.dumps(states))  # DataLoader workers
+    np.testing.assert_array_equal(clone[[1, 2]].numpy(), ref[[1, 2]])
