@@ -239,7 +239,9 @@ class ItemContent:
 
     def _build_text(self, texts, tokenize: Tokenize, separator: str) -> None:
         columns, tokens = _text_table(texts, self.text_fields)
-        row_of = {t: i for i, t in enumerate(tokens)}  # first row wins on duplicates
+        row_of: dict[str, int] = {}
+        for i, t in enumerate(tokens):
+            row_of.setdefault(t, i)  # the first row wins on duplicates
         counts = self.fallbacks
         fields = list(columns.values())
         for iid in range(1, self.n_items):

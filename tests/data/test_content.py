@@ -164,3 +164,5 @@ def test_from_item_file(tmp_path, tokenize):
     path = _write_item_file(tmp_path / "d.item", [b"item_id:token\ttitle:token_seq", b"1\tToy Story", b"2\tHeat"])
     c = ItemContent.from_item_file(["[PAD]", "2", "1"], path, ["title"], tokenize)
     assert c.texts == ["", "heat", "toy story"]
+    df = pd.DataFrame({"title": ["toy", "heat", "story"]}, index=["1", "2", "1"])  # duplicate index
+    assert ItemContent(["[PAD]", "1"], df, [], tokenize).texts == ["", "toy"]  # first row wins
