@@ -88,7 +88,10 @@ def load_image(
                 if im.format == "JPEG" and min(w, h) >= 2 * size:
                     im.draft("RGB", (size, size))  # DCT scaling: both sides stay >= size
                 im.load()
-                im = ImageOps.exif_transpose(im)
+                try:
+                    im = ImageOps.exif_transpose(im)
+                except Exception:  # unreadable EXIF: keep the pixels as stored
+                    pass
                 im = _to_rgb(im)
                 im = ImageOps.fit(im, (size, size), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))
                 arr = np.array(im, dtype=np.uint8)  # (H, W, 3), a writable copy
