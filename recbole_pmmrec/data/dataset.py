@@ -4,6 +4,7 @@ On top of RecBole's loading, filtering and id remapping it prepares ``item_featu
 by the train/valid/test copies), indexed by internal item id:
 
 * ``content``: :class:`~recbole_pmmrec.data.content.ItemContent` (token ids, image paths, masks);
+* ``encoders``: {modality: the encoder whose frozen bottom made the cached states} (models copy it);
 * ``has_text`` / ``has_image``: (n_items,) bool;
 * ``{text,image}_states`` / ``{text,image}_mask``: the frozen encoder bottom's output for every item,
   read from the encoder-state cache (built once, memory-mapped, keyed by what made it);
@@ -85,7 +86,8 @@ class PMMRecDataset(SplitVariantsMixin, SequentialDataset):
             item_field=self.iid_field, lowercase=bool(config["text_lowercase"]),
             image_dir=image_dir, image_size=int(config["image_size"] or 224), name=self.dataset_name)
 
-        features = {"content": content, "has_text": content.has_text, "has_image": content.has_image}
+        features = {"content": content, "encoders": encoders, "has_text": content.has_text,
+                    "has_image": content.has_image}
         cache_root = config["cache_dir"] or "cache"
         cache_args = {"dtype": str(config["cache_dtype"] or "float16"),
                       "batch_size": int(config["cache_batch_size"] or 64), "progress": bool(config["show_progress"])}

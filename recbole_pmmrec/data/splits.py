@@ -111,6 +111,8 @@ class SplitVariantsMixin:
         if feat is not train.inter_feat:
             train = train.copy(feat)
         self.train_item_counts = self._train_item_counts(train.inter_feat, window)
+        for split in (train, valid, test):  # the split copies were made before these were set
+            split.cold_items, split.train_item_counts = self.cold_items, self.train_item_counts
         return [train, valid, test]
 
     def _train_item_counts(self, feat: Interaction, window: bool) -> torch.Tensor:

@@ -10,13 +10,15 @@ fusion(text tokens, image tokens, masks) -> item vectors (N, d)
 that the dataset built; ``end_to_end`` runs raw token ids / pixels through the whole encoder each step
 (for GPU users; the bottom is frozen either way).
 
-When a modality's encoder is frozen (``*_train_layers: 0``) and that modality is pooled by a plain
-mean (a single-modality model), the projection commutes with the mean, so the pooled states are computed
-once and the tower costs one small matrix product per item: exact, not an approximation.
+A single-modality item is the projection of the masked mean of its encoder tokens (with the default linear
+projection that equals the mean of the projected tokens, the authors' definition). When that encoder is
+frozen (``*_train_layers: 0``), the mean is computed once for the whole catalogue and the tower costs one
+small projection per item: exact, not an approximation.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 
@@ -64,22 +66,23 @@ def build_encoder(config, modality: str):
     raise PMMRecConfigError(f"unknown modality {modality!r}")
 
 
+def projection(in_dim: int, hidden_size: int, kind: str) -> nn.Module:
+    """``linear`` (the authors' code) or ``mlp`` ([ours]: Linear-GELU-Linear, more capacity for frozen encoders)."""
+    if kind == "linear":
+        return nn.Linear(in_dim, hidden_size)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(in_dim, 4 * hidden_size), nn.GELU(), nn.Linear(4 * hidden_size, hidden_size))
+    raise PMMRecConfigError(f"projection={kind!r}: use 'linear' or 'mlp'")
+
+
 class ModalityEncoder(nn.Module):
     """One modality's transfer component: the encoder backbone (its top k blocks train) + projection to d."""
 
-    def __init__(self, backbone: nn.Module, hidden_size: int):
+    def __init__(self, backbone: nn.Module, hidden_size: int, kind: str = "linear"):
         super().__init__()
         self.backbone = backbone
-        self.proj = nn.Linear(backbone.out_dim, hidden_size)
+        self.proj = projection(backbone.out_dim, hidden_size, kind)
 
-    def from_states(self, states: Tensor, mask: Tensor) -> Tensor:
-        """Cached boundary states (N, L, state_dim) -> projected tokens (N, L, d)."""
-        return self.proj(self.backbone.encode_top(states, mask))
-
-    def from_inputs(self, inputs) -> tuple[Tensor, Tensor]:
-        """Raw inputs through the whole encoder -> (projected tokens (N, L, d), mask (N, L))."""
-        tokens, mask = self.backbone(inputs)
-        return self.proj(tokens), mask
 
 
 @dataclass
@@ -104,6 +107,10 @@ class ItemTower(nn.Module):
             raise PMMRecConfigError(f"encoder_mode={self.mode!r}: use 'cached' or 'end_to_end'")
         d = config["hidden_size"]
         features = dict(dataset.item_features)  # prepared by PMMRecDataset
+        missing = [m for m in self.modalities if m not in features["encoders"]]
+        if missing:
+            raise PMMRecConfigError(f"modalities {missing} were not prepared by the dataset (it has "
+                                    f"{sorted(features['encoders'])}); build the dataset with the same modalities")
         for key in [k for k in features if k.endswith("_states")]:
             if hasattr(features[key], "to_tensor") and _nbytes(features[key]) <= IN_RAM_BYTES:
                 features[key] = features[key].to_tensor()  # small caches: read once into RAM
@@ -114,12 +121,15 @@ class ItemTower(nn.Module):
 
         self.text_encoder = self.image_encoder = None
         for modality in self.modalities:
-            backbone = build_encoder(config, modality)
+            # The dataset's own encoder, whose bottom made the cached states: a copy per model, so that the
+            # states and the top blocks always come from the same weights (even randomly initialised ones).
+            backbone = copy.deepcopy(features["encoders"][modality])
             if self.mode == "cached":
                 backbone.drop_bottom()  # its output is in the cache; free the memory
-            setattr(self, f"{modality}_encoder", ModalityEncoder(backbone, d))
+            setattr(self, f"{modality}_encoder", ModalityEncoder(backbone, d, str(config["projection"] or "linear")))
         self.fusion = MergeAttentionFusion(d, config["fusion_heads"], dropout=config["fusion_dropout"],
                                            hidden_act=config["hidden_act"], layer_norm_eps=config["layer_norm_eps"])
+        self._images = self._preload_images()
         # Pooled shortcut: exact when the only modality is frozen and mean-pooled.
         self.pooled = None
         if self.mode == "cached" and len(self.modalities) == 1:
@@ -133,7 +143,14 @@ class ItemTower(nn.Module):
         """Cached boundary states and mask of ``ids`` (on the ids' device, float32)."""
         states, mask = self.features[f"{modality}_states"], self.features[f"{modality}_mask"]
         index = ids.cpu()
-        return states[index].to(ids.device, torch.float32), mask[index].to(ids.device).bool()
+        mask = mask[index].bool()
+        if modality == "text":  # drop the padding columns no item of this batch uses
+            width = max(int(mask.sum(dim=1).max()), 1)
+            mask = mask[:, :width]
+            states = states[index][:, :width] if isinstance(states, Tensor) else states[index][:, :width]
+        else:
+            states = states[index]
+        return states.to(ids.device, torch.float32), mask.to(ids.device)
 
     def _pool_states(self, modality: str) -> Tensor:
         """Masked mean of every item's cached final states, in chunks: (n_items, out_dim)."""
@@ -144,37 +161,67 @@ class ItemTower(nn.Module):
             chunks.append(masked_mean(states, mask if modality == "text" else None))
         return torch.cat(chunks)
 
-    def _tokens(self, modality: str, ids: Tensor) -> tuple[Tensor, Tensor]:
-        encoder = getattr(self, f"{modality}_encoder")
+    def _inputs(self, modality: str, ids: Tensor):
+        """Raw encoder inputs of ``ids`` for end_to_end mode: (token ids, mask) or uint8 images."""
+        content = self.features["content"]
+        if modality == "text":
+            input_ids, mask = content.text_batch(ids.cpu())
+            return input_ids.to(ids.device), mask.to(ids.device)
+        if self._images is None:
+            images, _ = content.image_batch(ids.cpu())
+        else:
+            images = self._images[ids.cpu()]
+        return images.to(ids.device)
+
+    def _preload_images(self) -> Tensor | None:
+        """end_to_end with images: decode every image once into RAM when that fits (else per batch)."""
+        if self.mode != "end_to_end" or "image" not in self.modalities:
+            return None
+        content = self.features["content"]
+        size = content.image_size
+        if self.n_items * 3 * size * size > IN_RAM_BYTES:
+            return None
+        ids = torch.arange(self.n_items)
+        return torch.cat([content.image_batch(chunk)[0] for chunk in ids.split(256)])
+
+    def _encoder_tokens(self, modality: str, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """The backbone's output tokens (N, L, out_dim) and mask (N, L): cached bottom + top k blocks, or the
+        whole encoder on raw inputs (end_to_end)."""
+        backbone = getattr(self, f"{modality}_encoder").backbone
         if self.mode == "end_to_end":
-            inputs = self.features["content"].encoder_inputs(modality, ids)
-            tokens, mask = encoder.from_inputs({k: v.to(ids.device) for k, v in inputs.items()})
+            tokens, mask = backbone(self._inputs(modality, ids))
             return tokens, mask.bool()
         states, mask = self._states(modality, ids)
-        return encoder.from_states(states, mask), mask
+        return backbone.encode_top(states, mask), mask
 
     # ------------------------------------------------------------------ forward
     def forward(self, ids: Tensor) -> ItemBatch:
-        """Encode the items ``ids`` (N,) (unique ids: each item once)."""
-        has_text, has_image = self.has_text[ids], self.has_image[ids]
-        if self.pooled is not None:
-            encoder = getattr(self, f"{self.pooled}_encoder")
-            vec = encoder.proj(self.pooled_states[ids])
-            present = has_text if self.pooled == "text" else has_image
-            vec = vec * present[:, None].to(vec.dtype)  # an item without the modality: zero vector
-            text_vec, image_vec = (vec, None) if self.pooled == "text" else (None, vec)
-            return ItemBatch(vec, text_vec, image_vec, has_text, has_image)
+        """Encode the items ``ids`` (N,) (unique ids: each item once).
 
-        text_tokens = text_mask = image_tokens = None
-        if self.text_encoder is not None:
-            text_tokens, text_mask = self._tokens("text", ids)
-        if self.image_encoder is not None:
-            image_tokens, _ = self._tokens("image", ids)
-        vec = self.fusion(text_tokens, text_mask, image_tokens,
-                          has_text if text_tokens is not None else None,
-                          has_image if image_tokens is not None else None)
-        text_vec = masked_mean(text_tokens, text_mask & has_text[:, None]) if text_tokens is not None else None
-        image_vec = image_tokens.mean(dim=1) if image_tokens is not None else None
+        One modality: the projection of the masked mean of the encoder's tokens (for a linear projection this
+        is the mean of the projected tokens, the authors' definition). Two: projected tokens -> fusion.
+        """
+        has_text, has_image = self.has_text[ids], self.has_image[ids]
+        present = {"text": has_text, "image": has_image}
+        if len(self.modalities) == 1:
+            modality = self.modalities[0]
+            if self.pooled is not None:
+                pooled = self.pooled_states[ids]
+            else:
+                tokens, mask = self._encoder_tokens(modality, ids)
+                pooled = masked_mean(tokens, mask if modality == "text" else None)
+            vec = getattr(self, f"{modality}_encoder").proj(pooled)
+            vec = vec * present[modality][:, None].to(vec.dtype)  # an item without the modality: zero vector
+            return ItemBatch(vec, vec if modality == "text" else None, vec if modality == "image" else None,
+                             has_text, has_image)
+
+        text_tokens, text_mask = self._encoder_tokens("text", ids)
+        image_tokens, _ = self._encoder_tokens("image", ids)
+        text_tokens = self.text_encoder.proj(text_tokens)  # (N, Lt, d)
+        image_tokens = self.image_encoder.proj(image_tokens)  # (N, Lv, d)
+        vec = self.fusion(text_tokens, text_mask, image_tokens, has_text, has_image)
+        text_vec = masked_mean(text_tokens, text_mask & has_text[:, None])
+        image_vec = image_tokens.mean(dim=1)
         return ItemBatch(vec, text_vec, image_vec, has_text, has_image)
 
     def backbones(self) -> list[nn.Module]:

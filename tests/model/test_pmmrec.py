@@ -1,0 +1,148 @@
+"""PMMRec as a whole: cached = end-to-end, scoring paths agree, cold items, modalities, training signal."""
+
+import pytest
+import torch
+
+from recbole_pmmrec.quick_start import load_config
+from recbole_pmmrec.utils import create_dataset, data_preparation, get_model
+
+
+def build(data, pmmrec_config, **overrides):
+    config = load_config("PMMRec", data.name, config_dict=pmmrec_config(data, **overrides))
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    torch.manual_seed(0)
+    model = get_model("PMMRec")(config, train._dataset)
+    return config, model, train, valid, test
+
+
+def first_batch(loader):
+    batch = next(iter(loader))
+    return batch[0] if isinstance(batch, tuple) else batch
+
+
+@pytest.mark.parametrize("train_layers", [0, 1])
+def test_cached_states_give_the_same_item_vectors_as_the_whole_encoder(synth, pmmrec_config, train_layers):
+    """Caching the frozen bottom is exact: same weights, eval mode -> same item vectors (text and image)."""
+    # float32 storage: exact. (float16, the default, rounds states to ~1e-3 relative.)
+    overrides = dict(text_train_layers=train_layers, image_train_layers=train_layers, cache_dtype="float32")
+    config, cached, train, *_ = build(synth, pmmrec_config, **overrides)
+    config["encoder_mode"] = "end_to_end"
+    e2e = get_model("PMMRec")(config, train._dataset)
+    missing, unexpected = e2e.load_state_dict(cached.state_dict(), strict=False)
+    assert not unexpected and all(".backbone.bottom." in k for k in missing)  # only the dropped bottom differs
+    cached.eval(), e2e.eval()
+    with torch.no_grad():
+        ids = torch.arange(cached.n_items)
+        a, b = cached.item_tower(ids), e2e.item_tower(ids)
+    for part in ("vectors", "text_vec", "image_vec"):
+        assert (getattr(a, part) - getattr(b, part)).abs().max() < 1e-4, part
+
+
+def test_full_sort_predict_equals_predict_over_all_items(synth, pmmrec_config):
+    _, model, _, _, test = build(synth, pmmrec_config)
+    model.eval()
+    batch = first_batch(test)
+    with torch.no_grad():
+        full = model.full_sort_predict(batch)  # (B, n_items)
+        for item in range(1, model.n_items, 7):
+            batch.interaction[model.ITEM_ID] = torch.full((len(batch),), item)
+            assert torch.allclose(model.predict(batch), full[:, item], atol=1e-5)
+
+
+def test_training_reduces_the_loss_and_every_objective_contributes(synth, pmmrec_config):
+    _, model, train, *_ = build(synth, pmmrec_config, w_nicl=0.5, w_nid=0.5, w_rcl=0.5)
+    batch = first_batch(train)
+    assert "window" in batch.interaction and batch["window"].shape[1] == model.max_seq_length + 1
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(15):
+        loss = model.calculate_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.85 * losses[0]
+    for name in ("nicl", "nid"):
+        head = model.heads[name]
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters()), name
+
+
+def test_objective_weights_turn_terms_on_and_off(synth, pmmrec_config):
+    _, base, train, *_ = build(synth, pmmrec_config, w_nicl=0, w_nid=0, w_rcl=0)
+    assert len(base.heads) == 0
+    batch = first_batch(train)
+    base.eval()  # no dropout: differences come from the objectives only
+    torch.manual_seed(1)
+    nip_only = base.calculate_loss(batch).item()
+    for key in ("w_nicl", "w_nid", "w_rcl"):
+        _, model, *_ = build(synth, pmmrec_config, **{"w_nicl": 0, "w_nid": 0, "w_rcl": 0, key: 1.0})
+        model.load_state_dict(base.state_dict(), strict=False)
+        model.eval()
+        torch.manual_seed(1)
+        assert model.calculate_loss(batch).item() > nip_only, key
+
+
+def test_cold_items_get_finite_varied_scores_and_can_rank_first(tmp_path, pmmrec_config):
+    from recbole_pmmrec.synthetic import make_synthetic_dataset
+    from recbole_pmmrec.trainer import PMMRecTrainer
+
+    data = make_synthetic_dataset(tmp_path / "cold", "cold", n_users=60, n_items=40, n_topics=4, seed=3)
+    config, model, train, valid, test = build(data, pmmrec_config, cold_item_ratio=0.2, epochs=8, w_nid=0, w_rcl=0,
+                                              w_nicl=0)
+    cold = train._dataset.cold_items
+    assert cold.sum() == 8
+    trained_items = torch.cat([train._dataset.inter_feat["item_id"], train._dataset.inter_feat["item_id_list"].flatten()])
+    assert not cold[trained_items].any(), "a cold item leaked into training"
+    PMMRecTrainer(config, model).fit(train, valid, saved=False)
+    model.eval()
+    batch = first_batch(test)
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)[:, 1:]
+    cold_scores = scores[:, cold[1:]]
+    assert torch.isfinite(cold_scores).all() and cold_scores.std() > 0
+    assert cold[1:][scores.argmax(dim=1)].any(), "no user ranks a cold item first"
+
+
+@pytest.mark.parametrize("modalities", [["text"], ["image"]])
+def test_single_modality_models_train_and_evaluate(synth, pmmrec_config, modalities):
+    from recbole_pmmrec.quick_start import run_recbole_pmmrec
+
+    result = run_recbole_pmmrec("PMMRec", "synth", config_dict=pmmrec_config(synth, modalities=modalities))
+    assert 0 <= result["test_result"]["ndcg@10"] <= 1
+    assert result["config"]["modalities"] == modalities
+
+
+def test_items_without_image_or_without_text_still_get_vectors(tmp_path, pmmrec_config):
+    from recbole_pmmrec.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "gaps", "gaps", n_users=30, n_items=30, missing_image_frac=0.3, seed=1)
+    item_file = data.folder / "gaps.item"
+    lines = item_file.read_text().splitlines()
+    lines[1] = lines[1].split("\t")[0] + "\t\t"  # item 1: no text (it keeps its image)
+    item_file.write_text("\n".join(lines) + "\n")
+    (data.folder / "gaps.images" / "1.png").exists() or pytest.skip("item 1 drew no image")
+    _, model, train, *_ = build(data, pmmrec_config)
+    tower = model.item_tower
+    assert not tower.has_text[1] and tower.has_image[1]
+    assert (~tower.has_image[1:]).any() and tower.has_text[1:][~tower.has_image[1:]].all()
+    model.eval()
+    with torch.no_grad():
+        vectors = tower(torch.arange(1, model.n_items)).vectors
+    assert torch.isfinite(vectors).all() and (vectors.norm(dim=1) > 0).all()
+    loss = model.calculate_loss(first_batch(train))
+    assert torch.isfinite(loss)
+
+
+def test_optimizer_groups_give_encoder_blocks_their_own_rate(synth, pmmrec_config):
+    from recbole_pmmrec.trainer import PMMRecTrainer
+
+    config, model, *_ = build(synth, pmmrec_config, text_train_layers=1, encoder_learning_rate=1e-5,
+                              encoder_weight_decay=0.0, learning_rate=1e-3, weight_decay=0.1)
+    groups = {g["name"]: g for g in PMMRecTrainer(config, model).optimizer.param_groups}
+    assert groups["encoders"]["lr"] == 1e-5 and groups["encoders"]["weight_decay"] == 0.0
+    assert groups["recommender"]["lr"] == 1e-3 and groups["recommender"]["weight_decay"] == 0.1
+    encoder_params = {id(p) for p in groups["encoders"]["params"]}
+    top = model.item_tower.text_encoder.backbone.top
+    assert encoder_params == {id(p) for p in top.parameters()}
