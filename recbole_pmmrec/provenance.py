@@ -129,8 +129,8 @@ def cache_dirs(dataset) -> dict[str, str]:
     """{feature: encoder-state cache directory} of a PMMRecDataset (empty for other datasets)."""
     found = {}
     for key, value in (getattr(dataset, "item_features", None) or {}).items():
-        filename = getattr(getattr(value, "array", None), "filename", None)  # a memory-mapped CachedStates
-        if key.endswith("_states") and filename:
+        filename = getattr(value, "path", None) or getattr(getattr(value, "array", None), "filename", None)
+        if key.endswith("_states") and filename:  # a CachedStates read from <cache_dir>/<name>-<key hash>/
             found[key] = str(Path(filename).resolve().parent)
     return found
 
