@@ -65,9 +65,10 @@ def tiny_bert_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_bert")
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ";", "item", *_TOPIC_WORDS, *_FILLER]
     words += [f"##{d}" for d in "0123456789"] + list("0123456789abcdefghijklmnopqrstuvwxyz")
-    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(words)) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    # transformers 5 ignores vocab_file= here (every word becomes [UNK]): pass the vocabulary itself.
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(dict.fromkeys(words))}, do_lower_case=True)
     tokenizer.save_pretrained(folder)
+    assert tokenizer.unk_token_id not in tokenizer("space cooking item")["input_ids"]
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64)
     BertModel(config).save_pretrained(folder)

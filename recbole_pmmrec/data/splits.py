@@ -1,9 +1,9 @@
 """Training-split variants, applied after RecBole's leave-one-out split, for every sequential model.
 
-* ``train_window`` (PMMRec): one training row per user, built from the user's validation row: its history
-  is exactly the user's training interactions, so the window ``history[:-1] -> history[-1]`` with every
-  position supervised covers all of them (RecBole's one-row-per-prefix rows cover the same interactions
-  with ~L times more sequences).
+* ``train_window`` (PMMRec): keep one prefix row per L training interactions of a user (L =
+  ``MAX_ITEM_LIST_LENGTH``): with every position of ``history + target`` supervised, these windows cover
+  each training interaction exactly once, like RecBole's one-row-per-prefix rows, with ~L times fewer
+  sequences. A user with at most L+1 training items has a single window (the paper's setting).
 * ``few_shot_ratio``: keep the training rows of a random fraction of users; validation and test users
   stay the same (for learning curves over the target's data size).
 * ``cold_item_ratio``: hold out a random fraction of items from training: their interactions leave
@@ -45,34 +45,62 @@ def _list_fields(dataset) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda p: p[0] != dataset.iid_field)
 
 
-def compact_rows(feat: Interaction, dataset, keep: torch.Tensor) -> Interaction:
-    """Remove history positions where ``keep`` (B, L) is False, shifting the rest left."""
-    lengths = keep.sum(dim=1)
-    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept positions first, in order
-    new = dict(feat.interaction)
-    for _, list_field in _list_fields(dataset):
-        values = feat[list_field]
-        gathered = torch.gather(values, 1, order.view(order.shape + (1,) * (values.dim() - 2)).expand_as(values))
-        valid = torch.arange(values.shape[1])[None, :] < lengths[:, None]
-        new[list_field] = gathered * valid.view(valid.shape + (1,) * (values.dim() - 2)).to(values.dtype)
-    new[dataset.item_list_length_field] = lengths
-    return Interaction(new)
-
-
-def windows_from_history(feat: Interaction, dataset) -> Interaction:
-    """Rows ``history -> target`` into ``history[:-1] -> history[-1]`` (rows with < 2 items are dropped)."""
+def to_windows(feat: Interaction, dataset) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Rows ``history -> target`` as windows: {list field: (B, L+1) history followed by the target}, and the
+    number of items per window (B,)."""
     lengths = feat[dataset.item_list_length_field]
-    feat = feat[torch.nonzero(lengths >= 2).flatten()]
-    last = feat[dataset.item_list_length_field] - 1
-    new = dict(feat.interaction)
+    windows = {}
     for field, list_field in _list_fields(dataset):
-        values = feat[list_field].clone()
-        rows = torch.arange(values.shape[0])
-        new[field] = values[rows, last].clone()
-        values[rows, last] = 0
-        new[list_field] = values
+        values = feat[list_field]
+        padded = torch.cat([values, torch.zeros_like(values[:, :1])], dim=1)
+        index = lengths.view(-1, *([1] * (values.dim() - 1))).expand_as(padded[:, :1])
+        windows[list_field] = padded.scatter(1, index, feat[field].view_as(padded[:, :1]))
+    return windows, lengths + 1
+
+
+def from_windows(feat: Interaction, dataset, windows: dict, counts: torch.Tensor) -> Interaction:
+    """Inverse of :func:`to_windows`: the last item of each window becomes the target."""
+    new = dict(feat.interaction)
+    rows = torch.arange(len(counts))
+    last = counts - 1
+    for field, list_field in _list_fields(dataset):
+        window = windows[list_field].clone()
+        new[field] = window[rows, last].clone()
+        window[rows, last] = 0
+        new[list_field] = window[:, :-1]
     new[dataset.item_list_length_field] = last
     return Interaction(new)
+
+
+def drop_items(windows: dict, counts: torch.Tensor, dataset, drop: torch.Tensor):
+    """Remove the items with ``drop[item]`` from every window, shifting the rest left."""
+    items = windows[dataset.item_id_list_field]
+    keep = (~drop[items]) & (torch.arange(items.shape[1])[None, :] < counts[:, None])
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept positions first, in order
+    new_counts = keep.sum(dim=1)
+    out = {}
+    for list_field, values in windows.items():
+        idx = order.view(order.shape + (1,) * (values.dim() - 2)).expand_as(values)
+        valid = (torch.arange(values.shape[1])[None, :] < new_counts[:, None])
+        out[list_field] = torch.gather(values, 1, idx) * valid.view(valid.shape + (1,) * (values.dim() - 2)).to(
+            values.dtype)
+    return out, new_counts
+
+
+def chunk_rows(feat: Interaction, dataset) -> torch.Tensor:
+    """Indices of the training rows whose windows cover every training interaction of a user once.
+
+    A user's prefix rows are in time order; the row of the last target covers the last L+1 items, the row L
+    targets earlier the L before, and so on. (RecBole's sorts are stable, so equal timestamps keep file
+    order.)"""
+    uids = feat[dataset.uid_field].numpy()
+    order = np.argsort(uids, kind="stable")
+    sorted_uids = uids[order]
+    starts = np.r_[0, np.flatnonzero(sorted_uids[1:] != sorted_uids[:-1]) + 1]
+    sizes = np.diff(np.r_[starts, len(uids)])
+    rank_from_end = np.concatenate([np.arange(size - 1, -1, -1) for size in sizes]) if len(sizes) else np.array([])
+    keep = order[rank_from_end % dataset.max_item_list_len == 0]
+    return torch.from_numpy(np.sort(keep))
 
 
 class SplitVariantsMixin:
@@ -91,18 +119,21 @@ class SplitVariantsMixin:
             n_cold = int(round(cold_ratio * (self.item_num - 1)))
             self.cold_items[1 + rng.choice(self.item_num - 1, size=n_cold, replace=False)] = True
         window = bool(config["train_window"])
-        feat = valid.inter_feat if window else train.inter_feat  # a validation history = the training items
+        feat = train.inter_feat
+        if window:  # one window per L training interactions of a user, every position supervised
+            feat = feat[chunk_rows(feat, self)]
         if cold_ratio > 0:
             before = len(feat)
-            feat = compact_rows(feat, self, ~self.cold_items[feat[self.item_id_list_field]])
-            keep = feat[self.item_list_length_field] > 0
-            if not window:
-                keep &= ~self.cold_items[feat[self.iid_field]]
-            feat = feat[torch.nonzero(keep).flatten()]
+            windows, counts = to_windows(feat, self)
+            target_cold = self.cold_items[feat[self.iid_field]]
+            windows, counts = drop_items(windows, counts, self, self.cold_items)
+            keep = counts >= 2
+            if not window:  # a prefix row exists to predict its own target
+                keep &= ~target_cold
+            keep = torch.nonzero(keep).flatten()
+            feat = from_windows(feat[keep], self, {k: v[keep] for k, v in windows.items()}, counts[keep])
             logger.info("cold-start split: %d of %d items held out of training; %d -> %d training rows",
                         int(self.cold_items.sum()), self.item_num - 1, before, len(feat))
-        if window:
-            feat = windows_from_history(feat, self)
         if few_ratio < 1.0:
             users = np.unique(feat[self.uid_field].numpy())
             kept = rng.choice(users, size=max(1, int(round(few_ratio * len(users)))), replace=False)
@@ -116,9 +147,15 @@ class SplitVariantsMixin:
         return [train, valid, test]
 
     def _train_item_counts(self, feat: Interaction, window: bool) -> torch.Tensor:
-        """(item_num,) training interactions per item: window items, or prefix targets + first items."""
+        """(item_num,) training interactions per item: every target, plus the history items that are no
+        other row's target (windows: all but a truncated window's first item; prefix rows: first items)."""
         history, lengths = feat[self.item_id_list_field], feat[self.item_list_length_field]
-        extra = history[history > 0] if window else history[lengths == 1, 0]
+        if window:
+            from_start = (lengths < self.max_item_list_len)[:, None]  # a user's earliest window
+            first = torch.arange(history.shape[1])[None, :] == 0
+            extra = history[(history > 0) & (~first | from_start)]
+        else:
+            extra = history[lengths == 1, 0]
         return torch.bincount(torch.cat([feat[self.iid_field], extra]), minlength=self.item_num)
 
 
