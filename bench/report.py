@@ -1,0 +1,540 @@
+"""BENCHMARKS.md sections and plots from the JSON results under bench/results/.
+
+``write_report(results_dir, plots_dir, markdown)`` regenerates only this suite's sections, each between
+``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` (intro, targets, quality, coldstart, speed, scaling);
+everything else in the file (for example the ``## Transfer`` section and hand-written notes) is kept.
+Every number is computed here from the stored runs; nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from pathlib import Path
+
+SECTIONS = ["intro", "targets", "quality", "coldstart", "speed", "scaling"]
+GB = 1024**3
+MAIN_METRICS = ("recall@10", "ndcg@10", "mrr@10")
+
+
+# ---------------------------------------------------------------------------- small helpers
+def load(results_dir: Path, part: str) -> dict:
+    path = Path(results_dir) / f"{part}.json"
+    return json.loads(path.read_text()) if path.exists() else {"part": part, "runs": []}
+
+
+def done(runs: list[dict]) -> list[dict]:
+    return [r for r in runs if r.get("status") == "done"]
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return float("nan"), None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def fmt_ms(values: list[float], digits: int = 4) -> str:
+    m, s = mean_std(values)
+    if math.isnan(m):
+        return "—"
+    return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if s is not None else "")
+
+
+def fmt(x, digits=2, suffix=""):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{x:.{digits}f}{suffix}"
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def by_label(runs: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in runs:
+        out.setdefault(r.get("label", r["spec"]["model"]), []).append(r)
+    return out
+
+
+def time_to_reach(run: dict, target: float) -> float | None:
+    """Wall seconds (training + validation since fit started) at the first validation >= target."""
+    for p in run.get("curve", []):
+        if "score" in p and p["score"] >= target - 1e-12:
+            return p["wall_s"]
+    return None
+
+
+def best_point(run: dict) -> dict | None:
+    scored = [p for p in run.get("curve", []) if "score" in p]
+    return max(scored, key=lambda p: p["score"]) if scored else None
+
+
+def status_line(runs: list[dict]) -> str:
+    bad = [r for r in runs if r.get("status") != "done"]
+    return "" if not bad else "; ".join(f"{r.get('label')}: {r.get('status')} {str(r.get('error', ''))[:120]}"
+                                        for r in bad)
+
+
+# ---------------------------------------------------------------------------- derived numbers
+def speed_numbers(speed: dict) -> dict:
+    tags = {r.get("tag"): r for r in speed.get("runs", [])}
+    out: dict = {"tags": tags}
+    sas, pmm, k1 = tags.get("sasrec"), tags.get("pmmrec"), tags.get("pmmrec_k1")
+    if sas and best_point(sas):
+        sb = best_point(sas)
+        out["sasrec_best"], out["sasrec_time"] = sb["score"], sb["wall_s"]
+        for name, run in (("pmmrec", pmm), ("pmmrec_k1", k1)):
+            if run and best_point(run):
+                reach = time_to_reach(run, sb["score"])
+                own = best_point(run)
+                out[f"{name}_reached"] = reach is not None
+                out[f"{name}_ttq"] = (reach if reach is not None else own["wall_s"]) / sb["wall_s"]
+                out[f"{name}_best"], out[f"{name}_best_time"] = own["score"], own["wall_s"]
+    for name, run in (("sasrec", sas), ("pmmrec", pmm), ("pmmrec_k1", k1)):
+        if run:
+            out[f"{name}_epoch_s"] = median([p.get("train_s") for p in run.get("curve", [])])
+            out[f"{name}_eval_s"] = median([p.get("valid_s") for p in run.get("curve", [])])
+            out[f"{name}_rss"] = run.get("peak_rss_bytes")
+    for name in ("pmmrec", "pmmrec_k1"):
+        if out.get(f"{name}_epoch_s") and out.get("sasrec_epoch_s"):
+            out[f"{name}_epoch_ratio"] = out[f"{name}_epoch_s"] / out["sasrec_epoch_s"]
+        if out.get(f"{name}_eval_s") and out.get("sasrec_eval_s"):
+            out[f"{name}_eval_ratio"] = out[f"{name}_eval_s"] / out["sasrec_eval_s"]
+    c, e = tags.get("subset_cached"), tags.get("subset_e2e")
+    if c and e and c.get("epoch_s") and e.get("epoch_s"):
+        out["cached_epoch_s"], out["e2e_epoch_s"] = min(c["epoch_s"]), min(e["epoch_s"])
+        out["cached_speedup"] = out["e2e_epoch_s"] / out["cached_epoch_s"]
+        out["e2e_complete"] = e.get("status") == "done"
+    f, w = tags.get("build_fresh"), tags.get("build_warm")
+    if f and w and f.get("data_s") is not None and w.get("data_s") is not None:
+        out["cache_build_s"] = f["data_s"] - w["data_s"]
+        out["build_fresh_rss"], out["build_fresh_data_s"], out["build_warm_data_s"] = (
+            f.get("peak_rss_bytes"), f["data_s"], w["data_s"])
+    return out
+
+
+def quality_table_rows(runs: list[dict]) -> dict[str, dict]:
+    rows = {}
+    for label, rs in by_label(done(runs)).items():
+        rows[label] = {"n": len(rs), "seeds": sorted(r.get("seed") for r in rs),
+                       "test": {m: [r["test"]["all"][m] for r in rs] for m in MAIN_METRICS},
+                       "test_recbole": [r.get("test_recbole", {}).get("ndcg@10") for r in rs],
+                       "epochs": [len(r.get("curve", [])) for r in rs],
+                       "best_epoch": [(best_point(r) or {}).get("epoch") for r in rs]}
+        if all("cold" in r["test"] for r in rs):
+            for group in ("cold", "warm"):
+                rows[label][group] = {m: [r["test"][group][m] for r in rs] for m in MAIN_METRICS}
+                rows[label][f"n_{group}"] = [r["test"][group]["n"] for r in rs]
+    return rows
+
+
+def fit_loglog(xs: list[float], ys: list[float]) -> float | None:
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if x and y and x > 0 and y > 0]
+    if len(pts) < 2:
+        return None
+    mx, my = statistics.fmean(p[0] for p in pts), statistics.fmean(p[1] for p in pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx > 0 else None
+
+
+def fit_two(xs1, xs2, ys):
+    """Least squares log y = a + b log x1 + c log x2; (b, c) or None."""
+    import numpy as np
+
+    rows = [(1.0, math.log(a), math.log(b), math.log(y)) for a, b, y in zip(xs1, xs2, ys) if a and b and y]
+    if len(rows) < 3:
+        return None
+    m = np.array(rows)
+    coef, *_ = np.linalg.lstsq(m[:, :3], m[:, 3], rcond=None)
+    if np.linalg.matrix_rank(m[:, :3]) < 3:
+        return None
+    return float(coef[1]), float(coef[2])
+
+
+def scaling_numbers(scaling: dict) -> dict:
+    rows = []
+    for r in done(scaling.get("runs", [])):
+        rows.append({"label": r["label"], "n_inter": r.get("n_inter"), "n_items": r.get("n_items"),
+                     "n_rows": r.get("n_train_rows"), "epoch_s": min(r["epoch_s"]) if r.get("epoch_s") else None,
+                     "rss": r.get("peak_rss_bytes"), "data_s": r.get("data_s"), "generate_s": r.get("generate_s"),
+                     "n_inter_target": r.get("n_inter_target"), "n_items_target": r.get("n_items_target")})
+    rows.sort(key=lambda r: (r["n_inter"] or 0, r["n_items"] or 0))
+    out = {"rows": rows, "failed": [r for r in scaling.get("runs", []) if r.get("status") != "done"]}
+    diag = [r for r in rows if r["n_inter_target"] and r["n_items_target"]
+            and r["n_inter_target"] == 10 * r["n_items_target"]]
+    out["slope_diag"] = fit_loglog([r["n_inter"] for r in diag], [r["epoch_s"] for r in diag])
+    out["rss_slope_diag"] = fit_loglog([r["n_inter"] for r in diag], [r["rss"] for r in diag])
+    two = fit_two([r["n_inter"] for r in rows], [r["n_items"] for r in rows], [r["epoch_s"] for r in rows])
+    out["slope_inter"], out["slope_items"] = two if two else (None, None)
+    return out
+
+
+# ---------------------------------------------------------------------------- plots
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(runs: list[dict], path: Path, x: str, title: str) -> bool:
+    runs = [r for r in runs if any("score" in p for p in r.get("curve", []))]
+    if not runs:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for r in runs:
+        pts = [p for p in r["curve"] if "score" in p]
+        xs = [p["epoch"] + 1 for p in pts] if x == "epoch" else [p["wall_s"] for p in pts]
+        ax.plot(xs, [p["score"] for p in pts], marker="o", ms=3, label=r.get("label"))
+    ax.set_xlabel("epoch" if x == "epoch" else "wall seconds since training started (train + validation)")
+    ax.set_ylabel("validation NDCG@10")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_speed_bars(sp: dict, path: Path) -> bool:
+    names = [("PMMRec", "pmmrec"), ("PMMRec k=1", "pmmrec_k1")]
+    metrics = [("time to quality", "ttq"), ("s / epoch", "epoch_ratio"), ("s / evaluation", "eval_ratio")]
+    data = [(label, [sp.get(f"{key}_{m}") for _, m in metrics]) for label, key in names
+            if any(sp.get(f"{key}_{m}") is not None for _, m in metrics)]
+    if not data:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    width = 0.8 / len(data)
+    for i, (label, vals) in enumerate(data):
+        xs = [j + i * width for j in range(len(metrics))]
+        ax.bar(xs, [v if v is not None else 0 for v in vals], width=width, label=label)
+        for xx, v in zip(xs, vals):
+            if v is not None:
+                ax.text(xx, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xticks([j + width * (len(data) - 1) / 2 for j in range(len(metrics))], [m for m, _ in metrics])
+    ax.set_ylabel("ratio to SASRec (same run)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title("PMMRec cost relative to SASRec (< 1 = faster)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_scaling(sc: dict, path: Path) -> bool:
+    rows = [r for r in sc["rows"] if r["epoch_s"]]
+    if len(rows) < 2:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    for ax, key, ylabel in ((axes[0], "epoch_s", "seconds per epoch"), (axes[1], "rss", "peak RSS (GiB)")):
+        groups: dict = {}
+        for r in rows:
+            groups.setdefault(r["n_items_target"] or r["n_items"], []).append(r)
+        for items, rs in sorted(groups.items()):
+            ys = [r[key] / GB if key == "rss" else r[key] for r in rs]
+            ax.loglog([r["n_inter"] for r in rs], ys, marker="o", ls="none", label=f"~{items:,} items")
+        diag = sorted([r for r in rows if r["n_inter_target"] == 10 * (r["n_items_target"] or 0)],
+                      key=lambda r: r["n_inter"])
+        if len(diag) > 1:
+            ax.loglog([r["n_inter"] for r in diag], [r[key] / GB if key == "rss" else r[key] for r in diag],
+                      color="gray", lw=0.8)
+        ax.set_xlabel("interactions")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle("PMMRec (text, frozen tiny encoder, cached states) on synthetic data")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------------------- sections
+def section_intro(meta: dict) -> str:
+    date = meta.get("date", "—")
+    load = meta.get("loadavg_at_start")
+    return f"""# Benchmarks
+
+PMMRec (this plugin) against RecBole's own sequential baselines on **ml100k-posters** (MovieLens-100K with
+TMDB titles, genres, overviews and posters), all through this plugin's factories on the same atomic files,
+leave-one-out split by time and full ranking over all items. Reproduce with
+
+```bash
+python -m dataset_tools.convert movielens-posters --input PATH/ml100k_posters --output /tmp/pmmrec_data
+python bench/run.py all --data-dir /tmp/pmmrec_data --seeds 3     # or one part: speed | quality | coldstart | scaling
+python bench/run.py report                                       # rewrite this file from bench/results/*.json
+```
+
+Every number below is computed by `bench/report.py` from the JSON under `bench/results/` (nothing is typed
+in by hand). Runs are executed one at a time, each in its own subprocess. Machine of the last run: {meta.get('cpus', '?')}
+CPUs, no GPU, started {date}, load average at start {fmt(load[0], 1) if load else '—'} (shared with other
+jobs, so absolute seconds are noisy; compare the **ratios**, which come from runs made back to back in one
+invocation).
+"""
+
+
+def section_targets(sp: dict, q: dict, cs: dict, sc: dict) -> str:
+    def row(name, target, value, ok):
+        mark = "—" if ok is None else ("met" if ok else "**missed**")
+        return f"| {name} | {target} | {value} | {mark} |"
+
+    lines = ["## Targets at a glance", "", "| target | goal | measured | |", "|---|---|---|---|"]
+    ttq = sp.get("pmmrec_ttq")
+    lines.append(row("time to SASRec's best validation NDCG@10, PMMRec / SASRec", "<= 1.0",
+                     fmt(ttq) + ("" if sp.get("pmmrec_reached", True) else " (not reached: ratio at PMMRec's best)"),
+                     None if ttq is None else (ttq <= 1.0 and sp.get("pmmrec_reached", False))))
+    for key, goal, lim in (("pmmrec_epoch_ratio", "<= 1.0", 1.0), ("pmmrec_eval_ratio", "<= 2.0", 2.0)):
+        v = sp.get(key)
+        name = "seconds per epoch, PMMRec / SASRec" if "epoch" in key else "seconds per full evaluation, PMMRec / SASRec"
+        lines.append(row(name, goal, fmt(v), None if v is None else v <= lim))
+    v = sp.get("cached_speedup")
+    lines.append(row("epoch time end_to_end / cached (same k = 1, subset)", ">= 5", fmt(v, 1),
+                     None if v is None else v >= 5))
+    v = sp.get("pmmrec_rss")
+    lines.append(row("peak RSS, PMMRec training on ml100k-posters", "<= 4 GB", fmt(v / GB if v else None, 2, " GiB"),
+                     None if v is None else v <= 4 * GB))
+    big = [r for r in sc.get("rows", []) if (r.get("n_items") or 0) >= 90_000]
+    v = max((r["rss"] for r in big), default=None)
+    lines.append(row("peak RSS, cache build + training with 10^5 items (synthetic, tiny encoder)", "<= 2 GB",
+                     fmt(v / GB if v else None, 2, " GiB"), None if v is None else v <= 2 * GB))
+    s = sc.get("slope_inter") if sc.get("slope_inter") is not None else sc.get("slope_diag")
+    lines.append(row("log-log slope of epoch time vs interactions", "<= 1.1", fmt(s), None if s is None else s <= 1.1))
+    pm, sa = q.get("PMMRec"), q.get("SASRec")
+    if pm and sa:
+        a, b = mean_std(pm["test"]["ndcg@10"])[0], mean_std(sa["test"]["ndcg@10"])[0]
+        lines.append(row(f"test NDCG@10, PMMRec vs SASRec (mean of {pm['n']} / {sa['n']} seeds)", ">= SASRec",
+                         f"{a:.4f} vs {b:.4f} ({a / b:.2f}x)", a >= b))
+    else:
+        lines.append(row("test NDCG@10, PMMRec vs SASRec", ">= SASRec", "not run", None))
+    pc = cs.get("PMMRec")
+    if pc and "cold" in pc:
+        c, w = mean_std(pc["cold"]["recall@10"])[0], mean_std(pc["warm"]["recall@10"])[0]
+        lines.append(row("PMMRec Recall@10 on cold targets / warm targets", ">= 0.5",
+                         f"{c:.4f} / {w:.4f} = {c / w:.2f}" if w else "—", (c / w >= 0.5) if w else None))
+    else:
+        lines.append(row("PMMRec Recall@10 on cold / warm targets", ">= 0.5", "not run", None))
+    return "\n".join(lines) + "\n"
+
+
+def section_quality(quality: dict, plots_dir: Path, md_dir: Path) -> str:
+    runs = quality.get("runs", [])
+    rows = quality_table_rows(runs)
+    lines = ["## Quality", "",
+             "Test metrics of the checkpoint with the best validation NDCG@10 (early stopping, patience "
+             f"{_patience(runs)} validations), full ranking over all items, mean ± sample standard deviation over "
+             "seeds. PMMRec: text (MiniLM) + image (EfficientNet-Lite0), frozen encoders with cached states, "
+             "d = 64 (see `properties/model/PMMRec.yaml`); the ablations change one key each. Baselines run with "
+             "RecBole's default hyper-parameters for the model and this plugin's protocol "
+             "(`properties/overall.yaml`: CE loss, MAX_ITEM_LIST_LENGTH 20); FDSA uses the `genres` feature.", "",
+             "| model | seeds | epochs (best) | Recall@10 | NDCG@10 | MRR@10 |", "|---|---|---|---|---|---|"]
+    for label, r in sorted(rows.items(), key=lambda kv: -mean_std(kv[1]["test"]["ndcg@10"])[0]):
+        ep = ", ".join(f"{e} ({(b or 0) + 1})" for e, b in zip(r["epochs"], r["best_epoch"]))
+        lines.append(f"| {label} | {r['n']} | {ep} | " + " | ".join(fmt_ms(r["test"][m]) for m in MAIN_METRICS) + " |")
+    if not rows:
+        lines.append("| (not run yet) | | | | | |")
+    check = [(a, b) for r in rows.values() for a, b in zip(r["test"]["ndcg@10"], r["test_recbole"]) if b is not None]
+    if check:
+        diff = max(abs(a - b) for a, b in check)
+        lines += ["", f"The metrics are recomputed from each test row's target rank (ties broken by item id); "
+                      f"largest difference to RecBole's own evaluator over these runs: {diff:.4f} NDCG@10."]
+    bad = status_line(runs)
+    if bad:
+        lines += ["", f"Not finished: {bad}."]
+    if plot_curves(done(runs) and [r for r in done(runs) if r.get("seed") == min(x.get("seed", 0) for x in done(runs))],
+                   plots_dir / "quality_valid_curves.png", "epoch", "Validation NDCG@10 per epoch (first seed)"):
+        lines += ["", f"![validation curves]({_rel(plots_dir / 'quality_valid_curves.png', md_dir)})"]
+    return "\n".join(lines) + "\n"
+
+
+def section_coldstart(cold: dict) -> str:
+    runs = cold.get("runs", [])
+    rows = quality_table_rows(runs)
+    lines = ["## Cold start", "",
+             "`cold_item_ratio: 0.1` for every model (`recbole_pmmrec/data/splits.py`): 10% of the items, drawn "
+             "with the run's seed, lose all their training interactions (removed from training histories and "
+             "targets) and stay ranking candidates; validation and test rows are unchanged, so some test targets "
+             "are items no model saw in training. After training, `bench/worker.py` scores the test rows again "
+             "with the trainer's own full-ranking scores (history items masked as RecBole does), takes the rank "
+             "of each row's target and splits the rows by `dataset.cold_items[target]`. An ID model has only an "
+             "untrained embedding for a cold item; PMMRec computes it from its text and poster.", "",
+             "| model | seeds | cold rows | Recall@10 warm | Recall@10 cold | cold / warm | NDCG@10 warm | NDCG@10 cold | NDCG@10 all |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for label, r in sorted(rows.items(), key=lambda kv: -mean_std(kv[1].get("cold", {}).get("recall@10", [0]))[0]):
+        if "cold" not in r:
+            continue
+        c, w = mean_std(r["cold"]["recall@10"])[0], mean_std(r["warm"]["recall@10"])[0]
+        lines.append(f"| {label} | {r['n']} | {round(mean_std(r['n_cold'])[0])} | {fmt_ms(r['warm']['recall@10'])} | "
+                     f"{fmt_ms(r['cold']['recall@10'])} | {fmt(c / w if w else None)} | {fmt_ms(r['warm']['ndcg@10'])} | "
+                     f"{fmt_ms(r['cold']['ndcg@10'])} | {fmt_ms(r['test']['ndcg@10'])} |")
+    if not rows:
+        lines.append("| (not run yet) | | | | | | | | |")
+    bad = status_line(runs)
+    if bad:
+        lines += ["", f"Not finished: {bad}."]
+    return "\n".join(lines) + "\n"
+
+
+def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
+    tags = sp["tags"]
+    lines = ["## Speed and memory", "",
+             "One invocation of `python bench/run.py speed`, runs back to back in separate subprocesses: SASRec, "
+             "PMMRec (default: text + image, frozen encoders, cached states) and PMMRec with k = 1 trainable "
+             "text block, all with MAX_ITEM_LIST_LENGTH 20 and early stopping on validation NDCG@10. Wall time "
+             "counts training and validation from the first epoch; setup (data loading, encoder-state cache, "
+             "model) is listed separately. Seconds per epoch and per evaluation are medians over epochs; peak "
+             "RSS is each subprocess's own `ru_maxrss`.", ""]
+    if sp.get("sasrec_best") is not None:
+        lines += [f"**Time to quality (headline).** SASRec's best validation NDCG@10 is {sp['sasrec_best']:.4f}, "
+                  f"reached after {sp['sasrec_time']:.0f} s."]
+        for name, label in (("pmmrec", "PMMRec"), ("pmmrec_k1", "PMMRec k=1")):
+            if sp.get(f"{name}_ttq") is not None:
+                if sp.get(f"{name}_reached"):
+                    lines[-1] += (f" {label} reaches it after {sp[f'{name}_ttq'] * sp['sasrec_time']:.0f} s: ratio "
+                                  f"**{sp[f'{name}_ttq']:.2f}**.")
+                else:
+                    lines[-1] += (f" {label} never reaches it (its best: {sp[f'{name}_best']:.4f} after "
+                                  f"{sp[f'{name}_best_time']:.0f} s): ratio at its own best **{sp[f'{name}_ttq']:.2f}**.")
+        lines.append("")
+    lines += ["| run | status | epochs | best valid NDCG@10 (epoch) | s to own best | s / epoch | s / evaluation | "
+              "setup s (data + model) | peak RSS |", "|---|---|---|---|---|---|---|---|---|"]
+    for tag in ("sasrec", "pmmrec", "pmmrec_k1"):
+        r = tags.get(tag)
+        if not r:
+            continue
+        b = best_point(r)
+        lines.append(f"| {r['label']} | {r.get('status')} | {len(r.get('curve', []))} | "
+                     f"{fmt(b['score'], 4) + ' (' + str(b['epoch'] + 1) + ')' if b else '—'} | "
+                     f"{fmt(b['wall_s'] if b else None, 0)} | {fmt(median([p.get('train_s') for p in r.get('curve', [])]), 1)} | "
+                     f"{fmt(median([p.get('valid_s') for p in r.get('curve', [])]), 1)} | "
+                     f"{fmt((r.get('data_s') or 0) + (r.get('model_s') or 0), 0)} | "
+                     f"{fmt((r.get('peak_rss_bytes') or 0) / GB, 2, ' GiB')} |")
+    lines.append("")
+    ratios = []
+    for name, label in (("pmmrec", "PMMRec"), ("pmmrec_k1", "PMMRec k=1")):
+        if sp.get(f"{name}_epoch_ratio") is not None:
+            ratios.append(f"{label} / SASRec: {sp[f'{name}_epoch_ratio']:.2f}x per epoch, "
+                          f"{fmt(sp.get(f'{name}_eval_ratio'))}x per full evaluation")
+    if ratios:
+        lines += ["Ratios from this run: " + "; ".join(ratios) + ".", ""]
+    if sp.get("cached_speedup") is not None:
+        c, e = tags["subset_cached"], tags["subset_e2e"]
+        lines += [f"**Cached top-k against end_to_end** (text only, k = 1 trainable MiniLM block, "
+                  f"few_shot_ratio {c['spec']['config'].get('few_shot_ratio')} of the training users = "
+                  f"{c.get('n_train_rows')} training windows, one epoch each): cached {sp['cached_epoch_s']:.1f} s, "
+                  f"end_to_end {sp['e2e_epoch_s']:.1f} s per epoch, **{sp['cached_speedup']:.1f}x** "
+                  f"(peak RSS {fmt((c.get('peak_rss_bytes') or 0) / GB, 2)} vs "
+                  f"{fmt((e.get('peak_rss_bytes') or 0) / GB, 2)} GiB).", ""]
+    if sp.get("cache_build_s") is not None:
+        lines += [f"**Encoder-state cache build** (ml100k-posters, 1,682 items, MiniLM text + EfficientNet-Lite0 "
+                  f"posters, empty cache folder): data preparation took {sp['build_fresh_data_s']:.0f} s against "
+                  f"{sp['build_warm_data_s']:.0f} s with the cache filled, so building the cache costs "
+                  f"{sp['cache_build_s']:.0f} s once; peak RSS of that process "
+                  f"{fmt((sp.get('build_fresh_rss') or 0) / GB, 2)} GiB.", ""]
+    bad = status_line(speed.get("runs", []))
+    if bad:
+        lines += [f"Not finished: {bad}.", ""]
+    curves = [tags[t] for t in ("sasrec", "pmmrec", "pmmrec_k1") if t in tags]
+    if plot_curves(curves, plots_dir / "speed_valid_vs_time.png", "wall", "Validation NDCG@10 against wall time"):
+        lines.append(f"![validation NDCG@10 vs wall time]({_rel(plots_dir / 'speed_valid_vs_time.png', md_dir)})")
+    if plot_speed_bars(sp, plots_dir / "speed_ratios.png"):
+        lines.append(f"![speed ratios]({_rel(plots_dir / 'speed_ratios.png', md_dir)})")
+    return "\n".join(lines) + "\n"
+
+
+def section_scaling(scaling: dict, sc: dict, plots_dir: Path, md_dir: Path) -> str:
+    lines = ["## Scaling", "",
+             "Synthetic data (`recbole_pmmrec.synthetic.make_synthetic_dataset`, 30–70 interactions per user, "
+             "text only) with a random 1-layer BERT (hidden 64) as the frozen text encoder, so the numbers measure "
+             "the recommender's own cost (cached states, item tower, user encoder, NIP + NID + RCL), not a large "
+             "encoder. Epoch time is the faster of two training epochs; peak RSS covers loading, cache build and "
+             "training.", "",
+             "| interactions | items | training windows | s / epoch | peak RSS | data + cache s | generate s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sc["rows"]:
+        lines.append(f"| {r['n_inter']:,} | {r['n_items']:,} | {r['n_rows'] or '—'} | {fmt(r['epoch_s'], 2)} | "
+                     f"{fmt((r['rss'] or 0) / GB, 2, ' GiB')} | {fmt(r['data_s'], 0)} | {fmt(r['generate_s'], 0)} |")
+    if not sc["rows"]:
+        lines.append("| (not run yet) | | | | | | |")
+    lines.append("")
+    if sc.get("slope_diag") is not None:
+        lines.append(f"Log-log slope of epoch time against interactions (items growing with them, 10 interactions "
+                     f"per item): **{sc['slope_diag']:.2f}**; of peak RSS: {fmt(sc.get('rss_slope_diag'))}.")
+    if sc.get("slope_inter") is not None:
+        lines.append(f"Fitted jointly on all sizes, log t = a + b log(interactions) + c log(items): b = "
+                     f"**{sc['slope_inter']:.2f}**, c = {sc['slope_items']:.2f}.")
+    if sc["failed"]:
+        lines.append("Not finished: " + "; ".join(f"{r.get('label')}: {r.get('status')}" for r in sc["failed"]) + ".")
+    if plot_scaling(sc, plots_dir / "scaling.png"):
+        lines += ["", f"![scaling]({_rel(plots_dir / 'scaling.png', md_dir)})"]
+    return "\n".join(lines) + "\n"
+
+
+def _patience(runs):
+    steps = {r["spec"]["config"].get("stopping_step") for r in runs if "spec" in r}
+    return "/".join(str(s) for s in sorted(steps, key=str)) if steps else "3"
+
+
+def _rel(path: Path, md_dir: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(md_dir).resolve()))
+    except ValueError:
+        return str(path)
+
+
+# ---------------------------------------------------------------------------- markdown
+def replace_section(text: str, name: str, body: str, before: str | None = None) -> str:
+    """Put ``body`` between this section's markers: in place if they exist, else before ``before``'s
+    heading (when given and present), else at the end (intro: at the start)."""
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text, count=1)
+    if name == "intro":
+        return block + "\n\n" + text.lstrip()
+    if before:
+        m = re.search(rf"^{re.escape(before)}\s*$", text, re.M)
+        if m:
+            return text[:m.start()] + block + "\n\n" + text[m.start():]
+    return text.rstrip() + ("\n\n" if text.strip() else "") + block + "\n"
+
+
+def write_report(results_dir: Path, plots_dir: Path, markdown: Path) -> str:
+    results_dir, plots_dir, markdown = Path(results_dir), Path(plots_dir), Path(markdown)
+    speed, quality, cold, scaling = (load(results_dir, p) for p in ("speed", "quality", "coldstart", "scaling"))
+    sp, sc = speed_numbers(speed), scaling_numbers(scaling)
+    q, cs = quality_table_rows(quality.get("runs", [])), quality_table_rows(cold.get("runs", []))
+    meta = speed.get("meta") or quality.get("meta") or cold.get("meta") or scaling.get("meta") or {}
+    md_dir = markdown.parent
+    bodies = {
+        "intro": section_intro(meta),
+        "targets": section_targets(sp, q, cs, sc),
+        "quality": section_quality(quality, plots_dir, md_dir),
+        "coldstart": section_coldstart(cold),
+        "speed": section_speed(speed, sp, plots_dir, md_dir),
+        "scaling": section_scaling(scaling, sc, plots_dir, md_dir),
+    }
+    text = markdown.read_text() if markdown.exists() else ""
+    for name in SECTIONS:
+        text = replace_section(text, name, bodies[name], before="## Transfer")
+    markdown.write_text(text)
+    summary = {"speed": {k: v for k, v in sp.items() if k != "tags"},
+               "scaling": {k: v for k, v in sc.items() if k not in ("rows", "failed")}}
+    (results_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str)) if results_dir.exists() else None
+    return text

@@ -1,0 +1,350 @@
+"""The benchmark suite: PMMRec against RecBole's baselines on ml100k-posters, quality and cost.
+
+    python bench/run.py [quality|coldstart|speed|scaling|report|all] [--seeds 3] [--data-dir DIR] [--quick]
+
+Convert the data first, outside the repository (it is never committed):
+
+    python -m dataset_tools.convert movielens-posters --input /path/ml100k_posters --output /tmp/pmmrec_data
+
+Every model run is a fresh subprocess (``bench/worker.py``), one at a time, so its peak RSS is its own and
+runs never compete for the CPU. Results are JSON under ``bench/results/`` (one file per part, rewritten
+after every run, so an interrupted suite keeps what finished and a rerun skips it); ``report`` (run at the
+end of every part) writes the plots under ``bench/plots/`` and this suite's sections of ``BENCHMARKS.md``.
+All comparisons are ratios of runs made in one invocation on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+DATASET = "ml100k-posters"
+SEEDS = [2020, 2021, 2022]
+
+# label -> (model, config overrides). The PMMRec labels are ablations of the default (text + image, frozen
+# encoders with cached states, all four objectives).
+PMMREC = {
+    "PMMRec": {},
+    "PMMRec text-only": {"modalities": ["text"]},
+    "PMMRec image-only": {"modalities": ["image"]},
+    "PMMRec w/o NICL": {"w_nicl": 0.0},
+    "PMMRec w/o NID": {"w_nid": 0.0},
+    "PMMRec w/o RCL": {"w_rcl": 0.0},
+}
+BASELINES = {
+    "SASRec": {},
+    "GRU4Rec": {},
+    "BERT4Rec": {},
+    "FDSA": {"selected_features": ["genres"], "pooling_mode": "mean"},
+    "Pop": {},
+}
+QUALITY_ORDER = ["PMMRec", "SASRec", "PMMRec text-only", "GRU4Rec", "FDSA", "PMMRec image-only", "Pop",
+                 "PMMRec w/o NICL", "PMMRec w/o NID", "PMMRec w/o RCL", "BERT4Rec"]
+COLD_ORDER = ["PMMRec", "SASRec", "PMMRec text-only", "GRU4Rec", "FDSA", "PMMRec image-only", "BERT4Rec"]
+
+
+def model_of(label: str) -> tuple[str, dict]:
+    if label in PMMREC:
+        return "PMMRec", dict(PMMREC[label])
+    return label, dict(BASELINES[label])
+
+
+# ---------------------------------------------------------------------------- running one spec
+def run_key(spec: dict) -> str:
+    """Identity of a run: model, dataset, mode and every config key that is not a path."""
+    paths = {"data_path", "checkpoint_dir", "log_dir", "tensorboard_dir", "cache_dir", "text_encoder"}
+    ident = {"model": spec["model"], "dataset": spec["dataset"], "mode": spec.get("mode", "fit"),
+             "n_epochs": spec.get("n_epochs"),
+             "config": {k: v for k, v in sorted(spec["config"].items()) if k not in paths}}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def base_config(args, work: Path, **extra) -> dict:
+    cfg = {"data_path": str(args.data_dir), "checkpoint_dir": str(work / "saved"), "log_dir": str(work / "log"),
+           "tensorboard_dir": str(work / "tb"), "cache_dir": str(work / "cache"), "show_progress": False,
+           "epochs": args.max_epochs, "stopping_step": args.stopping_step, "state": "warning"}
+    cfg.update(extra)
+    return cfg
+
+
+def run_spec(spec: dict, work: Path, timeout: float) -> dict:
+    """Run one spec in a fresh subprocess; its record (with its own peak RSS), also when it fails or times out."""
+    runs = work / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    key = run_key(spec)
+    spec_file, out_file, log_file = runs / f"{key}.spec.json", runs / f"{key}.json", runs / f"{key}.log"
+    spec_file.write_text(json.dumps(spec, indent=1))
+    if out_file.exists():
+        out_file.unlink()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=str(REPO))
+    label = spec.get("label", spec["model"])
+    print(f"[bench] {label} ({spec.get('mode', 'fit')}) ... log: {log_file}", flush=True)
+    t0 = time.perf_counter()
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "worker.py"), str(spec_file), str(out_file)],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=str(work), env=env)
+        try:
+            proc.wait(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            timed_out = True
+    record = json.loads(out_file.read_text()) if out_file.exists() else {"spec": spec, "status": "error"}
+    record["key"], record["label"] = key, label
+    record["process_s"] = time.perf_counter() - t0
+    record["children_max_rss_bytes"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    if timed_out:
+        record["status"] = "timeout" if record.get("status") != "done" else "done"
+        record["timeout_s"] = timeout
+    if record.get("status") == "error" and "error" not in record:
+        record["error"] = log_file.read_text()[-2000:]
+    print(f"[bench] {label}: {record.get('status')} in {record['process_s']:.0f} s"
+          + (f" ({record.get('error', '')[:300]})" if record.get("status") == "error" else ""), flush=True)
+    return record
+
+
+# ---------------------------------------------------------------------------- results files
+def machine() -> dict:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = None
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
+            "cpus": os.cpu_count(), "loadavg_at_start": load, "python": platform.python_version(),
+            "commit": commit}
+
+
+def load_results(part: str) -> dict:
+    path = RESULTS / f"{part}.json"
+    return json.loads(path.read_text()) if path.exists() else {"part": part, "runs": []}
+
+
+def save_results(part: str, data: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{part}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def slim(record: dict) -> dict:
+    """Drop bulky fields before storing a record in bench/results."""
+    return {k: v for k, v in record.items() if k not in ("traceback",)}
+
+
+def find_done(key: str, parts=("speed", "quality", "coldstart")) -> dict | None:
+    for part in parts:
+        for rec in load_results(part)["runs"]:
+            if rec.get("key") == key and rec.get("status") == "done":
+                return rec
+    return None
+
+
+def add_run(part: str, record: dict) -> None:
+    data = load_results(part)
+    data["runs"] = [r for r in data["runs"] if r.get("key") != record.get("key")] + [slim(record)]
+    save_results(part, data)
+
+
+# ---------------------------------------------------------------------------- parts
+def part_fits(part: str, labels: list[str], seeds: list[int], args, work: Path, extra: dict) -> None:
+    """Train every label x seed to early stopping (reusing finished identical runs from any part)."""
+    data = load_results(part)
+    data.setdefault("meta", machine())
+    save_results(part, data)
+    for seed in seeds:
+        for label in labels:
+            model, overrides = model_of(label)
+            cfg = base_config(args, work, seed=seed, **overrides, **extra)
+            spec = {"label": label, "model": model, "dataset": DATASET, "config": cfg, "mode": "fit"}
+            key = run_key(spec)
+            done = find_done(key)
+            if done is not None and not args.fresh:
+                print(f"[bench] {label} seed {seed}: reusing finished run {key}")
+                if not any(r.get("key") == key for r in load_results(part)["runs"]):
+                    add_run(part, dict(done, label=label))
+                continue
+            record = run_spec(spec, work, args.timeout)
+            record["seed"] = seed
+            add_run(part, record)
+
+
+def part_quality(args, work: Path) -> None:
+    labels = args.models or (["PMMRec", "SASRec", "PMMRec text-only"] if args.quick else QUALITY_ORDER)
+    part_fits("quality", labels, SEEDS[:args.seeds], args, work, {})
+
+
+def part_coldstart(args, work: Path) -> None:
+    labels = args.models or (["PMMRec", "SASRec"] if args.quick else COLD_ORDER)
+    part_fits("coldstart", labels, SEEDS[:args.seeds], args, work, {"cold_item_ratio": 0.1})
+
+
+def part_speed(args, work: Path) -> None:
+    """Side by side in this one invocation: SASRec, PMMRec default, PMMRec with k = 1 trainable text block;
+    cached top-k against end_to_end on a subset; encoder-state cache build time."""
+    data = {"part": "speed", "meta": machine(), "runs": []}
+    save_results("speed", data)
+    seed = SEEDS[0]
+
+    def go(label, model, cfg, mode="fit", n_epochs=None, timeout=None, tag=None):
+        spec = {"label": label, "model": model, "dataset": DATASET, "config": cfg, "mode": mode}
+        if n_epochs is not None:
+            spec["n_epochs"] = n_epochs
+        record = run_spec(spec, work, timeout or args.timeout)
+        record["seed"], record["tag"] = seed, tag or label
+        add_run("speed", record)
+        return record
+
+    fit_cfg = lambda **kw: base_config(args, work, seed=seed, **kw)  # noqa: E731
+    # 1. encoder-state cache build (an empty cache folder) vs read (the filled one), text + image
+    fresh = work / f"cache-fresh-{int(time.time())}"
+    go("PMMRec build (fresh cache)", "PMMRec", dict(fit_cfg(), cache_dir=str(fresh)), mode="build", tag="build_fresh")
+    if not (work / "cache").exists() and fresh.exists():
+        fresh.rename(work / "cache")  # keyed by encoder and content, not by folder: reuse it for every later run
+    shutil.rmtree(fresh, ignore_errors=True)
+    go("PMMRec build (cached)", "PMMRec", fit_cfg(), mode="build", tag="build_warm")
+    # 2. time to quality, epoch and evaluation time, peak RSS
+    go("SASRec", "SASRec", fit_cfg(), tag="sasrec")
+    go("PMMRec", "PMMRec", fit_cfg(), tag="pmmrec")
+    # 3. cached top-k against end_to_end, same k, on a subset of the training users (text, k = 1)
+    sub = dict(modalities=["text"], text_train_layers=1, few_shot_ratio=args.subset_ratio)
+    go("PMMRec k=1 cached (subset)", "PMMRec", fit_cfg(**sub), mode="epochs",
+       n_epochs=1, tag="subset_cached")
+    go("PMMRec k=1 end_to_end (subset)", "PMMRec", dict(fit_cfg(**sub), encoder_mode="end_to_end"),
+       mode="epochs", n_epochs=1, tag="subset_e2e")
+    # 4. k = 1 trainable text block, full data (expensive on a CPU: capped epochs and time)
+    go("PMMRec k=1", "PMMRec", fit_cfg(text_train_layers=1, epochs=args.k1_epochs),
+       timeout=args.k1_timeout, tag="pmmrec_k1")
+
+
+def tiny_text_encoder(folder: Path) -> str:
+    """A random 1-layer BERT (hidden 64) with a word-level vocabulary of the synthetic texts, saved locally:
+    the scaling runs measure the recommender's cost per interaction, not a large encoder's cache build."""
+    if (folder / "config.json").exists():
+        return str(folder)
+    import torch
+    import transformers
+
+    from recbole_pmmrec.synthetic import _FILLER, _TOPIC_WORDS
+
+    words = sorted(set(_TOPIC_WORDS + _FILLER + ["item"])) + [f"##{d}" for d in range(10)] + [str(d) for d in range(10)]
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    transformers.BertTokenizer(vocab_file=str(folder / "vocab.txt")).save_pretrained(str(folder))
+    torch.manual_seed(0)
+    config = transformers.BertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=128, vocab_size=len(vocab), max_position_embeddings=64)
+    transformers.BertModel(config).save_pretrained(str(folder))
+    return str(folder)
+
+
+def part_scaling(args, work: Path) -> None:
+    """Synthetic data from 10^4 to 10^6 interactions (10^3 to 10^5 items): PMMRec text epoch time, peak RSS."""
+    sys.path.insert(0, str(REPO))
+    from recbole_pmmrec.synthetic import make_synthetic_dataset
+
+    sizes = [(10**4, 10**3), (10**5, 10**4), (10**6, 10**5)] if not args.quick else [(10**4, 10**3), (3 * 10**4, 3 * 10**3)]
+    sizes += [(10**5, 10**3), (10**5, 10**5)] if not args.quick else []  # interactions and items varied alone
+    data = load_results("scaling")
+    data["meta"] = machine()
+    save_results("scaling", data)
+    root = work / "synthetic"
+    encoder = tiny_text_encoder(work / "tiny-bert")
+    for n_inter, n_items in sizes:
+        if args.max_inter and n_inter > args.max_inter:
+            continue
+        name = f"synth-{n_inter}-{n_items}"
+        gen_s = None
+        if not (root / name / f"{name}.inter").exists():
+            t0 = time.perf_counter()
+            make_synthetic_dataset(root, name, n_users=n_inter // 50, n_items=n_items, n_topics=16, min_len=30,
+                                   max_len=70, images=False, seed=0)
+            gen_s = time.perf_counter() - t0
+        cfg = {"data_path": str(root), "checkpoint_dir": str(work / "saved"), "log_dir": str(work / "log"),
+               "tensorboard_dir": str(work / "tb"), "cache_dir": str(work / "cache"), "show_progress": False,
+               "state": "warning", "modalities": ["text"], "text_encoder": encoder, "text_fields": ["title",
+               "description"], "text_max_length": 16, "seed": SEEDS[0], "image_dir": None}
+        spec = {"label": name, "model": "PMMRec", "dataset": name, "config": cfg, "mode": "epochs", "n_epochs": 2}
+        record = run_spec(spec, work, args.timeout)
+        record.update(n_inter_target=n_inter, n_items_target=n_items, generate_s=gen_s)
+        add_run("scaling", record)
+
+
+def part_report(args, work: Path) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    import report
+
+    report.write_report(RESULTS, REPO / "bench" / "plots", REPO / "BENCHMARKS.md")
+    print(f"[bench] wrote {REPO / 'BENCHMARKS.md'}")
+
+
+PARTS = {"speed": part_speed, "quality": part_quality, "coldstart": part_coldstart, "scaling": part_scaling,
+         "report": part_report}
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("part", nargs="?", default="all", choices=[*PARTS, "all"])
+    ap.add_argument("--seeds", type=int, default=1, help="seeds per model (quality, cold start), at most 3")
+    ap.add_argument("--data-dir", type=Path, default=Path("/tmp/pmmrec_data"),
+                    help="data_path holding ml100k-posters/ (converted by dataset_tools)")
+    ap.add_argument("--work-dir", type=Path, default=Path("/tmp/pmmrec_bench"),
+                    help="checkpoints, logs, caches and synthetic data (outside the repository)")
+    ap.add_argument("--quick", action="store_true", help="few models, 2 epochs, small scaling sizes")
+    ap.add_argument("--models", nargs="*", help="labels to run (quality, cold start); default: all")
+    ap.add_argument("--max-epochs", type=int, default=40)
+    ap.add_argument("--stopping-step", type=int, default=3, help="early stopping patience (validation NDCG@10)")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    ap.add_argument("--k1-epochs", type=int, default=2, help="epochs of the k = 1 speed run")
+    ap.add_argument("--k1-timeout", type=float, default=1800)
+    ap.add_argument("--subset-ratio", type=float, default=0.03,
+                    help="fraction of training users for cached vs end_to_end")
+    ap.add_argument("--max-inter", type=int, default=None, help="scaling: skip sizes above this")
+    ap.add_argument("--fresh", action="store_true", help="rerun runs that already finished")
+    args = ap.parse_args(argv)
+    args.seeds = max(1, min(args.seeds, len(SEEDS)))
+    if args.quick:
+        args.max_epochs = min(args.max_epochs, 2)
+        args.k1_epochs = 1
+    args.data_dir = args.data_dir.resolve()
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    work = args.work_dir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    if args.part in ("speed", "quality", "coldstart", "all"):
+        if not (args.data_dir / DATASET / f"{DATASET}.inter").exists():
+            print(f"no {DATASET} under {args.data_dir}: convert it first with\n  python -m dataset_tools.convert "
+                  f"movielens-posters --input PATH/ml100k_posters --output {args.data_dir}", file=sys.stderr)
+            return 2
+    parts = ["speed", "quality", "coldstart", "scaling"] if args.part == "all" else [args.part]
+    for part in parts:
+        PARTS[part](args, work)
+        if part != "report":
+            part_report(args, work)
+    if args.part == "all":
+        part_report(args, work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""One benchmark run in this process: build data and model with the plugin's factories, train, time, evaluate.
+
+Called by ``bench/run.py`` in a fresh subprocess per run (so each run's peak RSS is its own)::
+
+    python bench/worker.py SPEC.json OUT.json
+
+SPEC: ``{"model", "dataset", "config": {...}, "mode": "fit" | "epochs" | "build", "n_epochs": int}``.
+
+* ``fit``: the same steps as ``run_recbole_pmmrec`` (``load_config`` -> ``create_dataset`` ->
+  ``data_preparation`` -> ``get_model`` -> ``get_trainer`` -> ``trainer.fit`` with early stopping on
+  ``valid_metric`` -> ``trainer.evaluate(test, load_best_model=True)``), with the trainer's
+  ``_train_epoch`` / ``_valid_epoch`` wrapped to record seconds and the validation curve; then the test
+  rows are scored again and split by ``dataset.cold_items[target]`` (cold vs warm targets).
+* ``epochs``: ``n_epochs`` training epochs without validation (epoch time only).
+* ``build``: data and model construction only (encoder-state cache build time).
+
+OUT is rewritten after every epoch, so a run killed by a timeout still leaves its curve.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+KS = (10, 20)
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def rank_metrics(ranks, ks=KS) -> dict:
+    """ranks (N,) 0-based rank of each row's single target among all candidates -> Recall/NDCG/MRR@k."""
+    import torch
+
+    ranks = torch.as_tensor(ranks, dtype=torch.float64)
+    out = {"n": int(ranks.numel())}
+    for k in ks:
+        hit = (ranks < k).double()
+        out[f"recall@{k}"] = float(hit.mean()) if ranks.numel() else float("nan")
+        out[f"ndcg@{k}"] = float((hit / torch.log2(ranks + 2)).mean()) if ranks.numel() else float("nan")
+        out[f"mrr@{k}"] = float((hit / (ranks + 1)).mean()) if ranks.numel() else float("nan")
+    return out
+
+
+def target_ranks(trainer, eval_data):
+    """0-based rank of each evaluation row's target under the trainer's own full-ranking scores (history
+    items and padding masked as RecBole does). Ties are broken by item id, lower first (as a stable
+    descending sort, and in practice RecBole's ``torch.topk``, orders them). Returns (ranks, targets)."""
+    import torch
+
+    trainer.model.eval()
+    ranks, targets = [], []
+    with torch.no_grad():
+        for batch in eval_data:
+            _, scores, pos_u, pos_i = trainer._full_sort_batch_eval(batch)
+            scores, pos_u, pos_i = scores.cpu(), pos_u.cpu(), pos_i.cpu()
+            rows, target = scores[pos_u], scores[pos_u, pos_i][:, None]  # (N, n_items), (N, 1)
+            lower_id = torch.arange(rows.shape[1])[None, :] < pos_i[:, None]
+            ranks.append(((rows > target) | ((rows == target) & lower_id)).sum(dim=1))
+            targets.append(pos_i)
+    return torch.cat(ranks), torch.cat(targets)
+
+
+def split_metrics(trainer, eval_data, dataset) -> dict:
+    """Test metrics for all rows, rows whose target is a cold item, and the rest."""
+    ranks, targets = target_ranks(trainer, eval_data)
+    cold_items = getattr(dataset, "cold_items", None)
+    out = {"all": rank_metrics(ranks)}
+    if cold_items is not None and bool(cold_items.any()):
+        cold = cold_items[targets]
+        out["cold"], out["warm"] = rank_metrics(ranks[cold]), rank_metrics(ranks[~cold])
+    return out
+
+
+class Recorder:
+    def __init__(self, out_path: Path, record: dict):
+        self.out_path, self.record = out_path, record
+
+    def save(self):
+        self.record["peak_rss_bytes"] = peak_rss_bytes()
+        tmp = self.out_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.record, indent=1, default=str))
+        os.replace(tmp, self.out_path)
+
+
+def run(spec: dict, out_path: Path) -> dict:
+    from recbole.utils import init_seed
+
+    from recbole_pmmrec.logger import init_logger
+    from recbole_pmmrec.quick_start import load_config
+    from recbole_pmmrec.utils import create_dataset, data_preparation, get_model, get_trainer
+
+    rec = Recorder(out_path, {"spec": spec, "status": "started", "curve": []})
+    r = rec.record
+    t_all = time.perf_counter()
+    config = load_config(spec["model"], spec["dataset"], config_dict=spec.get("config") or {})
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    t0 = time.perf_counter()
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    r["data_s"] = time.perf_counter() - t0  # includes the encoder-state cache (read or build) for PMMRec
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    t0 = time.perf_counter()
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    r["model_s"] = time.perf_counter() - t0
+    r["n_params_trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    r["n_train_rows"] = len(train_data.dataset) if hasattr(train_data, "dataset") else None
+    r["n_items"], r["n_users"] = int(dataset.item_num), int(dataset.user_num)
+    r["n_inter"] = int(dataset.inter_num)
+    r["n_cold_items"] = int(dataset.cold_items.sum()) if hasattr(dataset, "cold_items") else 0
+    rec.save()
+    mode = spec.get("mode", "fit")
+    if mode == "build":
+        r["status"] = "done"
+        r["total_s"] = time.perf_counter() - t_all
+        rec.save()
+        return r
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if mode == "epochs":
+        r["epoch_s"] = []
+        for epoch in range(int(spec.get("n_epochs", 1))):
+            t0 = time.perf_counter()
+            trainer._train_epoch(train_data, epoch, show_progress=False)
+            r["epoch_s"].append(time.perf_counter() - t0)
+            rec.save()
+        r["status"] = "done"
+        r["total_s"] = time.perf_counter() - t_all
+        rec.save()
+        return r
+
+    # ---- fit: RecBole's loop, timed
+    valid_metric = config["valid_metric"].lower()
+    clock = {"start": None}
+    train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
+
+    def timed_train(train, epoch_idx, loss_func=None, show_progress=False):
+        if clock["start"] is None:
+            clock["start"] = time.perf_counter()
+        t = time.perf_counter()
+        loss = train_epoch(train, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        r["curve"].append({"epoch": epoch_idx, "train_s": time.perf_counter() - t,
+                           "loss": float(loss if not isinstance(loss, tuple) else sum(loss))})
+        rec.save()
+        return loss
+
+    def timed_valid(valid, show_progress=False):
+        t = time.perf_counter()
+        score, result = valid_epoch(valid, show_progress=show_progress)
+        point = r["curve"][-1]
+        point["valid_s"] = time.perf_counter() - t
+        point["wall_s"] = time.perf_counter() - clock["start"]  # training + validation since fit started
+        point["valid"] = {k: float(v) for k, v in dict(result).items()}
+        point["score"] = float(result[valid_metric]) if valid_metric in result else float(score)
+        rec.save()
+        return score, result
+
+    trainer._train_epoch, trainer._valid_epoch = timed_train, timed_valid
+    r["status"] = "training"
+    trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    r["fit_s"] = time.perf_counter() - clock["start"] if clock["start"] else 0.0
+    t0 = time.perf_counter()
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    r["test_eval_s"] = time.perf_counter() - t0
+    r["test_recbole"] = {k: float(v) for k, v in dict(test_result).items()}
+    r["test"] = split_metrics(trainer, test_data, dataset)
+    scored = [p for p in r["curve"] if "score" in p]
+    if scored:
+        best = max(scored, key=lambda p: p["score"])
+        r["best_valid"] = {"epoch": best["epoch"], "score": best["score"], "wall_s": best["wall_s"]}
+    if getattr(trainer, "saved_model_file", None) and os.path.exists(trainer.saved_model_file):
+        for path in (trainer.saved_model_file, trainer.saved_model_file[:-4] + ".latest.pth"):
+            if os.path.exists(path):
+                os.remove(path)  # checkpoints are not results; keep the work dir small
+    r["status"] = "done"
+    r["total_s"] = time.perf_counter() - t_all
+    rec.save()
+    return r
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(Path(argv[0]).read_text())
+    out = Path(argv[1])
+    try:
+        run(spec, out)
+    except BaseException as exc:  # record the failure for the orchestrator, then fail
+        import traceback
+
+        record = json.loads(out.read_text()) if out.exists() else {"spec": spec}
+        record.update(status="error", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()[-3000:],
+                      peak_rss_bytes=peak_rss_bytes())
+        out.write_text(json.dumps(record, indent=1, default=str))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

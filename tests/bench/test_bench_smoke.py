@@ -1,0 +1,110 @@
+"""Smoke test of the benchmark report: fake results in, BENCHMARKS.md sections and plots out (no real data)."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import report  # noqa: E402
+import worker  # noqa: E402
+
+
+def fit_run(label, tag, scores, epoch_s, valid_s, rss_gb, seed=2020, test=None, cold=None):
+    curve, wall = [], 0.0
+    for e, s in enumerate(scores):
+        wall += epoch_s + valid_s
+        curve.append({"epoch": e, "train_s": epoch_s, "valid_s": valid_s, "wall_s": wall, "score": s})
+    t = {"all": {"n": 100, "recall@10": test or 0.1, "ndcg@10": (test or 0.1) / 2, "mrr@10": (test or 0.1) / 3}}
+    if cold is not None:
+        t["cold"] = {"n": 10, "recall@10": cold[0], "ndcg@10": cold[0] / 2, "mrr@10": cold[0] / 3}
+        t["warm"] = {"n": 90, "recall@10": cold[1], "ndcg@10": cold[1] / 2, "mrr@10": cold[1] / 3}
+    return {"label": label, "tag": tag, "status": "done", "seed": seed, "curve": curve, "test": t,
+            "test_recbole": {"ndcg@10": (test or 0.1) / 2}, "peak_rss_bytes": int(rss_gb * 1024**3),
+            "data_s": 1.0, "model_s": 0.5, "spec": {"model": label, "config": {"stopping_step": 3}}}
+
+
+@pytest.fixture()
+def results(tmp_path):
+    res = tmp_path / "results"
+    res.mkdir()
+    speed = {"meta": {"cpus": 2, "date": "today", "loadavg_at_start": [1.0, 1.0, 1.0]}, "runs": [
+        fit_run("SASRec", "sasrec", [0.05, 0.08, 0.10, 0.09], epoch_s=10, valid_s=2, rss_gb=1.0),
+        fit_run("PMMRec", "pmmrec", [0.07, 0.11, 0.12], epoch_s=2, valid_s=1, rss_gb=2.0),
+        {"label": "c", "tag": "subset_cached", "status": "done", "epoch_s": [2.0, 3.0], "n_train_rows": 50,
+         "spec": {"config": {"few_shot_ratio": 0.03}}, "peak_rss_bytes": 1},
+        {"label": "e", "tag": "subset_e2e", "status": "done", "epoch_s": [30.0], "spec": {"config": {}},
+         "peak_rss_bytes": 1},
+        {"label": "f", "tag": "build_fresh", "status": "done", "data_s": 100.0, "peak_rss_bytes": 1},
+        {"label": "w", "tag": "build_warm", "status": "done", "data_s": 10.0, "peak_rss_bytes": 1},
+    ]}
+    quality = {"runs": [fit_run("PMMRec", None, [0.1], 1, 1, 1, seed=s, test=t) for s, t in ((1, 0.2), (2, 0.3))]
+               + [fit_run("SASRec", None, [0.1], 1, 1, 1, test=0.2)]}
+    cold = {"runs": [fit_run("PMMRec", None, [0.1], 1, 1, 1, cold=(0.1, 0.3)),
+                     fit_run("SASRec", None, [0.1], 1, 1, 1, cold=(0.0, 0.3))]}
+    scaling = {"runs": [{"label": f"s{i}", "status": "done", "n_inter": n, "n_items": n // 10, "n_train_rows": n // 20,
+                         "epoch_s": [0.001 * n], "peak_rss_bytes": 10**8, "n_inter_target": n,
+                         "n_items_target": n // 10} for i, n in enumerate((10**4, 10**5, 10**6))]}
+    for name, data in (("speed", speed), ("quality", quality), ("coldstart", cold), ("scaling", scaling)):
+        (res / f"{name}.json").write_text(json.dumps(data))
+    return res
+
+
+def test_report_sections_ratios_and_plots(results, tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("## Transfer\n\nkeep me 0.1234\n")
+    text = report.write_report(results, tmp_path / "plots", md)
+
+    # SASRec's best 0.10 at 3 epochs x 12 s = 36 s; PMMRec reaches 0.11 at epoch 2: 2 x 3 s = 6 s -> 6/36
+    sp = report.speed_numbers(json.loads((results / "speed.json").read_text()))
+    assert sp["pmmrec_reached"] and sp["pmmrec_ttq"] == pytest.approx(6 / 36)
+    assert sp["pmmrec_epoch_ratio"] == pytest.approx(0.2) and sp["pmmrec_eval_ratio"] == pytest.approx(0.5)
+    assert sp["cached_speedup"] == pytest.approx(15.0) and sp["cache_build_s"] == pytest.approx(90.0)
+    assert "**0.17**" in text and "15.0x" in text
+    # quality: mean and sample std over two seeds; targets table compares with SASRec
+    assert "0.1250 ± 0.0354" in text  # ndcg@10 = recall/2 over (0.2, 0.3)
+    assert "0.1250 vs 0.1000 (1.25x)" in text
+    # cold start ratio 0.1 / 0.3
+    assert "0.1000 / 0.3000 = 0.33" in text
+    # scaling: epoch time exactly linear -> slope 1
+    assert "**1.00**" in text
+    # other sections survive, ours come before them, plots exist and are referenced
+    assert text.index("<!-- bench:scaling -->") < text.index("## Transfer") and "keep me 0.1234" in text
+    for png in ("quality_valid_curves.png", "speed_valid_vs_time.png", "speed_ratios.png", "scaling.png"):
+        assert (tmp_path / "plots" / png).stat().st_size > 1000 and f"plots/{png}" in text
+    # idempotent: a second run rewrites our sections in place
+    assert report.write_report(results, tmp_path / "plots", md) == text
+
+
+def test_report_marks_missing_parts_and_unreached_quality(tmp_path):
+    res = tmp_path / "results"
+    res.mkdir()
+    speed = {"runs": [fit_run("SASRec", "sasrec", [0.05, 0.2], 10, 2, 1.0),
+                      fit_run("PMMRec", "pmmrec", [0.07, 0.11], 2, 1, 5.0)]}
+    (res / "speed.json").write_text(json.dumps(speed))
+    text = report.write_report(res, tmp_path / "plots", tmp_path / "B.md")
+    assert "never reaches it" in text and "not run" in text
+    assert "**missed**" in text  # RSS 5 GiB > 4 GB and time to quality not reached
+
+
+def test_rank_metrics_and_tie_breaking():
+    m = worker.rank_metrics(torch.tensor([0, 1, 9, 10]))
+    assert m["recall@10"] == pytest.approx(0.75)
+    assert m["ndcg@10"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(11)) / 4)
+    assert m["mrr@10"] == pytest.approx((1 + 1 / 2 + 1 / 10) / 4)
+
+    class FakeTrainer:
+        model = torch.nn.Linear(1, 1)
+
+        def _full_sort_batch_eval(self, batch):
+            scores = torch.tensor([[-math.inf, 0.5, 0.5, 0.9, 0.1], [-math.inf, 0.2, 0.2, 0.2, 0.3]])
+            return None, scores, torch.tensor([0, 1]), torch.tensor([2, 3])
+
+    ranks, targets = worker.target_ranks(FakeTrainer(), [None])
+    # row 0: item 3 scores higher, item 1 ties with a lower id -> rank 2; row 1: item 4 higher, items 1, 2 tie
+    assert ranks.tolist() == [2, 3] and targets.tolist() == [2, 3]
