@@ -83,6 +83,18 @@ def check_dataset_exists(config) -> None:
 def create_dataset(config):
     """The plugin's dataset class for plugin models (``<Model>Dataset``), else RecBole's."""
     check_dataset_exists(config)
+    try:
+        return _create_dataset(config)
+    except ValueError as exc:
+        if "feat is empty" not in str(exc):
+            raise
+        raise PMMRecDataError(
+            f"dataset '{config['dataset']}' has no interactions left after loading and filtering "
+            f"({config['data_path']}); check its .inter file and the filters (user_inter_num_interval, "
+            f"item_inter_num_interval, val_interval)") from None
+
+
+def _create_dataset(config):
     if config["model"] in PLUGIN_MODELS:
         data_module = importlib.import_module("recbole_pmmrec.data")
         dataset_class = getattr(data_module, f"{config['model']}Dataset", None)
