@@ -15,6 +15,7 @@ covered by a regression test in ``tests/test_compat.py``:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,8 @@ def apply() -> None:
         return
     restore_numpy_aliases()
     check_pandas()
+    # recbole 1.2.1's own pandas/torch deprecation noise (chained fillna, Series.agg(len), cuda.amp): not the user's
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\.|$)")
     _applied = True
 
 
