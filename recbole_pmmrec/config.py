@@ -116,6 +116,8 @@ class Config(RecBoleConfig):
                 if key in known or key in unknown:
                     continue
                 unknown[key] = nearest_key(key, known)
+                if "local_rank" in self.external_config_dict:  # a worker of nproc > 1: its parent has warned
+                    continue
                 hint = f"; did you mean '{unknown[key]}'?" if unknown[key] else ""
                 logger.warning("unknown config key '%s' (from the %s): neither RecBole nor recbole-pmmrec reads it, "
                                "so it has no effect%s", key, source, hint)

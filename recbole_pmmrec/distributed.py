@@ -169,6 +169,7 @@ def spawn_run(nproc: int, model, dataset, config_file_list=None, config_dict=Non
     machine with rank 0, and ``offset`` = the first rank of the machine.
     """
     import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import ProcessException
 
     if int(nproc) < 1:
         raise PMMRecConfigError(f"nproc={nproc}: give the number of processes on this machine (>= 1)")
@@ -183,7 +184,7 @@ def spawn_run(nproc: int, model, dataset, config_file_list=None, config_dict=Non
     try:
         mp.spawn(_worker, args=(model, dataset, config_file_list, config_dict, saved, queue), nprocs=int(nproc),
                  join=True)
-    except mp.ProcessException:
+    except ProcessException:
         while not queue.empty():
             record = queue.get()
             if "error" in record:

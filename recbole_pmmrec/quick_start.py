@@ -11,6 +11,7 @@ hashes and encoder-state cache directories (:mod:`recbole_pmmrec.provenance`).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from recbole.utils import init_seed, set_color
@@ -40,6 +41,7 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
         config_dict = dict(config_dict or {}, nproc=int(nproc))
     config = load_config(model, dataset, config_file_list, config_dict)
     if int(config["nproc"] or 1) > 1 and "local_rank" not in (config_dict or {}):
+        os.makedirs(config["checkpoint_dir"], exist_ok=True)  # RecBole's ensure_dir races between ranks
         return distributed.spawn_run(int(config["nproc"]), model, dataset, config_file_list, config_dict, saved=saved,
                                      world_size=int(config["world_size"] or -1), ip=config["ip"] or "localhost",
                                      port=config["port"], offset=int(config["offset"] or 0))

@@ -12,9 +12,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recbole_pmmrec.cli import _without_own_options, build_parser
+from recbole_pmmrec.cli import _without_own_options, build_parser, main
 from recbole_pmmrec.compat import load_own_checkpoint
 from recbole_pmmrec.quick_start import run_recbole_pmmrec
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    """One intra-op thread here and in child processes: these tiny models run many small ops, and 2 threads on a
+    busy 2-core machine spend most of their time waiting for each other (8x slower measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(threads)
 
 
 def _same_batches_config(synth, pmmrec_config, tmp_path, name):
@@ -51,3 +62,14 @@ def test_cli_passes_nproc_and_resume_and_keeps_them_from_recbole(monkeypatch):
     args = build_parser().parse_known_args(["--nproc", "2", "--resume=saved/x.latest.pth", "--epochs=3"])[0]
     assert args.nproc == 2 and args.resume == "saved/x.latest.pth"
     assert _without_own_options(["--nproc", "2", "--resume=a.pth", "--epochs=3", "--nproc=4"]) == ["--epochs=3"]
+
+
+def test_an_error_in_a_worker_reaches_the_caller_as_our_error(synth, quick_config, tmp_path, capsys):
+    """A PMMRecError raised inside the spawned ranks comes back with its type and message (CLI: exit code 2)."""
+    argv = ["--model=SASRec", "--dataset=nosuchdata", "--nproc=2", f"--data_path={synth.root}", "--use_gpu=False",
+            f"--checkpoint_dir={tmp_path}/ckpt", f"--log_dir={tmp_path}/logs", "--state=ERROR"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: rank 0: dataset 'nosuchdata' not found" in err or "error: rank 1: dataset 'nosuchdata' not found" in err
