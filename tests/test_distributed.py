@@ -33,7 +33,7 @@ def _same_batches_config(synth, pmmrec_config, tmp_path, name):
         synth, epochs=2, shuffle=False, hidden_dropout_prob=0.0, attn_dropout_prob=0.0, fusion_dropout=0.0,
         w_nicl=0.0, w_nid=0.0, w_rcl=0.0, learner="sgd", learning_rate=0.05, weight_decay=0.0,
         checkpoint_dir=str(tmp_path / name / "saved"), log_dir=str(tmp_path / name / "logs"),
-        ddp_check_sync=True, state="INFO", modalities=["image"])
+        ddp_check_sync=True, state="INFO")
 
 
 def test_two_processes_train_the_same_model_as_one_process(synth, pmmrec_config, tmp_path):
