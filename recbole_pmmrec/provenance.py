@@ -77,8 +77,10 @@ def check_atomic_files(config) -> dict[str, dict]:
     for path in atomic_files(config):
         info = inspect_file(path, separator)
         suffix = path.suffix.lstrip(".")
-        picked = isinstance(load_col, dict) and suffix in load_col
-        if info["columns"] > MAX_COLUMNS and not picked:
+        # RecBole loads every column when load_col is None or '*' for the file; a file missing from a load_col
+        # dict is not loaded at all
+        loads_all = load_col is None or (isinstance(load_col, dict) and load_col.get(suffix) == "*")
+        if info["columns"] > MAX_COLUMNS and loads_all:
             raise PMMRecDataError(
                 f"{path} has {info['columns']} columns (more than {MAX_COLUMNS}); RecBole would load every one of them. "
                 f"Keep only the columns you need in the file, or name them with load_col, e.g. "
