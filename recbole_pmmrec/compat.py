@@ -14,6 +14,7 @@ covered by a regression test in ``tests/test_compat.py``:
 
 from __future__ import annotations
 
+import csv
 import os
 import warnings
 from pathlib import Path
@@ -68,6 +69,9 @@ def apply() -> None:
         return
     restore_numpy_aliases()
     check_pandas()
+    # RecBole reads atomic files with pandas' python engine, which stops at the csv module's 128 KiB field
+    # limit: a long item text would fail with a pandas error. Long texts are truncated by the tokenizer.
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
     # recbole 1.2.1's own pandas/torch deprecation noise (chained fillna, Series.agg(len), cuda.amp): not the user's
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\.|$)")
     _applied = True

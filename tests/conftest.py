@@ -11,7 +11,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import torch  # noqa: E402
+
 import recbole_pmmrec  # noqa: E402,F401  (compatibility fixes before recbole is used)
+
+# Tests use tiny models: one thread is faster than two fighting over a busy 2-core machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
