@@ -125,7 +125,8 @@ def quality_table_rows(runs: list[dict]) -> dict[str, dict]:
                        "test": {m: [r["test"]["all"][m] for r in rs] for m in MAIN_METRICS},
                        "test_recbole": [r.get("test_recbole", {}).get("ndcg@10") for r in rs],
                        "epochs": [len(r.get("curve", [])) for r in rs],
-                       "best_epoch": [(best_point(r) or {}).get("epoch") for r in rs]}
+                       "best_epoch": [(best_point(r) or {}).get("epoch") for r in rs],
+                       "budget": any(r.get("stopped_by_budget") for r in rs)}
         if all("cold" in r["test"] for r in rs):
             for group in ("cold", "warm"):
                 rows[label][group] = {m: [r["test"][group][m] for r in rs] for m in MAIN_METRICS}
@@ -345,9 +346,14 @@ def section_quality(quality: dict, plots_dir: Path, md_dir: Path) -> str:
              "| model | seeds | epochs (best) | Recall@10 | NDCG@10 | MRR@10 |", "|---|---|---|---|---|---|"]
     for label, r in sorted(rows.items(), key=lambda kv: -mean_std(kv[1]["test"]["ndcg@10"])[0]):
         ep = ", ".join(f"{e} ({(b or 0) + 1})" for e, b in zip(r["epochs"], r["best_epoch"]))
-        lines.append(f"| {label} | {r['n']} | {ep} | " + " | ".join(fmt_ms(r["test"][m]) for m in MAIN_METRICS) + " |")
+        mark = " †" if r["budget"] else ""
+        lines.append(f"| {label}{mark} | {r['n']} | {ep} | " + " | ".join(fmt_ms(r["test"][m]) for m in MAIN_METRICS)
+                     + " |")
     if not rows:
         lines.append("| (not run yet) | | | | | |")
+    if any(r["budget"] for r in rows.values()):
+        lines += ["", "† stopped by the wall-time budget (`--max-fit-s`) before early stopping: not converged; "
+                      "tested with its best validation epoch so far."]
     check = [(a, b) for r in rows.values() for a, b in zip(r["test"]["ndcg@10"], r["test_recbole"]) if b is not None]
     if check:
         diff = max(abs(a - b) for a, b in check)
@@ -400,8 +406,11 @@ def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
              "model) is listed separately. Seconds per epoch and per evaluation are medians over epochs; peak "
              "RSS is each subprocess's own `ru_maxrss`.", ""]
     if sp.get("sasrec_best") is not None:
+        cut = tags["sasrec"].get("stopped_by_budget")
         lines += [f"**Time to quality (headline).** SASRec's best validation NDCG@10 is {sp['sasrec_best']:.4f}, "
-                  f"reached after {sp['sasrec_time']:.0f} s."]
+                  f"reached after {sp['sasrec_time']:.0f} s"
+                  + (f" (SASRec was stopped by the {tags['sasrec'].get('max_fit_s'):.0f} s budget, not by early "
+                     f"stopping, so this is its best so far and the ratio flatters PMMRec)." if cut else ".")]
         for name, label in (("pmmrec", "PMMRec"), ("pmmrec_k1", "PMMRec k=1")):
             if sp.get(f"{name}_ttq") is not None:
                 if sp.get(f"{name}_reached"):
@@ -418,7 +427,9 @@ def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
         if not r:
             continue
         b = best_point(r)
-        lines.append(f"| {r['label']} | {r.get('status')} | {len(r.get('curve', []))} | "
+        status = (f"stopped by budget ({r.get('max_fit_s'):.0f} s)" if r.get("stopped_by_budget")
+                  else "early-stopped" if r.get("status") == "done" else r.get("status"))
+        lines.append(f"| {r['label']} | {status} | {len(r.get('curve', []))} | "
                      f"{fmt(b['score'], 4) + ' (' + str(b['epoch'] + 1) + ')' if b else '—'} | "
                      f"{fmt(b['wall_s'] if b else None, 0)} | {fmt(median([p.get('train_s') for p in r.get('curve', [])]), 1)} | "
                      f"{fmt(median([p.get('valid_s') for p in r.get('curve', [])]), 1)} | "

@@ -62,10 +62,12 @@ def model_of(label: str) -> tuple[str, dict]:
 
 
 # ---------------------------------------------------------------------------- running one spec
-def run_key(spec: dict) -> str:
-    """Identity of a run: model, dataset, mode and every config key that is not a path."""
+def run_key(spec: dict, with_tag: bool = True) -> str:
+    """Identity of a run: model, dataset, mode, tag and every config key that is not a path (``with_tag=False``:
+    the identity of its training, for reusing a finished run of another part)."""
     paths = {"data_path", "checkpoint_dir", "log_dir", "tensorboard_dir", "cache_dir", "text_encoder"}
     ident = {"model": spec["model"], "dataset": spec["dataset"], "mode": spec.get("mode", "fit"),
+             "tag": spec.get("tag") if with_tag else None,  # runs with the same config but another purpose (cache build fresh / warm)
              "n_epochs": spec.get("n_epochs"),
              "config": {k: v for k, v in sorted(spec["config"].items()) if k not in paths}}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -83,6 +85,8 @@ def run_spec(spec: dict, work: Path, timeout: float) -> dict:
     """Run one spec in a fresh subprocess; its record (with its own peak RSS), also when it fails or times out."""
     runs = work / "runs"
     runs.mkdir(parents=True, exist_ok=True)
+    if getattr(run_spec, "max_fit_s", None) and spec.get("mode", "fit") == "fit":
+        spec = dict(spec, max_fit_s=run_spec.max_fit_s)
     key = run_key(spec)
     spec_file, out_file, log_file = runs / f"{key}.spec.json", runs / f"{key}.json", runs / f"{key}.log"
     spec_file.write_text(json.dumps(spec, indent=1))
@@ -104,7 +108,7 @@ def run_spec(spec: dict, work: Path, timeout: float) -> dict:
             proc.wait()
             timed_out = True
     record = json.loads(out_file.read_text()) if out_file.exists() else {"spec": spec, "status": "error"}
-    record["key"], record["label"] = key, label
+    record["key"], record["reuse_key"], record["label"] = key, run_key(spec, with_tag=False), label
     record["process_s"] = time.perf_counter() - t0
     record["children_max_rss_bytes"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     if timed_out:
@@ -151,7 +155,7 @@ def slim(record: dict) -> dict:
 def find_done(key: str, parts=("speed", "quality", "coldstart")) -> dict | None:
     for part in parts:
         for rec in load_results(part)["runs"]:
-            if rec.get("key") == key and rec.get("status") == "done":
+            if rec.get("reuse_key", rec.get("key")) == key and rec.get("status") == "done":
                 return rec
     return None
 
@@ -173,11 +177,11 @@ def part_fits(part: str, labels: list[str], seeds: list[int], args, work: Path, 
             model, overrides = model_of(label)
             cfg = base_config(args, work, seed=seed, **overrides, **extra)
             spec = {"label": label, "model": model, "dataset": DATASET, "config": cfg, "mode": "fit"}
-            key = run_key(spec)
+            key = run_key(spec, with_tag=False)
             done = find_done(key)
             if done is not None and not args.fresh:
                 print(f"[bench] {label} seed {seed}: reusing finished run {key}")
-                if not any(r.get("key") == key for r in load_results(part)["runs"]):
+                if not any(r.get("reuse_key", r.get("key")) == key for r in load_results(part)["runs"]):
                     add_run(part, dict(done, label=label))
                 continue
             record = run_spec(spec, work, args.timeout)
@@ -198,12 +202,15 @@ def part_coldstart(args, work: Path) -> None:
 def part_speed(args, work: Path) -> None:
     """Side by side in this one invocation: SASRec, PMMRec default, PMMRec with k = 1 trainable text block;
     cached top-k against end_to_end on a subset; encoder-state cache build time."""
-    data = {"part": "speed", "meta": machine(), "runs": []}
-    save_results("speed", data)
+    if not args.only:  # a full speed run replaces the previous one: its ratios come from this run only
+        save_results("speed", {"part": "speed", "meta": machine(), "runs": []})
     seed = SEEDS[0]
 
     def go(label, model, cfg, mode="fit", n_epochs=None, timeout=None, tag=None):
-        spec = {"label": label, "model": model, "dataset": DATASET, "config": cfg, "mode": mode}
+        if args.only and tag not in args.only:
+            return None
+        spec = {"label": label, "model": model, "dataset": DATASET, "config": cfg, "mode": mode,
+                "tag": tag or label}
         if n_epochs is not None:
             spec["n_epochs"] = n_epochs
         record = run_spec(spec, work, timeout or args.timeout)
@@ -318,6 +325,11 @@ def parse_args(argv=None):
                     help="fraction of training users for cached vs end_to_end")
     ap.add_argument("--max-inter", type=int, default=None, help="scaling: skip sizes above this")
     ap.add_argument("--fresh", action="store_true", help="rerun runs that already finished")
+    ap.add_argument("--max-fit-s", type=float, default=None,
+                    help="training + validation wall-time budget per run; a run over it stops at the next epoch "
+                         "boundary and is tested with its best checkpoint (marked in the report)")
+    ap.add_argument("--only", nargs="*", help="speed: run only these steps (build_fresh build_warm sasrec pmmrec "
+                    "subset_cached subset_e2e pmmrec_k1), keeping the other stored speed runs")
     args = ap.parse_args(argv)
     args.seeds = max(1, min(args.seeds, len(SEEDS)))
     if args.quick:
@@ -329,6 +341,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    run_spec.max_fit_s = args.max_fit_s
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     if args.part in ("speed", "quality", "coldstart", "all"):

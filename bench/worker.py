@@ -82,6 +82,22 @@ def split_metrics(trainer, eval_data, dataset) -> dict:
     return out
 
 
+class BudgetSpent(Exception):
+    """Raised at an epoch boundary when the run's training wall-time budget is spent."""
+
+
+def fit_budget(spec: dict, config) -> float | None:
+    """Seconds of training + validation a run may spend: ``spec["max_fit_s"]``, else the number in the file
+    ``<checkpoint_dir>/../max_fit_s`` (lets an operator cap the runs of a suite that is already running)."""
+    if spec.get("max_fit_s"):
+        return float(spec["max_fit_s"])
+    control = Path(config["checkpoint_dir"]).parent / "max_fit_s"
+    try:
+        return float(control.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 class Recorder:
     def __init__(self, out_path: Path, record: dict):
         self.out_path, self.record = out_path, record
@@ -128,6 +144,16 @@ def run(spec: dict, out_path: Path) -> dict:
         return r
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if mode == "test":  # evaluate a checkpoint a killed fit run left behind (its best validation epoch)
+        t0 = time.perf_counter()
+        test_result = trainer.evaluate(test_data, load_best_model=True, model_file=spec["checkpoint"],
+                                       show_progress=False)
+        r["test_eval_s"] = time.perf_counter() - t0
+        r["test_recbole"] = {k: float(v) for k, v in dict(test_result).items()}
+        r["test"] = split_metrics(trainer, test_data, dataset)
+        r["status"] = "done"
+        rec.save()
+        return r
     if mode == "epochs":
         r["epoch_s"] = []
         for epoch in range(int(spec.get("n_epochs", 1))):
@@ -140,14 +166,18 @@ def run(spec: dict, out_path: Path) -> dict:
         rec.save()
         return r
 
-    # ---- fit: RecBole's loop, timed
+    # ---- fit: RecBole's loop, timed; stopped at an epoch boundary once the wall-time budget is spent
     valid_metric = config["valid_metric"].lower()
     clock = {"start": None}
+    budget = fit_budget(spec, config)
+    r["max_fit_s"] = budget
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
 
     def timed_train(train, epoch_idx, loss_func=None, show_progress=False):
         if clock["start"] is None:
             clock["start"] = time.perf_counter()
+        elif budget is not None and time.perf_counter() - clock["start"] > budget:
+            raise BudgetSpent()
         t = time.perf_counter()
         loss = train_epoch(train, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         r["curve"].append({"epoch": epoch_idx, "train_s": time.perf_counter() - t,
@@ -168,7 +198,12 @@ def run(spec: dict, out_path: Path) -> dict:
 
     trainer._train_epoch, trainer._valid_epoch = timed_train, timed_valid
     r["status"] = "training"
-    trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    r["checkpoint"] = getattr(trainer, "saved_model_file", None)
+    try:
+        trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+        r["stopped_by_budget"] = False
+    except BudgetSpent:
+        r["stopped_by_budget"] = True
     r["fit_s"] = time.perf_counter() - clock["start"] if clock["start"] else 0.0
     t0 = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
