@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 PAD_TOKEN = "[PAD]"
 TEXT_SEPARATOR = " ; "
 TOKENIZE_CHUNK = 8192
+MAX_TEXT_CHARS = 20_000  # far beyond any encoder's max length; longer item texts are cut (counted)
 
 Tokenize = Callable[[Sequence[str]], "tuple[Tensor, Tensor]"]
 
@@ -251,6 +252,9 @@ class ItemContent:
                 continue
             parts = [s for s in (_as_text(col[r], counts) for col in fields) if s]
             text = separator.join(parts)
+            if len(text) > MAX_TEXT_CHARS:  # tokenisers keep <= 512 tokens; do not make them read megabytes
+                text = text[:MAX_TEXT_CHARS]
+                counts["long_text_truncated"] += 1
             if self.lowercase:
                 text = text.lower()
             if not text:

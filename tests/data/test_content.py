@@ -166,3 +166,20 @@ def test_from_item_file(tmp_path, tokenize):
     assert c.texts == ["", "heat", "toy story"]
     df = pd.DataFrame({"title": ["toy", "heat", "story"]}, index=["1", "2", "1"])  # duplicate index
     assert ItemContent(["[PAD]", "1"], df, [], tokenize).texts == ["", "toy"]  # first row wins
+
+
+def test_a_huge_text_cell_is_cut_before_tokenising_and_counted():
+    from recbole_pmmrec.data.content import MAX_TEXT_CHARS, ItemContent
+
+    seen = []
+
+    def tokenize(texts):
+        seen.extend(texts)
+        import torch
+
+        return torch.ones(len(texts), 4, dtype=torch.long), torch.ones(len(texts), 4, dtype=torch.bool)
+
+    content = ItemContent(["[PAD]", "a", "b"], {"a": {"title": "x" * 10_000_000}, "b": {"title": "short"}},
+                          ["title"], tokenize)
+    assert max(len(t) for t in seen) == MAX_TEXT_CHARS
+    assert content.fallbacks["long_text_truncated"] == 1 and content.has_text[1:].all()
