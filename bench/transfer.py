@@ -56,7 +56,9 @@ SETTINGS = {  # name -> (modalities, transfer_components or None for from scratc
     # diagnostics (not in the default grid): which transferred part helps or hurts
     "text/pretrained-proj": (["text"], ["text_encoder"]),
     "text/pretrained-user": (["text"], ["user_encoder"]),
+    "text/pretrained-nopos": (["text"], ["text_encoder", "user_encoder"]),  # + fresh position embeddings
 }
+RESET_POSITIONS = {"text/pretrained-nopos"}
 DEFAULT_SETTINGS = ["text/scratch", "text/pretrained", "text+image/scratch", "text+image/pretrained-text"]
 METRICS = ("ndcg@10", "recall@10")
 
@@ -160,7 +162,7 @@ class Session:
         return self.loaded[key]
 
     def run(self, runs: Runs, key: str, name: str, modalities: list[str], settings: dict, pretrained=None,
-            components=None, save_to=None) -> dict:
+            components=None, save_to=None, reset_positions=False) -> dict:
         """Train (epochs > 0) or only evaluate (epochs = 0); ``settings`` must name every key that varies."""
         if key in runs.done:
             return runs.done[key]
@@ -182,6 +184,8 @@ class Session:
         if pretrained is not None:
             report = load_pretrained(model, pretrained, components, freeze=bool(config["freeze_transferred"]),
                                      config=config)
+        if reset_positions:  # diagnostic: the source's position table, trained on short sequences, replaced
+            model._init_weights(model.user_encoder.position_embedding)
         trainer = get_trainer(config["MODEL_TYPE"], "PMMRec")(config, model)
         epochs, best_epoch = [0], [None]
         train_epoch, save_checkpoint = trainer._train_epoch, trainer._save_checkpoint
@@ -248,10 +252,11 @@ def pretrain(args, session: Session, runs: Runs) -> dict:
 
 def zeroshot(args, session: Session, runs: Runs) -> None:
     folder = pretrained_folder(args)
-    for setting in ("text/pretrained", "text+image/pretrained-text"):
-        modalities, components = SETTINGS[setting]
+    for setting in ("text/pretrained", "text+image/pretrained-text", "text/scratch", "text+image/scratch"):
+        modalities, components = SETTINGS[setting]  # scratch: a randomly initialised model, for reference
         settings = {"seed": 0, "epochs": 0, "few_shot_ratio": 1.0, "eval_step": 1, **FINETUNE}
-        session.run(runs, f"zeroshot/{setting}{args.tag}", TARGET, modalities, settings, folder, components)
+        session.run(runs, f"zeroshot/{setting}{args.tag}", TARGET, modalities, settings,
+                    folder if components else None, components)
 
 
 def wait_for(folder: Path, minutes: float) -> None:
@@ -274,7 +279,8 @@ def grid(args, session: Session, runs: Runs) -> None:
                 if components:
                     wait_for(folder, args.wait_minutes)
                 session.run(runs, f"grid/{setting}/{ratio:g}/{seed}{args.tag}", TARGET, modalities, settings,
-                            folder if components else None, components)
+                            folder if components else None, components,
+                            reset_positions=setting in RESET_POSITIONS)
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -302,7 +308,8 @@ def summarise(args, runs: Runs) -> dict:
             }
     pre = runs.done.get("pretrain/" + SOURCE)
     zero = {s: {m: runs.done[f"zeroshot/{s}{args.tag}"]["test"][m] for m in METRICS}
-            for s in ("text/pretrained", "text+image/pretrained-text") if f"zeroshot/{s}{args.tag}" in runs.done}
+            for s in ("text/pretrained", "text+image/pretrained-text", "text/scratch", "text+image/scratch")
+            if f"zeroshot/{s}{args.tag}" in runs.done}
     import torch
 
     return {

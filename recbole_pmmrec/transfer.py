@@ -35,6 +35,16 @@ image); ``fusion`` is trained only by a model with both modalities (a single mod
 without it), and the header says so. ``components=None`` loads every default component that the
 checkpoint and the model both have and that was trained; an explicitly listed component that cannot be
 loaded is an error that says why.
+
+Workflow (config keys documented in ``properties/model/PMMRec.yaml``)::
+
+    # pre-train on one source (or a merged one: python -m dataset_tools.convert merge --inputs ...)
+    python run_recbole_pmmrec.py --dataset=microlens-50k --save_pretrained=/ckpt/ml50k
+    # fine-tune on a target, training only what was not transferred
+    python run_recbole_pmmrec.py --dataset=ml100k-posters --pretrained=/ckpt/ml50k \\
+        --transfer_components="[text_encoder,user_encoder]" --freeze_transferred=True
+    # zero-shot: evaluate without a training step; few-shot: --few_shot_ratio=0.05
+    python run_recbole_pmmrec.py --dataset=ml100k-posters --pretrained=/ckpt/ml50k --epochs=0
 """
 
 from __future__ import annotations
