@@ -159,13 +159,16 @@ def fit_two(xs1, xs2, ys):
 
 def scaling_numbers(scaling: dict) -> dict:
     rows = []
-    for r in done(scaling.get("runs", [])):
-        rows.append({"label": r["label"], "n_inter": r.get("n_inter"), "n_items": r.get("n_items"),
+    for r in [r for r in scaling.get("runs", []) if r.get("status") == "done" or r.get("epoch_s")]:
+        rows.append({"label": r["label"] + ("" if r.get("status") == "done" else f" ({r.get('status')}, "
+                                            f"{len(r['epoch_s'])} epoch)"), "n_inter": r.get("n_inter"), "n_items": r.get("n_items"),
                      "n_rows": r.get("n_train_rows"), "epoch_s": min(r["epoch_s"]) if r.get("epoch_s") else None,
                      "rss": r.get("peak_rss_bytes"), "data_s": r.get("data_s"), "generate_s": r.get("generate_s"),
                      "n_inter_target": r.get("n_inter_target"), "n_items_target": r.get("n_items_target")})
     rows.sort(key=lambda r: (r["n_inter"] or 0, r["n_items"] or 0))
     out = {"rows": rows, "failed": [r for r in scaling.get("runs", []) if r.get("status") != "done"]}
+    for row in rows:
+        row["partial"] = "(" in row["label"]
     diag = [r for r in rows if r["n_inter_target"] and r["n_items_target"]
             and r["n_inter_target"] == 10 * r["n_items_target"]]
     out["slope_diag"] = fit_loglog([r["n_inter"] for r in diag], [r["epoch_s"] for r in diag])
@@ -319,8 +322,10 @@ def section_targets(sp: dict, q: dict, cs: dict, sc: dict) -> str:
     pm, sa = q.get("PMMRec"), q.get("SASRec")
     if pm and sa:
         a, b = mean_std(pm["test"]["ndcg@10"])[0], mean_std(sa["test"]["ndcg@10"])[0]
+        final = not (pm["budget"] or sa["budget"]) and min(pm["n"], sa["n"]) >= 3
+        note = "" if final else " (budget-capped or < 3 seeds: no verdict)"
         lines.append(row(f"test NDCG@10, PMMRec vs SASRec (mean of {pm['n']} / {sa['n']} seeds)", ">= SASRec",
-                         f"{a:.4f} vs {b:.4f} ({a / b:.2f}x)", a >= b))
+                         f"{a:.4f} vs {b:.4f} ({a / b:.2f}x){note}", (a >= b) if final else None))
     else:
         lines.append(row("test NDCG@10, PMMRec vs SASRec", ">= SASRec", "not run", None))
     pc = cs.get("PMMRec")
@@ -478,7 +483,7 @@ def section_scaling(scaling: dict, sc: dict, plots_dir: Path, md_dir: Path) -> s
              "| interactions | items | training windows | s / epoch | peak RSS | data + cache s | generate s |",
              "|---|---|---|---|---|---|---|"]
     for r in sc["rows"]:
-        lines.append(f"| {r['n_inter']:,} | {r['n_items']:,} | {r['n_rows'] or '—'} | {fmt(r['epoch_s'], 2)} | "
+        lines.append(f"| {r['n_inter']:,}{' *' if r['partial'] else ''} | {r['n_items']:,} | {r['n_rows'] or '—'} | {fmt(r['epoch_s'], 2)} | "
                      f"{fmt((r['rss'] or 0) / GB, 2, ' GiB')} | {fmt(r['data_s'], 0)} | {fmt(r['generate_s'], 0)} |")
     if not sc["rows"]:
         lines.append("| (not run yet) | | | | | | |")
@@ -489,6 +494,9 @@ def section_scaling(scaling: dict, sc: dict, plots_dir: Path, md_dir: Path) -> s
     if sc.get("slope_inter") is not None:
         lines.append(f"Fitted jointly on all sizes, log t = a + b log(interactions) + c log(items): b = "
                      f"**{sc['slope_inter']:.2f}**, c = {sc['slope_items']:.2f}.")
+    if any(r["partial"] for r in sc["rows"]):
+        lines.append("\* stopped by the run's timeout: the epoch time is its only finished epoch, and the peak RSS is "
+                     "up to then.")
     if sc["failed"]:
         lines.append("Not finished: " + "; ".join(f"{r.get('label')}: {r.get('status')}" for r in sc["failed"]) + ".")
     if plot_scaling(sc, plots_dir / "scaling.png"):
