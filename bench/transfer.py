@@ -327,7 +327,9 @@ def summarise(args, runs: Runs) -> dict:
 
 
 def _fmt(s: dict | None) -> str:
-    return "-" if not s else f"{s['mean']:.4f} ± {s['std']:.4f}"
+    if not s:
+        return "-"
+    return f"{s['mean']:.4f} (1 seed)" if s["n"] == 1 else f"{s['mean']:.4f} ± {s['std']:.4f}"
 
 
 def markdown(summary: dict, notes: str) -> str:

@@ -14,8 +14,8 @@ from recbole.utils import init_seed
 from recbole_pmmrec.errors import PMMRecCheckpointError, PMMRecConfigError
 from recbole_pmmrec.quick_start import load_config, run_recbole_pmmrec
 from recbole_pmmrec.synthetic import make_synthetic_dataset
-from recbole_pmmrec.transfer import (
-    COMPONENTS, HEADER_FILE, WEIGHTS_FILE, exportable_state, load_pretrained, parse_components, read_header, save_pretrained)
+from recbole_pmmrec.transfer import (COMPONENTS, HEADER_FILE, WEIGHTS_FILE, exportable_state, load_pretrained,
+                                     parse_components, read_header, save_pretrained)
 from recbole_pmmrec.utils import create_dataset, data_preparation, get_model, get_trainer
 
 MODALITY_SETS = {"text": ["text"], "image": ["image"], "text+image": ["text", "image"]}
