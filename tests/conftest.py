@@ -24,6 +24,7 @@ def _isolated(tmp_path, monkeypatch):
     """RecBole writes ./log, ./saved, ./log_tensorboard and reads sys.argv: keep both away from the repo."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["pytest"])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # child processes (resume, 2-process tests) run single-threaded too
     yield
 
 

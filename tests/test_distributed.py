@@ -10,22 +10,11 @@ negatives to be gathered across ranks: with each rank's local slots only, the gr
 from __future__ import annotations
 
 import pytest
-import torch
 
 from recbole_pmmrec.cli import _without_own_options, build_parser, main
 from recbole_pmmrec.compat import load_own_checkpoint
 from recbole_pmmrec.quick_start import run_recbole_pmmrec
 
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    """One intra-op thread here and in child processes: these tiny models run many small ops, and 2 threads on a
-    busy 2-core machine spend most of their time waiting for each other (8x slower measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
 
 
 def _same_batches_config(synth, pmmrec_config, tmp_path, name):

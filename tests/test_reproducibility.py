@@ -14,16 +14,6 @@ from recbole_pmmrec.compat import load_own_checkpoint
 from recbole_pmmrec.quick_start import run_recbole_pmmrec
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    """One intra-op thread here and in child processes: these tiny models run many small ops, and 2 threads on a
-    busy 2-core machine spend most of their time waiting for each other (8x slower measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_same_seed_and_config_give_identical_runs_and_the_log_records_provenance(synth, pmmrec_config, tmp_path):
     config = pmmrec_config(synth, epochs=2, state="INFO", w_nid=0.3, w_rcl=0.3)  # dropout, NID noise: RNG at work

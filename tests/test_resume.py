@@ -23,16 +23,6 @@ from recbole_pmmrec.quick_start import run_recbole_pmmrec
 from recbole_pmmrec.trainer import latest_file_of
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    """One intra-op thread here and in child processes: these tiny models run many small ops, and 2 threads on a
-    busy 2-core machine spend most of their time waiting for each other (8x slower measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
