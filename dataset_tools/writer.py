@@ -18,7 +18,6 @@ interactions are kept; images of the kept items are validated and written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from recbole_pmmrec.errors import PMMRecDataError
+from recbole_pmmrec.hashing import file_sha256
 
 from dataset_tools import __version__
 from dataset_tools.base import Report, SourceDataset, progress
@@ -92,13 +92,6 @@ def _cell(text: str) -> str:
 def _format_time(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _Builder:
@@ -232,7 +225,7 @@ class _Builder:
                 "item": item_path.name,
                 "images": self.image_dir.name,
                 "image_name": "<item_id>" + OUTPUT_SUFFIX,
-                "sha256": {inter_path.name: _sha256(inter_path), item_path.name: _sha256(item_path)},
+                "sha256": {inter_path.name: file_sha256(inter_path), item_path.name: file_sha256(item_path)},
             },
             "renamed_tokens": {"item": self.item_map.renamed, "user": self.user_map.renamed},
         }

@@ -49,7 +49,6 @@ Workflow (config keys documented in ``properties/model/PMMRec.yaml``)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -63,6 +62,7 @@ import torch
 from torch import Tensor, nn
 
 from recbole_pmmrec.errors import PMMRecCheckpointError, PMMRecConfigError
+from recbole_pmmrec.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -111,13 +111,6 @@ def _jsonable(value):
         return {str(k): _jsonable(v) for k, v in value.items()}
     return str(value)
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _versions() -> dict:
@@ -244,7 +237,7 @@ def save_pretrained(model: nn.Module, folder, config=None, dataset_names=None) -
             "source_datasets": [str(d) for d in (dataset_names or [])],
             "versions": _versions(),
             "weights": WEIGHTS_FILE,
-            "weights_sha256": _sha256(tmp_weights),
+            "weights_sha256": file_sha256(tmp_weights),
         }
         fd, tmp_header = tempfile.mkstemp(prefix=f".{HEADER_FILE}.tmp-", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -370,7 +363,7 @@ def _read_weights(folder: Path, header: dict) -> dict[str, Tensor]:
 
     path = folder / WEIGHTS_FILE
     expected = header.get("weights_sha256")
-    if expected and _sha256(path) != expected:
+    if expected and file_sha256(path) != expected:
         raise PMMRecCheckpointError(
             f"{path} does not match the sha256 recorded in {HEADER_FILE}: the file is truncated, corrupt or was "
             f"replaced; copy the checkpoint folder again")
