@@ -16,7 +16,10 @@ All comparisons are ratios of runs made in one invocation on the same machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import concurrent.futures
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -25,6 +28,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -81,7 +85,7 @@ def base_config(args, work: Path, **extra) -> dict:
     return cfg
 
 
-def run_spec(spec: dict, work: Path, timeout: float) -> dict:
+def run_spec(spec: dict, work: Path, timeout: float, threads: int | None = None) -> dict:
     """Run one spec in a fresh subprocess; its record (with its own peak RSS), also when it fails or times out."""
     runs = work / "runs"
     runs.mkdir(parents=True, exist_ok=True)
@@ -94,6 +98,9 @@ def run_spec(spec: dict, work: Path, timeout: float) -> dict:
         out_file.unlink()
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                PYTHONPATH=str(REPO))
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        spec = dict(spec, threads=threads)
     label = spec.get("label", spec["model"])
     print(f"[bench] {label} ({spec.get('mode', 'fit')}) ... log: {log_file}", flush=True)
     t0 = time.perf_counter()
@@ -161,17 +168,37 @@ def find_done(key: str, parts=("speed", "quality", "coldstart")) -> dict | None:
 
 
 def add_run(part: str, record: dict) -> None:
-    data = load_results(part)
-    data["runs"] = [r for r in data["runs"] if r.get("key") != record.get("key")] + [slim(record)]
-    save_results(part, data)
+    """Add (or replace) one run in ``bench/results/<part>.json``; safe when several ``bench/run.py``
+    processes (or lanes) write the same part: the read-modify-write holds an exclusive file lock."""
+    with locked(part):
+        data = load_results(part)
+        data["runs"] = [r for r in data["runs"] if r.get("key") != record.get("key")] + [slim(record)]
+        save_results(part, data)
+
+
+@contextlib.contextmanager
+def locked(part: str):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f".{part}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 # ---------------------------------------------------------------------------- parts
 def part_fits(part: str, labels: list[str], seeds: list[int], args, work: Path, extra: dict) -> None:
-    """Train every label x seed to early stopping (reusing finished identical runs from any part)."""
-    data = load_results(part)
-    data.setdefault("meta", machine())
-    save_results(part, data)
+    """Train every label x seed to early stopping (reusing finished identical runs from any part).
+
+    Seed-major order (every label once before any label twice). With ``--jobs N`` the runs go N at a time,
+    each child limited to ``--threads`` torch threads: their metrics are unaffected, but their wall times are
+    contended, so the speed part (whose ratios use wall time) always runs one at a time."""
+    with locked(part):
+        data = load_results(part)
+        data.setdefault("meta", machine())
+        data["meta"].setdefault("lanes", []).append({"date": machine()["date"], "jobs": args.jobs,
+                                                     "threads": args.threads, "models": labels})
+        save_results(part, data)
+    lock = threading.Lock()
+    todo = []
     for seed in seeds:
         for label in labels:
             model, overrides = model_of(label)
@@ -184,9 +211,21 @@ def part_fits(part: str, labels: list[str], seeds: list[int], args, work: Path, 
                 if not any(r.get("reuse_key", r.get("key")) == key for r in load_results(part)["runs"]):
                     add_run(part, dict(done, label=label))
                 continue
-            record = run_spec(spec, work, args.timeout)
-            record["seed"] = seed
+            todo.append((spec, seed))
+
+    def one(item):
+        spec, seed = item
+        record = run_spec(spec, work, args.timeout, threads=args.threads)
+        record["seed"] = seed
+        with lock:
             add_run(part, record)
+
+    if args.jobs <= 1:
+        for item in todo:
+            one(item)
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(one, todo))
 
 
 def part_quality(args, work: Path) -> None:
@@ -229,12 +268,16 @@ def part_speed(args, work: Path) -> None:
     # 2. time to quality, epoch and evaluation time, peak RSS
     go("SASRec", "SASRec", fit_cfg(), tag="sasrec")
     go("PMMRec", "PMMRec", fit_cfg(), tag="pmmrec")
-    # 3. cached top-k against end_to_end, same k, on a subset of the training users (text, k = 1)
-    sub = dict(modalities=["text"], text_train_layers=1, few_shot_ratio=args.subset_ratio)
-    go("PMMRec k=1 cached (subset)", "PMMRec", fit_cfg(**sub), mode="epochs",
-       n_epochs=1, tag="subset_cached")
-    go("PMMRec k=1 end_to_end (subset)", "PMMRec", dict(fit_cfg(**sub), encoder_mode="end_to_end"),
-       mode="epochs", n_epochs=1, tag="subset_e2e")
+    # 3. cached top-k against end_to_end, same k, on a subset of the training users: the default modalities
+    #    (text + image, k = 1 block of each encoder), and text only (k = 1 MiniLM block)
+    for suffix, sub in (("_ti", dict(text_train_layers=1, image_train_layers=1)),
+                        ("", dict(modalities=["text"], text_train_layers=1))):
+        sub = dict(sub, few_shot_ratio=args.subset_ratio)
+        what = "text + image" if suffix else "text"
+        go(f"PMMRec {what} k=1 cached (subset)", "PMMRec", fit_cfg(**sub), mode="epochs",
+           n_epochs=args.subset_epochs, tag=f"subset_cached{suffix}")
+        go(f"PMMRec {what} k=1 end_to_end (subset)", "PMMRec", dict(fit_cfg(**sub), encoder_mode="end_to_end"),
+           mode="epochs", n_epochs=args.subset_epochs, tag=f"subset_e2e{suffix}")
     # 4. k = 1 trainable text block, full data (expensive on a CPU: capped epochs and time)
     go("PMMRec k=1", "PMMRec", fit_cfg(text_train_layers=1, epochs=args.k1_epochs),
        timeout=args.k1_timeout, tag="pmmrec_k1")
@@ -321,15 +364,20 @@ def parse_args(argv=None):
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     ap.add_argument("--k1-epochs", type=int, default=2, help="epochs of the k = 1 speed run")
     ap.add_argument("--k1-timeout", type=float, default=1800)
-    ap.add_argument("--subset-ratio", type=float, default=0.03,
+    ap.add_argument("--subset-epochs", type=int, default=2, help="epochs of each cached / end_to_end subset run")
+    ap.add_argument("--subset-ratio", type=float, default=0.1,
                     help="fraction of training users for cached vs end_to_end")
     ap.add_argument("--max-inter", type=int, default=None, help="scaling: skip sizes above this")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="quality / cold start: runs at a time (their wall times are then contended)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="quality / cold start: torch threads per run (default: torch's own; use 1 with --jobs 2)")
     ap.add_argument("--fresh", action="store_true", help="rerun runs that already finished")
     ap.add_argument("--max-fit-s", type=float, default=None,
                     help="training + validation wall-time budget per run; a run over it stops at the next epoch "
                          "boundary and is tested with its best checkpoint (marked in the report)")
     ap.add_argument("--only", nargs="*", help="speed: run only these steps (build_fresh build_warm sasrec pmmrec "
-                    "subset_cached subset_e2e pmmrec_k1), keeping the other stored speed runs")
+                    "subset_cached_ti subset_e2e_ti subset_cached subset_e2e pmmrec_k1), keeping the other stored speed runs")
     args = ap.parse_args(argv)
     args.seeds = max(1, min(args.seeds, len(SEEDS)))
     if args.quick:
