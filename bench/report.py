@@ -470,6 +470,9 @@ def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
                   f"{sp['build_warm_data_s']:.0f} s with the cache filled, so building the cache costs "
                   f"{sp['cache_build_s']:.0f} s once; peak RSS of that process "
                   f"{fmt((sp.get('build_fresh_rss') or 0) / GB, 2)} GiB.", ""]
+    reuse = _cache_reuse(Path(md_dir) / "bench" / "results" / "cache_reuse.json")
+    if reuse:
+        lines += [reuse, ""]
     bad = status_line(speed.get("runs", []))
     if bad:
         lines += [f"Not finished: {bad}.", ""]
@@ -510,6 +513,24 @@ def section_scaling(scaling: dict, sc: dict, plots_dir: Path, md_dir: Path) -> s
     if plot_scaling(sc, plots_dir / "scaling.png"):
         lines += ["", f"![scaling]({_rel(plots_dir / 'scaling.png', md_dir)})"]
     return "\n".join(lines) + "\n"
+
+
+def _cache_reuse(path: Path) -> str | None:
+    """One paragraph from ``bench/cache_reuse.py``'s record (a separate script; its own machine state)."""
+    if not path.exists():
+        return None
+    r = json.loads(path.read_text())
+    first, second = r.get("first", {}), r.get("second", {})
+    if not first or not second:
+        return None
+    load = r.get("load_average_at_end")
+    return (f"**Encoder-state cache build and reuse** (`python bench/cache_reuse.py`, {r.get('dataset')}, MiniLM "
+            f"text + EfficientNet-Lite0 posters, default boundary = frozen encoders): data preparation with an "
+            f"empty cache {first['total_s']:.0f} s (item features {first['item_features_s']:.0f} s), the same with "
+            f"the cache filled {second['total_s']:.1f} s ({second['item_features_s']:.1f} s): "
+            f"**{r.get('ratio_total_first_over_second', float('nan')):.0f}x**"
+            + (f"; measured with the machine at load average {load:.1f}, so the absolute build time is inflated"
+               if load and load > 2.5 else "") + ".")
 
 
 def _patience(runs):

@@ -243,6 +243,12 @@ def part_speed(args, work: Path) -> None:
     cached top-k against end_to_end on a subset; encoder-state cache build time."""
     if not args.only:  # a full speed run replaces the previous one: its ratios come from this run only
         save_results("speed", {"part": "speed", "meta": machine(), "runs": []})
+    with locked("speed"):
+        data = load_results("speed")
+        data.setdefault("meta", machine())
+        data["meta"].setdefault("lanes", []).append({"date": machine()["date"], "only": args.only,
+                                                     "threads": args.threads})
+        save_results("speed", data)
     seed = SEEDS[0]
 
     def go(label, model, cfg, mode="fit", n_epochs=None, timeout=None, tag=None):
@@ -252,7 +258,7 @@ def part_speed(args, work: Path) -> None:
                 "tag": tag or label}
         if n_epochs is not None:
             spec["n_epochs"] = n_epochs
-        record = run_spec(spec, work, timeout or args.timeout)
+        record = run_spec(spec, work, timeout or args.timeout, threads=args.threads)
         record["seed"], record["tag"] = seed, tag or label
         add_run("speed", record)
         return record
@@ -332,7 +338,7 @@ def part_scaling(args, work: Path) -> None:
                "state": "warning", "modalities": ["text"], "text_encoder": encoder, "text_fields": ["title",
                "description"], "text_max_length": 16, "seed": SEEDS[0], "image_dir": None}
         spec = {"label": name, "model": "PMMRec", "dataset": name, "config": cfg, "mode": "epochs", "n_epochs": 2}
-        record = run_spec(spec, work, args.timeout)
+        record = run_spec(spec, work, args.timeout, threads=args.threads)
         record.update(n_inter_target=n_inter, n_items_target=n_items, generate_s=gen_s)
         add_run("scaling", record)
 
@@ -371,7 +377,8 @@ def parse_args(argv=None):
     ap.add_argument("--jobs", type=int, default=1,
                     help="quality / cold start: runs at a time (their wall times are then contended)")
     ap.add_argument("--threads", type=int, default=None,
-                    help="quality / cold start: torch threads per run (default: torch's own; use 1 with --jobs 2)")
+                    help="torch threads per run (default: torch's own). With 1, two bench/run.py processes can share a "
+                         "2-core machine, one core each (every run of a comparison should then use 1)")
     ap.add_argument("--fresh", action="store_true", help="rerun runs that already finished")
     ap.add_argument("--max-fit-s", type=float, default=None,
                     help="training + validation wall-time budget per run; a run over it stops at the next epoch "

@@ -40,6 +40,10 @@ def results(tmp_path):
          "spec": {"config": {"few_shot_ratio": 0.03}}, "peak_rss_bytes": 1},
         {"label": "e", "tag": "subset_e2e", "status": "done", "epoch_s": [30.0], "spec": {"config": {}},
          "peak_rss_bytes": 1},
+        {"label": "cti", "tag": "subset_cached_ti", "status": "done", "epoch_s": [4.0, 5.0], "n_train_rows": 50,
+         "spec": {"config": {"few_shot_ratio": 0.1}}, "peak_rss_bytes": 1, "data_s": 3.0},
+        {"label": "eti", "tag": "subset_e2e_ti", "status": "done", "epoch_s": [40.0, 44.0], "spec": {"config": {}},
+         "peak_rss_bytes": 1, "data_s": 1.0},
         {"label": "f", "tag": "build_fresh", "status": "done", "data_s": 100.0, "peak_rss_bytes": 1},
         {"label": "w", "tag": "build_warm", "status": "done", "data_s": 10.0, "peak_rss_bytes": 1},
     ]}
@@ -65,7 +69,8 @@ def test_report_sections_ratios_and_plots(results, tmp_path):
     assert sp["pmmrec_reached"] and sp["pmmrec_ttq"] == pytest.approx(6 / 36)
     assert sp["pmmrec_epoch_ratio"] == pytest.approx(0.2) and sp["pmmrec_eval_ratio"] == pytest.approx(0.5)
     assert sp["cached_speedup"] == pytest.approx(15.0) and sp["cache_build_s"] == pytest.approx(90.0)
-    assert "**0.17**" in text and "15.0x" in text
+    assert sp["cached_speedup_ti"] == pytest.approx(10.0)  # text + image pair: the faster epoch of each, 40 / 4
+    assert "**0.17**" in text and "15.0x" in text and "**10.0x**" in text
     # quality: mean and sample std over two seeds; targets table compares with SASRec
     assert "0.1250 ± 0.0354" in text  # ndcg@10 = recall/2 over (0.2, 0.3)
     assert "0.1250 vs 0.1000 (1.25x)" in text
@@ -108,3 +113,26 @@ def test_rank_metrics_and_tie_breaking():
     ranks, targets = worker.target_ranks(FakeTrainer(), [None])
     # row 0: item 3 scores higher, item 1 ties with a lower id -> rank 2; row 1: item 4 higher, items 1, 2 tie
     assert ranks.tolist() == [2, 3] and targets.tolist() == [2, 3]
+
+
+def _add_many(results_dir, start, n):
+    import run
+
+    run.RESULTS = Path(results_dir)
+    for i in range(start, start + n):
+        run.add_run("quality", {"key": f"k{i}", "label": "x", "status": "done"})
+
+
+def test_add_run_keeps_every_record_when_processes_write_at_once(tmp_path):
+    """bench/run.py processes sharing a results file (two lanes on two cores) must not lose each other's runs."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_add_many, args=(tmp_path, start, 25)) for start in (0, 100, 200)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    keys = {r["key"] for r in json.loads((tmp_path / "quality.json").read_text())["runs"]}
+    assert keys == {f"k{i}" for start in (0, 100, 200) for i in range(start, start + 25)}
