@@ -95,6 +95,12 @@ def speed_numbers(speed: dict) -> dict:
                 out[f"{name}_reached"] = reach is not None
                 out[f"{name}_ttq"] = (reach if reach is not None else own["wall_s"]) / sb["wall_s"]
                 out[f"{name}_best"], out[f"{name}_best_time"] = own["score"], own["wall_s"]
+                # both at the same quality: the lower of the two bests, reached by both
+                common = min(own["score"], sb["score"])
+                t_run, t_sas = time_to_reach(run, common), time_to_reach(sas, common)
+                out[f"{name}_common"] = common
+                out[f"{name}_common_times"] = (t_run, t_sas)
+                out[f"{name}_ttq_common"] = t_run / t_sas if t_run and t_sas else None
     for name, run in (("sasrec", sas), ("pmmrec", pmm), ("pmmrec_k1", k1)):
         if run:
             out[f"{name}_epoch_s"] = median([p.get("train_s") for p in run.get("curve", [])])
@@ -428,6 +434,11 @@ def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
                 else:
                     lines[-1] += (f" {label} never reaches it (its best: {sp[f'{name}_best']:.4f} after "
                                   f"{sp[f'{name}_best_time']:.0f} s): ratio at its own best **{sp[f'{name}_ttq']:.2f}**.")
+                    if sp.get(f"{name}_ttq_common") is not None:
+                        t_run, t_sas = sp[f"{name}_common_times"]
+                        lines[-1] += (f" At the same quality (its best, {sp[f'{name}_common']:.4f}, which SASRec "
+                                      f"reaches after {t_sas:.0f} s) the ratio is {t_run:.0f} / {t_sas:.0f} = "
+                                      f"{sp[f'{name}_ttq_common']:.2f}.")
         lines.append("")
     lines += ["| run | status | epochs | best valid NDCG@10 (epoch) | s to own best | s / epoch | s / evaluation | "
               "setup s (data + model) | peak RSS |", "|---|---|---|---|---|---|---|---|---|"]

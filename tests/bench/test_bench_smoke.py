@@ -94,6 +94,8 @@ def test_report_marks_missing_parts_and_unreached_quality(tmp_path):
     (res / "speed.json").write_text(json.dumps(speed))
     text = report.write_report(res, tmp_path / "plots", tmp_path / "B.md")
     assert "never reaches it" in text and "not run" in text
+    # at PMMRec's best (0.11): PMMRec after 2 x 3 s, SASRec (first >= 0.11 at its second epoch) after 2 x 12 s
+    assert "6 / 24 = 0.25" in text
     assert "**missed**" in text  # RSS 5 GiB > 4 GB and time to quality not reached
 
 
