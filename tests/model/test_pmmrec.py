@@ -28,7 +28,9 @@ def test_cached_states_give_the_same_item_vectors_as_the_whole_encoder(synth, pm
     overrides = dict(text_train_layers=train_layers, image_train_layers=train_layers, cache_dtype="float32")
     config, cached, train, *_ = build(synth, pmmrec_config, **overrides)
     config["encoder_mode"] = "end_to_end"
+    config["cache_batch_size"] = 5  # end_to_end runs the frozen bottom 5 items at a time: chunking is exact too
     e2e = get_model("PMMRec")(config, train._dataset)
+    assert e2e.item_tower.bottom_chunk == 5 and cached.n_items > 5
     missing, unexpected = e2e.load_state_dict(cached.state_dict(), strict=False)
     assert not unexpected and all(".backbone.bottom." in k for k in missing)  # only the dropped bottom differs
     cached.eval(), e2e.eval()
