@@ -114,7 +114,8 @@ def speed_numbers(speed: dict) -> dict:
     for suffix in ("_ti", ""):  # text + image (the default modalities), text only
         c, e = tags.get(f"subset_cached{suffix}"), tags.get(f"subset_e2e{suffix}")
         if c and e and c.get("epoch_s") and e.get("epoch_s"):
-            out[f"cached_epoch_s{suffix}"], out[f"e2e_epoch_s{suffix}"] = min(c["epoch_s"]), min(e["epoch_s"])
+            n = min(len(c["epoch_s"]), len(e["epoch_s"]))  # the same number of epochs of each (first ones)
+            out[f"cached_epoch_s{suffix}"], out[f"e2e_epoch_s{suffix}"] = min(c["epoch_s"][:n]), min(e["epoch_s"][:n])
             out[f"cached_speedup{suffix}"] = out[f"e2e_epoch_s{suffix}"] / out[f"cached_epoch_s{suffix}"]
             out[f"e2e_complete{suffix}"] = e.get("status") == "done"
     f, w = tags.get("build_fresh"), tags.get("build_warm")
@@ -414,9 +415,10 @@ def section_coldstart(cold: dict) -> str:
 def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
     tags = sp["tags"]
     lines = ["## Speed and memory", "",
-             "One invocation of `python bench/run.py speed`, runs back to back in separate subprocesses: SASRec, "
+             "`python bench/run.py speed`, each run in its own subprocess: SASRec, "
              "PMMRec (default: text + image, frozen encoders, cached states) and PMMRec with k = 1 trainable "
-             "text block, all with MAX_ITEM_LIST_LENGTH 20 and early stopping on validation NDCG@10. Wall time "
+             "text block, all with MAX_ITEM_LIST_LENGTH 20 and early stopping on validation NDCG@10. "
+             + _lanes_text(speed) + " Wall time "
              "counts training and validation from the first epoch; setup (data loading, encoder-state cache, "
              "model) is listed separately. Seconds per epoch and per evaluation are medians over epochs; peak "
              "RSS is each subprocess's own `ru_maxrss`.", ""]
@@ -427,6 +429,10 @@ def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
                   + (f" (SASRec was stopped by the {tags['sasrec'].get('max_fit_s'):.0f} s budget, not by early "
                      f"stopping, so this is its best so far and the ratio flatters PMMRec)." if cut else ".")]
         for name, label in (("pmmrec", "PMMRec"), ("pmmrec_k1", "PMMRec k=1")):
+            if name in tags and _capped_epochs(tags[name]):
+                lines[-1] += (f" ({label} ran only {_capped_epochs(tags[name])} epoch(s) by design, for its epoch "
+                              f"and evaluation cost: no time-to-quality for it.)")
+                continue
             if sp.get(f"{name}_ttq") is not None:
                 if sp.get(f"{name}_reached"):
                     lines[-1] += (f" {label} reaches it after {sp[f'{name}_ttq'] * sp['sasrec_time']:.0f} s: ratio "
@@ -448,6 +454,7 @@ def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
             continue
         b = best_point(r)
         status = (f"stopped by budget ({r.get('max_fit_s'):.0f} s)" if r.get("stopped_by_budget")
+                  else f"{_capped_epochs(r)} epoch(s) by design" if _capped_epochs(r)
                   else "early-stopped" if r.get("status") == "done" else r.get("status"))
         lines.append(f"| {r['label']} | {status} | {len(r.get('curve', []))} | "
                      f"{fmt(b['score'], 4) + ' (' + str(b['epoch'] + 1) + ')' if b else '—'} | "
@@ -470,11 +477,13 @@ def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
         c, e = tags[f"subset_cached{suffix}"], tags[f"subset_e2e{suffix}"]
         lines += [f"**Cached top-k against end_to_end** ({what}; few_shot_ratio "
                   f"{c['spec']['config'].get('few_shot_ratio')} of the training users = {c.get('n_train_rows')} "
-                  f"training windows; the faster of {len(c['epoch_s'])} epochs each): cached "
+                  f"training windows; the faster of the first "
+                  f"{min(len(c['epoch_s']), len(e['epoch_s']))} epoch(s) of each): cached "
                   f"{sp[f'cached_epoch_s{suffix}']:.1f} s, end_to_end {sp[f'e2e_epoch_s{suffix}']:.1f} s per epoch, "
                   f"**{sp[f'cached_speedup{suffix}']:.1f}x** (peak RSS {fmt((c.get('peak_rss_bytes') or 0) / GB, 2)} "
                   f"vs {fmt((e.get('peak_rss_bytes') or 0) / GB, 2)} GiB; setup, including the cache of the "
-                  f"bottom states, {fmt(c.get('data_s'), 0)} s vs {fmt(e.get('data_s'), 0)} s).", ""]
+                  f"bottom states, {fmt(c.get('data_s'), 0)} s vs {fmt(e.get('data_s'), 0)} s)."
+                  + (f" The end_to_end run was {e['note']}." if e.get("note") else ""), ""]
     if sp.get("cache_build_s") is not None:
         lines += [f"**Encoder-state cache build** (ml100k-posters, 1,682 items, MiniLM text + EfficientNet-Lite0 "
                   f"posters, empty cache folder): data preparation took {sp['build_fresh_data_s']:.0f} s against "
@@ -524,6 +533,23 @@ def section_scaling(scaling: dict, sc: dict, plots_dir: Path, md_dir: Path) -> s
     if plot_scaling(sc, plots_dir / "scaling.png"):
         lines += ["", f"![scaling]({_rel(plots_dir / 'scaling.png', md_dir)})"]
     return "\n".join(lines) + "\n"
+
+
+def _lanes_text(speed: dict) -> str:
+    lanes = (speed.get("meta") or {}).get("lanes") or []
+    if lanes and all(lane.get("threads") == 1 for lane in lanes):
+        return ("Every run here was limited to 1 torch thread and two runs went at a time on the 2 cores (SASRec "
+                "in one lane; PMMRec, then the other PMMRec runs, in the other), so each had a core to itself and "
+                "all of them shared the machine the same way.")
+    return "Runs went one at a time, back to back."
+
+
+def _capped_epochs(run: dict) -> int | None:
+    """The epoch limit of a run whose ``epochs`` was set below the suite's maximum (e.g. the k = 1 run)."""
+    cfg = (run.get("spec") or {}).get("config") or {}
+    curve = run.get("curve") or []
+    n = cfg.get("epochs")
+    return n if n is not None and len(curve) >= n and n <= 5 else None
 
 
 def _cache_reuse(path: Path) -> str | None:

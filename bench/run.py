@@ -318,6 +318,8 @@ def part_scaling(args, work: Path) -> None:
 
     sizes = [(10**4, 10**3), (10**5, 10**4), (10**6, 10**5)] if not args.quick else [(10**4, 10**3), (3 * 10**4, 3 * 10**3)]
     sizes += [(10**5, 10**3), (10**5, 10**5)] if not args.quick else []  # interactions and items varied alone
+    if args.sizes:
+        sizes = [tuple(int(float(v)) for v in size.split(":")) for size in args.sizes]
     data = load_results("scaling")
     data["meta"] = machine()
     save_results("scaling", data)
@@ -374,6 +376,8 @@ def parse_args(argv=None):
     ap.add_argument("--subset-ratio", type=float, default=0.1,
                     help="fraction of training users for cached vs end_to_end")
     ap.add_argument("--max-inter", type=int, default=None, help="scaling: skip sizes above this")
+    ap.add_argument("--sizes", nargs="*", help="scaling: INTERACTIONS:ITEMS pairs instead of the default five "
+                    "(e.g. 1e4:1e3 1e5:1e4 1e6:1e5)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="quality / cold start: runs at a time (their wall times are then contended)")
     ap.add_argument("--threads", type=int, default=None,
