@@ -378,6 +378,9 @@ def section_quality(quality: dict, plots_dir: Path, md_dir: Path) -> str:
     bad = status_line(runs)
     if bad:
         lines += ["", f"Not finished: {bad}."]
+    missing = [label for label in _suite_models("QUALITY_ORDER") if label not in rows]
+    if rows and missing:
+        lines += ["", "Not run yet: " + ", ".join(missing) + "."]
     if plot_curves(done(runs) and [r for r in done(runs) if r.get("seed") == min(x.get("seed", 0) for x in done(runs))],
                    plots_dir / "quality_valid_curves.png", "epoch", "Validation NDCG@10 per epoch (first seed)"):
         lines += ["", f"![validation curves]({_rel(plots_dir / 'quality_valid_curves.png', md_dir)})"]
@@ -401,11 +404,18 @@ def section_coldstart(cold: dict) -> str:
         if "cold" not in r:
             continue
         c, w = mean_std(r["cold"]["recall@10"])[0], mean_std(r["warm"]["recall@10"])[0]
-        lines.append(f"| {label} | {r['n']} | {round(mean_std(r['n_cold'])[0])} | {fmt_ms(r['warm']['recall@10'])} | "
+        lines.append(f"| {label}{' †' if r['budget'] else ''} | {r['n']} | {round(mean_std(r['n_cold'])[0])} | {fmt_ms(r['warm']['recall@10'])} | "
                      f"{fmt_ms(r['cold']['recall@10'])} | {fmt(c / w if w else None)} | {fmt_ms(r['warm']['ndcg@10'])} | "
                      f"{fmt_ms(r['cold']['ndcg@10'])} | {fmt_ms(r['test']['ndcg@10'])} |")
     if not rows:
         lines.append("| (not run yet) | | | | | | | | |")
+    if any(r["budget"] for r in rows.values()):
+        budgets = sorted({r.get("max_fit_s") for r in done(runs) if r.get("stopped_by_budget")})
+        lines += ["", "† stopped by the wall-time budget (" + ", ".join(f"{b:.0f} s" for b in budgets if b) + ") "
+                      "before early stopping; tested with its best validation epoch so far."]
+    missing = [label for label in _suite_models("COLD_ORDER") if label not in rows]
+    if rows and missing:
+        lines += ["", "Not run yet: " + ", ".join(missing) + "."]
     bad = status_line(runs)
     if bad:
         lines += ["", f"Not finished: {bad}."]
@@ -533,6 +543,15 @@ def section_scaling(scaling: dict, sc: dict, plots_dir: Path, md_dir: Path) -> s
     if plot_scaling(sc, plots_dir / "scaling.png"):
         lines += ["", f"![scaling]({_rel(plots_dir / 'scaling.png', md_dir)})"]
     return "\n".join(lines) + "\n"
+
+
+def _suite_models(name: str) -> list[str]:
+    """The model labels ``bench/run.py`` runs in a part (``QUALITY_ORDER`` / ``COLD_ORDER``)."""
+    try:
+        import run
+    except ImportError:
+        return []
+    return list(getattr(run, name, []))
 
 
 def _lanes_text(speed: dict) -> str:
