@@ -46,6 +46,9 @@ PMMREC = {
     "PMMRec w/o NICL": {"w_nicl": 0.0},
     "PMMRec w/o NID": {"w_nid": 0.0},
     "PMMRec w/o RCL": {"w_rcl": 0.0},
+    # hyper-parameter checks outside the table (run with --models)
+    "PMMRec mlp": {"projection": "mlp"},
+    "PMMRec text-only mlp": {"modalities": ["text"], "projection": "mlp"},
 }
 BASELINES = {
     "SASRec": {},
