@@ -90,6 +90,9 @@ def test_cold_items_get_finite_varied_scores_and_can_rank_first(tmp_path, pmmrec
     from recbole_pmmrec.synthetic import make_synthetic_dataset
     from recbole_pmmrec.trainer import PMMRecTrainer
 
+    from recbole.utils import init_seed
+
+    init_seed(2020, True)  # python / numpy / torch RNGs: the outcome must not depend on which tests ran before
     data = make_synthetic_dataset(tmp_path / "cold", "cold", n_users=60, n_items=40, n_topics=4, seed=3)
     config, model, train, valid, test = build(data, pmmrec_config, cold_item_ratio=0.2, epochs=8, w_nid=0, w_rcl=0,
                                               w_nicl=0)
