@@ -187,6 +187,15 @@ def locked(part: str):
         yield
 
 
+def note_invocation(part: str, **info) -> None:
+    """Record this invocation (date, threads, ...) under the part's ``meta["lanes"]``; the report reads it."""
+    with locked(part):
+        data = load_results(part)
+        data.setdefault("meta", machine())
+        data["meta"].setdefault("lanes", []).append({"date": machine()["date"], **info})
+        save_results(part, data)
+
+
 # ---------------------------------------------------------------------------- parts
 def part_fits(part: str, labels: list[str], seeds: list[int], args, work: Path, extra: dict) -> None:
     """Train every label x seed to early stopping (reusing finished identical runs from any part).
@@ -194,12 +203,7 @@ def part_fits(part: str, labels: list[str], seeds: list[int], args, work: Path, 
     Seed-major order (every label once before any label twice). With ``--jobs N`` the runs go N at a time,
     each child limited to ``--threads`` torch threads: their metrics are unaffected, but their wall times are
     contended, so the speed part (whose ratios use wall time) always runs one at a time."""
-    with locked(part):
-        data = load_results(part)
-        data.setdefault("meta", machine())
-        data["meta"].setdefault("lanes", []).append({"date": machine()["date"], "jobs": args.jobs,
-                                                     "threads": args.threads, "models": labels})
-        save_results(part, data)
+    note_invocation(part, jobs=args.jobs, threads=args.threads, models=labels)
     lock = threading.Lock()
     todo = []
     for seed in seeds:
@@ -246,12 +250,7 @@ def part_speed(args, work: Path) -> None:
     cached top-k against end_to_end on a subset; encoder-state cache build time."""
     if not args.only:  # a full speed run replaces the previous one: its ratios come from this run only
         save_results("speed", {"part": "speed", "meta": machine(), "runs": []})
-    with locked("speed"):
-        data = load_results("speed")
-        data.setdefault("meta", machine())
-        data["meta"].setdefault("lanes", []).append({"date": machine()["date"], "only": args.only,
-                                                     "threads": args.threads})
-        save_results("speed", data)
+    note_invocation("speed", only=args.only, threads=args.threads)
     seed = SEEDS[0]
 
     def go(label, model, cfg, mode="fit", n_epochs=None, timeout=None, tag=None):
