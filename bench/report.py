@@ -169,14 +169,13 @@ def scaling_numbers(scaling: dict) -> dict:
     rows = []
     for r in [r for r in scaling.get("runs", []) if r.get("status") == "done" or r.get("epoch_s")]:
         rows.append({"label": r["label"] + ("" if r.get("status") == "done" else f" ({r.get('status')}, "
-                                            f"{len(r['epoch_s'])} epoch)"), "n_inter": r.get("n_inter"), "n_items": r.get("n_items"),
+                                            f"{len(r['epoch_s'])} epoch)"), "partial": r.get("status") != "done",
+                     "n_inter": r.get("n_inter"), "n_items": r.get("n_items"),
                      "n_rows": r.get("n_train_rows"), "epoch_s": min(r["epoch_s"]) if r.get("epoch_s") else None,
                      "rss": r.get("peak_rss_bytes"), "data_s": r.get("data_s"), "generate_s": r.get("generate_s"),
                      "n_inter_target": r.get("n_inter_target"), "n_items_target": r.get("n_items_target")})
     rows.sort(key=lambda r: (r["n_inter"] or 0, r["n_items"] or 0))
     out = {"rows": rows, "failed": [r for r in scaling.get("runs", []) if r.get("status") != "done"]}
-    for row in rows:
-        row["partial"] = "(" in row["label"]
     diag = [r for r in rows if r["n_inter_target"] and r["n_items_target"]
             and r["n_inter_target"] == 10 * r["n_items_target"]]
     out["slope_diag"] = fit_loglog([r["n_inter"] for r in diag], [r["epoch_s"] for r in diag])
@@ -297,8 +296,8 @@ Every number below is computed by `bench/report.py` from the JSON under `bench/r
 in by hand). Each run is its own subprocess. Machine of the last run: {meta.get('cpus', '?')}
 CPUs, no GPU, started {date}, load average at start {fmt(load[0], 1) if load else '—'} (shared with other
 jobs, so absolute seconds are noisy; compare the **ratios**, which come from runs made back to back in one
-invocation). The speed and scaling runs always run alone; quality and cold-start runs may run two at a time
-(`--jobs 2 --threads 1`), which changes their wall time but not their metrics.
+invocation). With `--threads 1`, two `bench/run.py` processes can share the 2 cores, one run per core; the
+speed section says how its runs shared the machine.
 """
 
 
@@ -367,9 +366,7 @@ def section_quality(quality: dict, plots_dir: Path, md_dir: Path) -> str:
                      + " |")
     if not rows:
         lines.append("| (not run yet) | | | | | |")
-    if any(r["budget"] for r in rows.values()):
-        lines += ["", "† stopped by the wall-time budget (`--max-fit-s`) before early stopping: not converged; "
-                      "tested with its best validation epoch so far."]
+    lines += _budget_note(rows, runs)
     check = [(a, b) for r in rows.values() for a, b in zip(r["test"]["ndcg@10"], r["test_recbole"]) if b is not None]
     if check:
         diff = max(abs(a - b) for a, b in check)
@@ -378,9 +375,7 @@ def section_quality(quality: dict, plots_dir: Path, md_dir: Path) -> str:
     bad = status_line(runs)
     if bad:
         lines += ["", f"Not finished: {bad}."]
-    missing = [label for label in _suite_models("QUALITY_ORDER") if label not in rows]
-    if rows and missing:
-        lines += ["", "Not run yet: " + ", ".join(missing) + "."]
+    lines += _not_run_note(rows, "QUALITY_ORDER")
     if plot_curves(done(runs) and [r for r in done(runs) if r.get("seed") == min(x.get("seed", 0) for x in done(runs))],
                    plots_dir / "quality_valid_curves.png", "epoch", "Validation NDCG@10 per epoch (first seed)"):
         lines += ["", f"![validation curves]({_rel(plots_dir / 'quality_valid_curves.png', md_dir)})"]
@@ -409,13 +404,8 @@ def section_coldstart(cold: dict) -> str:
                      f"{fmt_ms(r['cold']['ndcg@10'])} | {fmt_ms(r['test']['ndcg@10'])} |")
     if not rows:
         lines.append("| (not run yet) | | | | | | | | |")
-    if any(r["budget"] for r in rows.values()):
-        budgets = sorted({r.get("max_fit_s") for r in done(runs) if r.get("stopped_by_budget")})
-        lines += ["", "† stopped by the wall-time budget (" + ", ".join(f"{b:.0f} s" for b in budgets if b) + ") "
-                      "before early stopping; tested with its best validation epoch so far."]
-    missing = [label for label in _suite_models("COLD_ORDER") if label not in rows]
-    if rows and missing:
-        lines += ["", "Not run yet: " + ", ".join(missing) + "."]
+    lines += _budget_note(rows, runs)
+    lines += _not_run_note(rows, "COLD_ORDER")
     bad = status_line(runs)
     if bad:
         lines += ["", f"Not finished: {bad}."]
@@ -543,6 +533,21 @@ def section_scaling(scaling: dict, sc: dict, plots_dir: Path, md_dir: Path) -> s
     if plot_scaling(sc, plots_dir / "scaling.png"):
         lines += ["", f"![scaling]({_rel(plots_dir / 'scaling.png', md_dir)})"]
     return "\n".join(lines) + "\n"
+
+
+def _budget_note(rows: dict, runs: list[dict]) -> list[str]:
+    """The † footnote of a table whose rows include runs stopped by their wall-time budget."""
+    if not any(r["budget"] for r in rows.values()):
+        return []
+    budgets = sorted({r.get("max_fit_s") for r in done(runs) if r.get("stopped_by_budget") and r.get("max_fit_s")})
+    return ["", "† stopped by the wall-time budget (" + ", ".join(f"{b:.0f} s" for b in budgets) + ") before early "
+                "stopping: not converged; tested with its best validation epoch so far."]
+
+
+def _not_run_note(rows: dict, order: str) -> list[str]:
+    """"Not run yet: ..." for the suite's labels of a part (``QUALITY_ORDER`` / ``COLD_ORDER``) without results."""
+    missing = [label for label in _suite_models(order) if label not in rows]
+    return ["", "Not run yet: " + ", ".join(missing) + "."] if rows and missing else []
 
 
 def _suite_models(name: str) -> list[str]:

@@ -28,7 +28,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -201,10 +200,9 @@ def part_fits(part: str, labels: list[str], seeds: list[int], args, work: Path, 
     """Train every label x seed to early stopping (reusing finished identical runs from any part).
 
     Seed-major order (every label once before any label twice). With ``--jobs N`` the runs go N at a time,
-    each child limited to ``--threads`` torch threads: their metrics are unaffected, but their wall times are
-    contended, so the speed part (whose ratios use wall time) always runs one at a time."""
+    each child limited to ``--threads`` torch threads. (``add_run``'s file lock also serialises the lanes'
+    writes: each call opens the lock file anew, and flock excludes other open files in the same process.)"""
     note_invocation(part, jobs=args.jobs, threads=args.threads, models=labels)
-    lock = threading.Lock()
     todo = []
     for seed in seeds:
         for label in labels:
@@ -224,8 +222,7 @@ def part_fits(part: str, labels: list[str], seeds: list[int], args, work: Path, 
         spec, seed = item
         record = run_spec(spec, work, args.timeout, threads=args.threads)
         record["seed"] = seed
-        with lock:
-            add_run(part, record)
+        add_run(part, record)
 
     if args.jobs <= 1:
         for item in todo:

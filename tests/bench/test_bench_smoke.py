@@ -138,3 +138,24 @@ def test_add_run_keeps_every_record_when_processes_write_at_once(tmp_path):
         assert proc.exitcode == 0
     keys = {r["key"] for r in json.loads((tmp_path / "quality.json").read_text())["runs"]}
     assert keys == {f"k{i}" for start in (0, 100, 200) for i in range(start, start + 25)}
+
+
+def test_add_run_keeps_every_record_when_threads_of_one_process_write_at_once(tmp_path, monkeypatch):
+    """The --jobs lanes are threads of one bench/run.py: add_run's file lock must exclude them too."""
+    import threading
+
+    import run
+
+    monkeypatch.setattr(run, "RESULTS", Path(tmp_path))
+
+    def many(start):
+        for i in range(start, start + 25):
+            run.add_run("quality", {"key": f"k{i}", "label": "x", "status": "done"})
+
+    threads = [threading.Thread(target=many, args=(start,)) for start in (0, 100, 200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    keys = {r["key"] for r in json.loads((tmp_path / "quality.json").read_text())["runs"]}
+    assert keys == {f"k{i}" for start in (0, 100, 200) for i in range(start, start + 25)}
