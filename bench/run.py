@@ -41,7 +41,9 @@ SEEDS = [2020, 2021, 2022]
 PMMREC = {
     "PMMRec": {},
     "PMMRec text-only": {"modalities": ["text"]},
-    "PMMRec image-only": {"modalities": ["image"]},
+    # 19 movies have no poster: they keep a zero item vector (counted in the run's log), so that image-only is
+    # ranked over the same candidates as every other model
+    "PMMRec image-only": {"modalities": ["image"], "contentless_items": "zero"},
     "PMMRec w/o NICL": {"w_nicl": 0.0},
     "PMMRec w/o NID": {"w_nid": 0.0},
     "PMMRec w/o RCL": {"w_rcl": 0.0},

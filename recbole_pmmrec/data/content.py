@@ -11,7 +11,8 @@ order.
 * Image of an item: ``<image_dir>/<token>.<ext>``, checked from the file header at load time
   (missing, empty, corrupt, oversized). ``image_batch`` decodes on demand; a file that fails to
   decode then is counted and its ``has_image`` flag turned off.
-* An item with neither text nor image is an error (PMMRecDataError naming the items).
+* An item with neither text nor image is an error (PMMRecDataError naming the items), or with
+  ``contentless="zero"`` a counted fallback (``no_content_zero_vector``): a zero item vector.
 """
 
 from __future__ import annotations
@@ -194,6 +195,7 @@ class ItemContent:
         check_images: bool = True,
         separator: str = TEXT_SEPARATOR,
         name: str = "",
+        contentless: str = "error",
     ) -> None:
         self.item_tokens = [str(t) for t in item_tokens]
         self.n_items = n = len(self.item_tokens)
@@ -223,7 +225,7 @@ class ItemContent:
         self._image_stats: list = []
         if self.use_image:
             self._find_images(check_images)
-        self._check_coverage()
+        self._check_coverage(contentless)
         self._log_fallbacks()
 
     # -- construction ----------------------------------------------------------------------------
@@ -293,16 +295,28 @@ class ItemContent:
             has[iid] = True
         self.has_image = torch.from_numpy(has)
 
-    def _check_coverage(self) -> None:
+    def _check_coverage(self, contentless: str = "error") -> None:
+        """An item with none of the modalities in use is an error, or with ``contentless="zero"`` a counted,
+        logged fallback: the item tower gives it a zero vector (it scores 0 for every user)."""
+        if contentless not in ("error", "zero"):
+            raise PMMRecConfigError(f"contentless_items={contentless!r}: use 'error' or 'zero'")
         lacking = ~(self.has_text | self.has_image)
         lacking[0] = False
-        if bool(lacking.any()):
-            bad = [self.item_tokens[i] for i in torch.nonzero(lacking).flatten()[:10].tolist()]
-            have = " or ".join(m for m, on in (("text", self.use_text), ("an image", self.use_image)) if on)
-            raise PMMRecDataError(
-                f"{int(lacking.sum())} item(s) of {self.name or 'the dataset'} have neither text nor image "
-                f"(they need {have}), e.g. {bad}; add their text/image, or filter them out of the atomic files"
-            )
+        if not bool(lacking.any()):
+            return
+        bad = [self.item_tokens[i] for i in torch.nonzero(lacking).flatten()[:10].tolist()]
+        have = " or ".join(m for m, on in (("text", self.use_text), ("an image", self.use_image)) if on)
+        if contentless == "zero":
+            self.fallbacks["no_content_zero_vector"] += int(lacking.sum())
+            logger.warning("%d item(s) of %s have neither text nor image (they need %s), e.g. %s; "
+                           "contentless_items=zero: they get a zero item vector", int(lacking.sum()),
+                           self.name or "the dataset", have, bad)
+            return
+        raise PMMRecDataError(
+            f"{int(lacking.sum())} item(s) of {self.name or 'the dataset'} have neither text nor image "
+            f"(they need {have}), e.g. {bad}; add their text/image, filter them out of the atomic files, "
+            f"or set contentless_items: zero to give them a zero item vector"
+        )
 
     def _log_fallbacks(self) -> None:
         if self.fallbacks:

@@ -84,7 +84,8 @@ class PMMRecDataset(SplitVariantsMixin, SequentialDataset):
             item_tokens, item_file if text_fields else None, text_fields,
             encoders["text"].tokenize if "text" in encoders else None,
             item_field=self.iid_field, lowercase=bool(config["text_lowercase"]),
-            image_dir=image_dir, image_size=int(config["image_size"] or 224), name=self.dataset_name)
+            image_dir=image_dir, image_size=int(config["image_size"] or 224), name=self.dataset_name,
+            contentless=str(config["contentless_items"] or "error"))
 
         features = {"content": content, "encoders": encoders, "has_text": content.has_text,
                     "has_image": content.has_image}

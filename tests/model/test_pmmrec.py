@@ -152,3 +152,29 @@ def test_optimizer_groups_give_encoder_blocks_their_own_rate(synth, pmmrec_confi
     encoder_params = {id(p) for p in groups["encoders"]["params"]}
     top = model.item_tower.text_encoder.backbone.top
     assert encoder_params == {id(p) for p in top.parameters()}
+
+
+@pytest.mark.parametrize("modalities", [["image"], ["text", "image"]])
+def test_contentless_items_zero_fallback_is_counted_and_gives_zero_vectors(tmp_path, pmmrec_config, modalities):
+    from recbole_pmmrec.errors import PMMRecDataError
+    from recbole_pmmrec.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "bare", "bare", n_users=30, n_items=30, seed=1)
+    item_file = data.folder / "bare.item"
+    lines = item_file.read_text().splitlines()
+    lines[2] = lines[2].split("\t")[0] + "\t\t"  # item 2: no text ...
+    item_file.write_text("\n".join(lines) + "\n")
+    (data.folder / "bare.images" / "2.png").unlink()  # ... and no image
+    with pytest.raises(PMMRecDataError, match=r"neither text nor image.*'2'.*contentless_items"):
+        build(data, pmmrec_config, modalities=modalities)
+    _, model, train, *_ = build(data, pmmrec_config, modalities=modalities, contentless_items="zero")
+    dataset = train._dataset
+    assert dataset.item_features["content"].fallbacks["no_content_zero_vector"] == 1
+    item2 = list(dataset.field2id_token["item_id"]).index("2")
+    model.eval()
+    with torch.no_grad():
+        vectors = model.item_tower(torch.arange(1, model.n_items)).vectors
+    assert torch.isfinite(vectors).all()
+    norms = vectors.norm(dim=1)
+    assert norms[item2 - 1] == 0 and (torch.cat([norms[:item2 - 1], norms[item2:]]) > 0).all()
+    assert torch.isfinite(model.calculate_loss(first_batch(train)))
