@@ -50,6 +50,11 @@ PMMREC = {
     # hyper-parameter checks outside the table (run with --models)
     "PMMRec mlp": {"projection": "mlp"},
     "PMMRec text-only mlp": {"modalities": ["text"], "projection": "mlp"},
+    "PMMRec text-only stride 10": {"modalities": ["text"], "train_window_stride": 10},
+    "PMMRec text-only stride 5": {"modalities": ["text"], "train_window_stride": 5},
+    "PMMRec text-only CE": {"modalities": ["text"], "loss_type": "CE"},
+    "PMMRec stride 5": {"train_window_stride": 5},
+    "PMMRec CE": {"loss_type": "CE"},
 }
 BASELINES = {
     "SASRec": {},

@@ -4,6 +4,8 @@
   ``MAX_ITEM_LIST_LENGTH``): with every position of ``history + target`` supervised, these windows cover
   each training interaction exactly once, like RecBole's one-row-per-prefix rows, with ~L times fewer
   sequences. A user with at most L+1 training items has a single window (the paper's setting).
+  ``train_window_stride`` S < L keeps one window per S interactions instead: the windows overlap, each
+  target is supervised about L/S times with more context (data augmentation, L/S times the compute).
 * ``few_shot_ratio``: keep the training rows of a random fraction of users; validation and test users
   stay the same (for learning curves over the target's data size).
 * ``cold_item_ratio``: hold out a random fraction of items from training: their interactions leave
@@ -87,19 +89,21 @@ def drop_items(windows: dict, counts: torch.Tensor, dataset, drop: torch.Tensor)
     return out, new_counts
 
 
-def chunk_rows(feat: Interaction, dataset) -> torch.Tensor:
-    """Indices of the training rows whose windows cover every training interaction of a user once.
+def chunk_rows(feat: Interaction, dataset, stride: int | None = None) -> torch.Tensor:
+    """Indices of the training rows whose windows cover every training interaction of a user once
+    (``stride`` = L, the default), or overlap (``stride`` < L: one window per ``stride`` targets).
 
     A user's prefix rows are in time order; the row of the last target covers the last L+1 items, the row L
-    targets earlier the L before, and so on. (RecBole's sorts are stable, so equal timestamps keep file
-    order.)"""
+    (``stride``) targets earlier the L before, and so on. (RecBole's sorts are stable, so equal timestamps keep
+    file order.)"""
+    stride = dataset.max_item_list_len if stride is None else int(stride)
     uids = feat[dataset.uid_field].numpy()
     order = np.argsort(uids, kind="stable")
     sorted_uids = uids[order]
     starts = np.r_[0, np.flatnonzero(sorted_uids[1:] != sorted_uids[:-1]) + 1]
     sizes = np.diff(np.r_[starts, len(uids)])
     rank_from_end = np.concatenate([np.arange(size - 1, -1, -1) for size in sizes]) if len(sizes) else np.array([])
-    keep = order[rank_from_end % dataset.max_item_list_len == 0]
+    keep = order[rank_from_end % stride == 0]
     return torch.from_numpy(np.sort(keep))
 
 
@@ -119,9 +123,15 @@ class SplitVariantsMixin:
             n_cold = int(round(cold_ratio * (self.item_num - 1)))
             self.cold_items[1 + rng.choice(self.item_num - 1, size=n_cold, replace=False)] = True
         window = bool(config["train_window"])
+        stride = self.max_item_list_len
+        if config["train_window_stride"] is not None:
+            stride = int(config["train_window_stride"])
+            if not 1 <= stride <= self.max_item_list_len:
+                raise PMMRecConfigError(f"train_window_stride={stride}: must be in [1, MAX_ITEM_LIST_LENGTH="
+                                        f"{self.max_item_list_len}]")
         feat = train.inter_feat
-        if window:  # one window per L training interactions of a user, every position supervised
-            feat = feat[chunk_rows(feat, self)]
+        if window:  # one window per L (stride) training interactions of a user, every position supervised
+            feat = feat[chunk_rows(feat, self, stride)]
         if cold_ratio > 0:
             before = len(feat)
             windows, counts = to_windows(feat, self)
@@ -141,19 +151,23 @@ class SplitVariantsMixin:
             logger.info("few-shot split: training rows of %d of %d users kept", len(kept), len(users))
         if feat is not train.inter_feat:
             train = train.copy(feat)
-        self.train_item_counts = self._train_item_counts(train.inter_feat, window)
+        self.train_item_counts = self._train_item_counts(train.inter_feat, window, stride)
         for split in (train, valid, test):  # the split copies were made before these were set
             split.cold_items, split.train_item_counts = self.cold_items, self.train_item_counts
         return [train, valid, test]
 
-    def _train_item_counts(self, feat: Interaction, window: bool) -> torch.Tensor:
+    def _train_item_counts(self, feat: Interaction, window: bool, stride: int | None = None) -> torch.Tensor:
         """(item_num,) training interactions per item: every target, plus the history items that are no
-        other row's target (windows: all but a truncated window's first item; prefix rows: first items)."""
+        other row's target. Windows: the last ``stride`` - 1 history items (a user's earliest window is shorter
+        all of it), so overlapping windows count each interaction once; prefix rows: first items."""
         history, lengths = feat[self.item_id_list_field], feat[self.item_list_length_field]
         if window:
-            from_start = (lengths < self.max_item_list_len)[:, None]  # a user's earliest window
-            first = torch.arange(history.shape[1])[None, :] == 0
-            extra = history[(history > 0) & (~first | from_start)]
+            stride = self.max_item_list_len if stride is None else stride
+            new = torch.arange(history.shape[1])[None, :] >= (lengths - stride + 1)[:, None]
+            uids, rows = feat[self.uid_field], torch.arange(len(lengths))
+            first = torch.full((int(uids.max()) + 1 if len(uids) else 0,), len(lengths)).scatter_reduce(0, uids, rows, reduce="amin")
+            earliest = (rows == first[uids])[:, None]  # a user's earliest window (rows are in time order): all new
+            extra = history[(history > 0) & (new | earliest)]
         else:
             extra = history[lengths == 1, 0]
         return torch.bincount(torch.cat([feat[self.iid_field], extra]), minlength=self.item_num)

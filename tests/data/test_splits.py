@@ -2,9 +2,11 @@
 
 from collections import Counter
 
+import pytest
 import torch
 
 from recbole_pmmrec.data.splits import PluginSequentialDataset
+from recbole_pmmrec.errors import PMMRecConfigError
 from recbole_pmmrec.quick_start import load_config
 
 
@@ -34,6 +36,36 @@ def test_windows_supervise_every_training_interaction_exactly_once(tmp_path, qui
     assert len(window_train.inter_feat) < len(prefix_train.inter_feat) / 4
     assert torch.equal(valid.inter_feat["item_id"], valid_w.inter_feat["item_id"])
     assert torch.equal(test.inter_feat["item_id_list"], test_w.inter_feat["item_id_list"])
+
+
+def best_context(feat):
+    """{(user, item): the longest history any window gives that target} (windowed rows)."""
+    out = {}
+    for user, history, length, target in zip(feat["user_id"].tolist(), feat["item_id_list"].tolist(),
+                                             feat["item_length"].tolist(), feat["item_id"].tolist()):
+        for context, item in enumerate(history[1:length] + [target], start=1):
+            out[(user, item)] = max(out.get((user, item), 0), context)
+    return out
+
+
+def test_overlapping_windows_cover_every_target_with_more_context_and_count_it_once(tmp_path, quick_config):
+    from recbole_pmmrec.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path, "long", n_users=20, n_items=50, min_len=5, max_len=35, seed=4)
+    prefix, _ = built(data, quick_config, MAX_ITEM_LIST_LENGTH=8)
+    base, (chunks, *_) = built(data, quick_config, MAX_ITEM_LIST_LENGTH=8, train_window=True)
+    over, (windows, *_) = built(data, quick_config, MAX_ITEM_LIST_LENGTH=8, train_window=True, train_window_stride=3)
+    assert set(targets_per_user(windows.inter_feat, True)) == set(targets_per_user(chunks.inter_feat, True))
+    assert 2 * len(chunks.inter_feat) < len(windows.inter_feat) <= 3 * len(chunks.inter_feat)
+    best, before = best_context(windows.inter_feat), best_context(chunks.inter_feat)
+    # chunks give a target 1..L items of context; windows every S targets give it >= L - S + 1 (after a user's
+    # first items)
+    assert sum(best.values()) / len(best) > sum(before.values()) / len(before) + 1
+    assert sum(c >= 6 for c in best.values()) > sum(c >= 6 for c in before.values())
+    for windowed in (base, over):  # each training interaction counted once, as from RecBole's prefix rows
+        assert torch.equal(windowed.train_item_counts, prefix.train_item_counts)
+    with pytest.raises(PMMRecConfigError, match="train_window_stride=9"):
+        built(data, quick_config, MAX_ITEM_LIST_LENGTH=8, train_window=True, train_window_stride=9)
 
 
 def test_few_shot_keeps_a_fraction_of_training_users_and_all_eval_users(synth, quick_config):
