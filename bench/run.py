@@ -193,6 +193,21 @@ def locked(part: str):
         yield
 
 
+@contextlib.contextmanager
+def claimed(work: Path, key: str):
+    """Yields True while this process holds run ``key`` (a non-blocking lock on ``runs/<key>.lock``), False when
+    another process (a second ``bench/run.py`` lane) is running it already."""
+    runs = work / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    with open(runs / f"{key}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 def note_invocation(part: str, **info) -> None:
     """Record this invocation (date, threads, ...) under the part's ``meta["lanes"]``; the report reads it."""
     with locked(part):
@@ -227,9 +242,18 @@ def part_fits(part: str, labels: list[str], seeds: list[int], args, work: Path, 
 
     def one(item):
         spec, seed = item
-        record = run_spec(spec, work, args.timeout, threads=args.threads)
-        record["seed"] = seed
-        add_run(part, record)
+        key = run_key(spec, with_tag=False)
+        with claimed(work, key) as mine:
+            if not mine:
+                print(f"[bench] {spec['label']} seed {seed}: another process is running {key}; skipped", flush=True)
+                return
+            done = None if args.fresh else find_done(key)
+            if done is not None:  # finished by another lane while this one waited
+                add_run(part, dict(done, label=spec["label"]))
+                return
+            record = run_spec(spec, work, args.timeout, threads=args.threads)
+            record["seed"] = seed
+            add_run(part, record)
 
     if args.jobs <= 1:
         for item in todo:

@@ -159,3 +159,14 @@ def test_add_run_keeps_every_record_when_threads_of_one_process_write_at_once(tm
         t.join(60)
     keys = {r["key"] for r in json.loads((tmp_path / "quality.json").read_text())["runs"]}
     assert keys == {f"k{i}" for start in (0, 100, 200) for i in range(start, start + 25)}
+
+
+def test_a_run_key_is_claimed_by_one_process_at_a_time(tmp_path):
+    """Two bench/run.py lanes asked for the same run: the second skips it instead of running it twice."""
+    import run
+
+    with run.claimed(tmp_path, "abc") as first:
+        with run.claimed(tmp_path, "abc") as second, run.claimed(tmp_path, "other") as third:
+            assert first and not second and third
+    with run.claimed(tmp_path, "abc") as again:
+        assert again  # released when the first holder is done
