@@ -405,11 +405,45 @@ def section_coldstart(cold: dict) -> str:
     if not rows:
         lines.append("| (not run yet) | | | | | | | | |")
     lines += _budget_note(rows, runs)
+    lines += _cold_diagnosis(runs)
     lines += _not_run_note(rows, "COLD_ORDER")
     bad = status_line(runs)
     if bad:
         lines += ["", f"Not finished: {bad}."]
     return "\n".join(lines) + "\n"
+
+
+def _cold_diagnosis(runs: list[dict]) -> list[str]:
+    """Median target ranks and popularity-matched mean scores of cold vs warm items (runs that recorded them)."""
+    by = {label: [r["test"]["diagnosis"] for r in rs if "diagnosis" in r.get("test", {})]
+          for label, rs in by_label(done(runs)).items()}
+    by = {label: ds for label, ds in by.items() if ds}
+    if not by:
+        return []
+    mean = lambda xs: statistics.fmean(xs) if xs else None  # noqa: E731
+    buckets = [(b["lo"], b["hi"]) for b in next(iter(by.values()))[0]["buckets"]]
+    names = [f"{lo}-{hi - 1}" if hi < 10**9 else f">= {lo}" for lo, hi in buckets]
+    lines = ["", "Why cold targets rank lower (`bench/worker.py`, `cold_diagnosis`; mean over the runs that recorded it): "
+             "median 0-based rank of the test targets, the targets' median popularity (interactions in the whole "
+             "data set), and the mean score of cold vs warm items within popularity buckets (over every test "
+             "row where the item is a candidate). Where warm items of the same popularity score higher than cold "
+             "ones, the model has fitted the warm items' own popularity from their content during training, "
+             "which it cannot do for an item it never trained on.", "",
+             "| model | runs | median rank cold / warm | target popularity cold / warm | "
+             + " | ".join(f"score cold / warm, popularity {n}" for n in names) + " |",
+             "|---|---|---|---|" + "---|" * len(names)]
+    for label, ds in by.items():
+        cells = []
+        for i in range(len(buckets)):
+            c = mean([d["buckets"][i]["score_cold"] for d in ds if d["buckets"][i]["score_cold"] is not None])
+            w = mean([d["buckets"][i]["score_warm"] for d in ds if d["buckets"][i]["score_warm"] is not None])
+            n = round(mean([d["buckets"][i]["n_cold"] for d in ds]))
+            cells.append(f"{fmt(c, 3)} / {fmt(w, 3)} ({n} cold)")
+        lines.append(f"| {label} | {len(ds)} | {mean([d['median_rank']['cold'] for d in ds]):.0f} / "
+                     f"{mean([d['median_rank']['warm'] for d in ds]):.0f} | "
+                     f"{mean([d['target_popularity_median']['cold'] for d in ds]):.0f} / "
+                     f"{mean([d['target_popularity_median']['warm'] for d in ds]):.0f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:

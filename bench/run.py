@@ -54,6 +54,8 @@ PMMREC = {
     "PMMRec text-only stride 5": {"modalities": ["text"], "train_window_stride": 5},
     "PMMRec text-only CE": {"modalities": ["text"], "loss_type": "CE"},
     "PMMRec stride 5": {"train_window_stride": 5},
+    "PMMRec stride 10": {"train_window_stride": 10},
+    "PMMRec text-only CE stride 5": {"modalities": ["text"], "loss_type": "CE", "train_window_stride": 5},
     "PMMRec CE": {"loss_type": "CE"},
 }
 BASELINES = {

@@ -60,6 +60,8 @@ def target_ranks(trainer, eval_data):
 
     trainer.model.eval()
     ranks, targets = [], []
+    target_ranks.score_sum = target_ranks.score_n = None  # per-item score sum / count over the rows where the
+    # item is a candidate (not masked as history): the cold diagnosis
     with torch.no_grad():
         for batch in eval_data:
             _, scores, pos_u, pos_i = trainer._full_sort_batch_eval(batch)
@@ -68,7 +70,39 @@ def target_ranks(trainer, eval_data):
             lower_id = torch.arange(rows.shape[1])[None, :] < pos_i[:, None]
             ranks.append(((rows > target) | ((rows == target) & lower_id)).sum(dim=1))
             targets.append(pos_i)
+            ok = torch.isfinite(rows)
+            total, n = torch.where(ok, rows, torch.zeros(())).double().sum(dim=0), ok.sum(dim=0)
+            if target_ranks.score_sum is None:
+                target_ranks.score_sum, target_ranks.score_n = total, n
+            else:
+                target_ranks.score_sum += total
+                target_ranks.score_n += n
     return torch.cat(ranks), torch.cat(targets)
+
+
+POPULARITY_BUCKETS = ((1, 10), (10, 50), (50, 150), (150, 10**9))
+
+
+def cold_diagnosis(ranks, targets, cold_items, dataset) -> dict:
+    """Why cold targets rank where they do: median target rank and target popularity (all interactions of the
+    data set, so cold items have one too), and the mean score of cold vs warm items of similar popularity."""
+    import torch
+
+    pop = torch.bincount(dataset.inter_feat[dataset.iid_field], minlength=len(cold_items)).double()
+    cold = cold_items[targets]
+    mean_score = target_ranks.score_sum / target_ranks.score_n.clamp(min=1)
+    out = {"median_rank": {"cold": float(ranks[cold].double().median()), "warm": float(ranks[~cold].double().median())},
+           "target_popularity_median": {"cold": float(pop[targets[cold]].median()),
+                                        "warm": float(pop[targets[~cold]].median())},
+           "buckets": []}
+    for lo, hi in POPULARITY_BUCKETS:
+        m = (pop >= lo) & (pop < hi)
+        m[0] = False
+        c, w = m & cold_items, m & ~cold_items
+        out["buckets"].append({"lo": lo, "hi": hi, "n_cold": int(c.sum()), "n_warm": int(w.sum()),
+                               "score_cold": float(mean_score[c].mean()) if c.any() else None,
+                               "score_warm": float(mean_score[w].mean()) if w.any() else None})
+    return out
 
 
 def split_metrics(trainer, eval_data, dataset) -> dict:
@@ -79,6 +113,8 @@ def split_metrics(trainer, eval_data, dataset) -> dict:
     if cold_items is not None and bool(cold_items.any()):
         cold = cold_items[targets]
         out["cold"], out["warm"] = rank_metrics(ranks[cold]), rank_metrics(ranks[~cold])
+        if bool(cold.any()) and bool((~cold).any()):
+            out["diagnosis"] = cold_diagnosis(ranks, targets, cold_items, dataset)
     return out
 
 

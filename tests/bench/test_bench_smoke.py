@@ -49,7 +49,12 @@ def results(tmp_path):
     ]}
     quality = {"runs": [fit_run("PMMRec", None, [0.1], 1, 1, 1, seed=s, test=t) for s, t in ((1, 0.2), (2, 0.3))]
                + [fit_run("SASRec", None, [0.1], 1, 1, 1, test=0.2)]}
-    cold = {"runs": [fit_run("PMMRec", None, [0.1], 1, 1, 1, cold=(0.1, 0.3)),
+    diagnosed = fit_run("PMMRec", None, [0.1], 1, 1, 1, cold=(0.1, 0.3))
+    diagnosed["test"]["diagnosis"] = {
+        "median_rank": {"cold": 530.0, "warm": 152.0}, "target_popularity_median": {"cold": 66.0, "warm": 123.0},
+        "buckets": [{"lo": 1, "hi": 10, "n_cold": 60, "n_warm": 470, "score_cold": -0.571, "score_warm": -0.738},
+                    {"lo": 150, "hi": 10**9, "n_cold": 11, "n_warm": 190, "score_cold": -0.227, "score_warm": 0.073}]}
+    cold = {"runs": [diagnosed,
                      fit_run("SASRec", None, [0.1], 1, 1, 1, cold=(0.0, 0.3))]}
     scaling = {"runs": [{"label": f"s{i}", "status": "done", "n_inter": n, "n_items": n // 10, "n_train_rows": n // 20,
                          "epoch_s": [0.001 * n], "peak_rss_bytes": 10**8, "n_inter_target": n,
@@ -76,6 +81,7 @@ def test_report_sections_ratios_and_plots(results, tmp_path):
     assert "0.1250 vs 0.1000 (1.25x)" in text
     # cold start ratio 0.1 / 0.3
     assert "0.1000 / 0.3000 = 0.33" in text
+    assert "| PMMRec | 1 | 530 / 152 | 66 / 123 | -0.571 / -0.738 (60 cold) | -0.227 / 0.073 (11 cold) |" in text
     # scaling: epoch time exactly linear -> slope 1
     assert "**1.00**" in text
     # other sections survive, ours come before them, plots exist and are referenced
@@ -115,6 +121,19 @@ def test_rank_metrics_and_tie_breaking():
     ranks, targets = worker.target_ranks(FakeTrainer(), [None])
     # row 0: item 3 scores higher, item 1 ties with a lower id -> rank 2; row 1: item 4 higher, items 1, 2 tie
     assert ranks.tolist() == [2, 3] and targets.tolist() == [2, 3]
+
+    class FakeDataset:  # item 2 is cold; popularity (all interactions): items 1..4 have 1, 12, 60, 200
+        iid_field = "item_id"
+        inter_feat = {"item_id": torch.tensor([1] + [2] * 12 + [3] * 60 + [4] * 200)}
+
+    cold_items = torch.tensor([False, False, True, False, False])
+    d = worker.cold_diagnosis(ranks, targets, cold_items, FakeDataset())
+    assert d["median_rank"] == {"cold": 2.0, "warm": 3.0}
+    assert d["target_popularity_median"] == {"cold": 12.0, "warm": 60.0}
+    by_lo = {b["lo"]: b for b in d["buckets"]}
+    assert by_lo[10]["n_cold"] == 1 and by_lo[10]["score_cold"] == pytest.approx(0.35)  # mean of 0.5, 0.2
+    assert by_lo[150]["score_warm"] == pytest.approx(0.2) and by_lo[150]["score_cold"] is None
+    assert by_lo[1]["score_warm"] == pytest.approx(0.35)  # item 1 (history-masked nowhere here)
 
 
 def _add_many(results_dir, start, n):
