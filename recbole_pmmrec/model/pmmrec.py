@@ -165,7 +165,10 @@ class PMMRec(SequentialRecommender):
             ids = interaction["window"]  # (B, L+1)
         else:
             ids = next_item_window(item_seq, item_seq_len, interaction[self.POS_ITEM_ID])
-        uniq, inverse = torch.unique(ids, return_inverse=True)  # each item encoded once per batch
+        if self.loss_type == "CE":  # the softmax needs every item's vector: encode the catalogue once
+            uniq, inverse = torch.arange(self.n_items, device=ids.device), ids
+        else:
+            uniq, inverse = torch.unique(ids, return_inverse=True)  # each item encoded once per batch
         items = self.item_tower(uniq)
         slot_emb = items.vectors[inverse]  # (B, L+1, d)
         valid_in = ids[:, :-1] > 0
@@ -177,7 +180,7 @@ class PMMRec(SequentialRecommender):
             else:
                 loss = nip_loss(seq_out, slot_emb, ids, self.log_q if self.nip_debias else None)
         else:  # full-catalogue softmax at every valid position
-            logits = seq_out @ self.item_vectors().t()  # (B, L, n_items)
+            logits = seq_out @ items.vectors.t()  # (B, L, n_items)
             targets = ids[:, 1:]
             valid = valid_in & (targets > 0)
             loss = F.cross_entropy(logits[valid], targets[valid])

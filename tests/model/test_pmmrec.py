@@ -178,3 +178,19 @@ def test_contentless_items_zero_fallback_is_counted_and_gives_zero_vectors(tmp_p
     norms = vectors.norm(dim=1)
     assert norms[item2 - 1] == 0 and (torch.cat([norms[:item2 - 1], norms[item2:]]) > 0).all()
     assert torch.isfinite(model.calculate_loss(first_batch(train)))
+
+
+def test_ce_loss_is_the_full_catalogue_cross_entropy_at_every_position(synth, pmmrec_config):
+    import torch.nn.functional as F
+
+    _, model, train, *_ = build(synth, pmmrec_config, loss_type="CE", w_nicl=0, w_nid=0, w_rcl=0)
+    batch = first_batch(train)
+    model.eval()  # no dropout: the catalogue is encoded the same way in both computations
+    with torch.no_grad():
+        loss = model.calculate_loss(batch)
+        ids = batch["window"]
+        vecs = model.item_vectors()
+        out = model.user_encoder(vecs[ids[:, :-1]], ids[:, :-1] > 0)
+        valid = (ids[:, :-1] > 0) & (ids[:, 1:] > 0)
+        expected = F.cross_entropy((out @ vecs.t())[valid], ids[:, 1:][valid])
+    assert torch.allclose(loss, expected, atol=1e-5)
