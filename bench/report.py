@@ -663,7 +663,8 @@ def write_report(results_dir: Path, plots_dir: Path, markdown: Path) -> str:
     speed, quality, cold, scaling = (load(results_dir, p) for p in ("speed", "quality", "coldstart", "scaling"))
     sp, sc = speed_numbers(speed), scaling_numbers(scaling)
     q, cs = quality_table_rows(quality.get("runs", [])), quality_table_rows(cold.get("runs", []))
-    meta = speed.get("meta") or quality.get("meta") or cold.get("meta") or scaling.get("meta") or {}
+    metas = [part.get("meta") or {} for part in (speed, quality, cold, scaling)]
+    meta = next((m for m in metas if m.get("cpus")), {})  # a part's meta can hold only its lanes' notes
     md_dir = markdown.parent
     bodies = {
         "intro": section_intro(meta),
