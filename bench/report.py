@@ -348,6 +348,12 @@ def section_targets(sp: dict, q: dict, cs: dict, sc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _quality_row(label: str, r: dict) -> str:
+    ep = ", ".join(f"{e} ({(b or 0) + 1})" for e, b in zip(r["epochs"], r["best_epoch"]))
+    mark = " †" if r["budget"] else ""
+    return f"| {label}{mark} | {r['n']} | {ep} | " + " | ".join(fmt_ms(r["test"][m]) for m in MAIN_METRICS) + " |"
+
+
 def section_quality(quality: dict, plots_dir: Path, md_dir: Path) -> str:
     runs = quality.get("runs", [])
     rows = quality_table_rows(runs)
@@ -359,13 +365,20 @@ def section_quality(quality: dict, plots_dir: Path, md_dir: Path) -> str:
              "RecBole's default hyper-parameters for the model and this plugin's protocol "
              "(`properties/overall.yaml`: CE loss, MAX_ITEM_LIST_LENGTH 20); FDSA uses the `genres` feature.", "",
              "| model | seeds | epochs (best) | Recall@10 | NDCG@10 | MRR@10 |", "|---|---|---|---|---|---|"]
-    for label, r in sorted(rows.items(), key=lambda kv: -mean_std(kv[1]["test"]["ndcg@10"])[0]):
-        ep = ", ".join(f"{e} ({(b or 0) + 1})" for e, b in zip(r["epochs"], r["best_epoch"]))
-        mark = " †" if r["budget"] else ""
-        lines.append(f"| {label}{mark} | {r['n']} | {ep} | " + " | ".join(fmt_ms(r["test"][m]) for m in MAIN_METRICS)
-                     + " |")
+    suite = set(_suite_models("QUALITY_ORDER"))
+    ranked = sorted(rows.items(), key=lambda kv: -mean_std(kv[1]["test"]["ndcg@10"])[0])
+    checks = [(label, r) for label, r in ranked if suite and label not in suite]
+    for label, r in ranked:
+        if (label, r) not in checks:
+            lines.append(_quality_row(label, r))
     if not rows:
         lines.append("| (not run yet) | | | | | |")
+    if checks:
+        lines += ["", "Settings checked outside the suite's list (`bench/run.py`'s `PMMREC` labels; each changes the "
+                      "keys its label names: `CE` = `loss_type: CE`, `stride S` = `train_window_stride: S`, "
+                      "`mlp` = `projection: mlp`), same protocol:", "",
+                  "| model | seeds | epochs (best) | Recall@10 | NDCG@10 | MRR@10 |", "|---|---|---|---|---|---|"]
+        lines += [_quality_row(label, r) for label, r in checks]
     lines += _budget_note(rows, runs)
     check = [(a, b) for r in rows.values() for a, b in zip(r["test"]["ndcg@10"], r["test_recbole"]) if b is not None]
     if check:

@@ -48,7 +48,7 @@ def results(tmp_path):
         {"label": "w", "tag": "build_warm", "status": "done", "data_s": 10.0, "peak_rss_bytes": 1},
     ]}
     quality = {"runs": [fit_run("PMMRec", None, [0.1], 1, 1, 1, seed=s, test=t) for s, t in ((1, 0.2), (2, 0.3))]
-               + [fit_run("SASRec", None, [0.1], 1, 1, 1, test=0.2)]}
+               + [fit_run("SASRec", None, [0.1], 1, 1, 1, test=0.2), fit_run("PMMRec CE", None, [0.1], 1, 1, 1, test=0.4)]}
     diagnosed = fit_run("PMMRec", None, [0.1], 1, 1, 1, cold=(0.1, 0.3))
     diagnosed["test"]["diagnosis"] = {
         "median_rank": {"cold": 530.0, "warm": 152.0}, "target_popularity_median": {"cold": 66.0, "warm": 123.0},
@@ -79,6 +79,9 @@ def test_report_sections_ratios_and_plots(results, tmp_path):
     # quality: mean and sample std over two seeds; targets table compares with SASRec
     assert "0.1250 ± 0.0354" in text  # ndcg@10 = recall/2 over (0.2, 0.3)
     assert "0.1250 vs 0.1000 (1.25x)" in text
+    # a label outside the suite's list goes to the second table, even when it scores best
+    checks = text.index("Settings checked outside the suite's list")
+    assert text.index("| SASRec | 1 |") < checks < text.index("| PMMRec CE | 1 |")
     # cold start ratio 0.1 / 0.3
     assert "0.1000 / 0.3000 = 0.33" in text
     assert "| PMMRec | 1 | 530 / 152 | 66 / 123 | -0.571 / -0.738 (60 cold) | -0.227 / 0.073 (11 cold) |" in text
