@@ -377,6 +377,35 @@ def part_scaling(args, work: Path) -> None:
         add_run("scaling", record)
 
 
+def part_salvage(args, work: Path) -> None:
+    """Test the best checkpoint a fit run left behind when ``--timeout`` killed it (``--key KEY``): its record
+    keeps its curve, gets the test metrics, and is marked stopped by a budget (the report's †)."""
+    for part in ("quality", "coldstart"):
+        rec = next((r for r in load_results(part)["runs"] if r.get("key") == args.key), None)
+        if rec is not None:
+            break
+    else:
+        raise SystemExit(f"no run {args.key} in bench/results/quality.json or coldstart.json")
+    if rec.get("status") == "done":
+        raise SystemExit(f"run {args.key} ({rec.get('label')}) is done already")
+    checkpoint = rec.get("checkpoint")
+    if not checkpoint or not Path(checkpoint).exists():
+        raise SystemExit(f"run {args.key} left no checkpoint ({checkpoint}); rerun it with --max-fit-s instead")
+    spec = dict(rec["spec"], mode="test", checkpoint=checkpoint, tag="salvage")
+    spec.pop("max_fit_s", None)
+    tested = run_spec(spec, work, args.timeout, threads=args.threads)
+    if tested.get("status") != "done":
+        raise SystemExit(f"testing {checkpoint} failed: {tested.get('error', '')[:500]}")
+    scored = [p for p in rec.get("curve", []) if "score" in p]
+    best = max(scored, key=lambda p: p["score"])
+    rec.update(status="done", stopped_by_budget=True, stopped_by="timeout", fit_s=scored[-1]["wall_s"],
+               best_valid={"epoch": best["epoch"], "score": best["score"], "wall_s": best["wall_s"]},
+               **{k: tested[k] for k in ("test", "test_recbole", "test_eval_s")})
+    rec["max_fit_s"] = rec.get("timeout_s")
+    add_run(part, rec)
+    print(f"[bench] {rec.get('label')}: tested the checkpoint of epoch {best['epoch']} (its best validation)")
+
+
 def part_report(args, work: Path) -> None:
     sys.path.insert(0, str(REPO / "bench"))
     import report
@@ -386,7 +415,7 @@ def part_report(args, work: Path) -> None:
 
 
 PARTS = {"speed": part_speed, "quality": part_quality, "coldstart": part_coldstart, "scaling": part_scaling,
-         "report": part_report}
+         "salvage": part_salvage, "report": part_report}
 
 
 def parse_args(argv=None):
@@ -416,6 +445,7 @@ def parse_args(argv=None):
                     help="torch threads per run (default: torch's own). With 1, two bench/run.py processes can share a "
                          "2-core machine, one core each (every run of a comparison should then use 1)")
     ap.add_argument("--fresh", action="store_true", help="rerun runs that already finished")
+    ap.add_argument("--key", help="salvage: the run key (bench/results) of a fit run killed by --timeout")
     ap.add_argument("--max-fit-s", type=float, default=None,
                     help="training + validation wall-time budget per run; a run over it stops at the next epoch "
                          "boundary and is tested with its best checkpoint (marked in the report)")
