@@ -57,6 +57,7 @@ PMMREC = {
     "PMMRec stride 10": {"train_window_stride": 10},
     "PMMRec text-only CE stride 5": {"modalities": ["text"], "loss_type": "CE", "train_window_stride": 5},
     "PMMRec CE": {"loss_type": "CE"},
+    "PMMRec text-only w/o RCL": {"modalities": ["text"], "w_rcl": 0.0},
 }
 BASELINES = {
     "SASRec": {},
