@@ -368,9 +368,7 @@ def section_quality(quality: dict, plots_dir: Path, md_dir: Path) -> str:
     suite = set(_suite_models("QUALITY_ORDER"))
     ranked = sorted(rows.items(), key=lambda kv: -mean_std(kv[1]["test"]["ndcg@10"])[0])
     checks = [(label, r) for label, r in ranked if suite and label not in suite]
-    for label, r in ranked:
-        if (label, r) not in checks:
-            lines.append(_quality_row(label, r))
+    lines += [_quality_row(label, r) for label, r in ranked if not suite or label in suite]
     if not rows:
         lines.append("| (not run yet) | | | | | |")
     if checks:

@@ -55,13 +55,14 @@ def rank_metrics(ranks, ks=KS) -> dict:
 def target_ranks(trainer, eval_data):
     """0-based rank of each evaluation row's target under the trainer's own full-ranking scores (history
     items and padding masked as RecBole does). Ties are broken by item id, lower first (as a stable
-    descending sort, and in practice RecBole's ``torch.topk``, orders them). Returns (ranks, targets)."""
+    descending sort, and in practice RecBole's ``torch.topk``, orders them). Returns (ranks, targets,
+    mean_scores): ``mean_scores`` (n_items,) is each item's mean score over the rows where it is a candidate
+    (not masked as history), for the cold diagnosis."""
     import torch
 
     trainer.model.eval()
     ranks, targets = [], []
-    target_ranks.score_sum = target_ranks.score_n = None  # per-item score sum / count over the rows where the
-    # item is a candidate (not masked as history): the cold diagnosis
+    score_sum = score_n = 0
     with torch.no_grad():
         for batch in eval_data:
             _, scores, pos_u, pos_i = trainer._full_sort_batch_eval(batch)
@@ -71,26 +72,21 @@ def target_ranks(trainer, eval_data):
             ranks.append(((rows > target) | ((rows == target) & lower_id)).sum(dim=1))
             targets.append(pos_i)
             ok = torch.isfinite(rows)
-            total, n = torch.where(ok, rows, torch.zeros(())).double().sum(dim=0), ok.sum(dim=0)
-            if target_ranks.score_sum is None:
-                target_ranks.score_sum, target_ranks.score_n = total, n
-            else:
-                target_ranks.score_sum += total
-                target_ranks.score_n += n
-    return torch.cat(ranks), torch.cat(targets)
+            score_sum = score_sum + torch.where(ok, rows, torch.zeros(())).double().sum(dim=0)
+            score_n = score_n + ok.sum(dim=0)
+    return torch.cat(ranks), torch.cat(targets), score_sum / score_n.clamp(min=1)
 
 
 POPULARITY_BUCKETS = ((1, 10), (10, 50), (50, 150), (150, 10**9))
 
 
-def cold_diagnosis(ranks, targets, cold_items, dataset) -> dict:
+def cold_diagnosis(ranks, targets, mean_score, cold_items, dataset) -> dict:
     """Why cold targets rank where they do: median target rank and target popularity (all interactions of the
     data set, so cold items have one too), and the mean score of cold vs warm items of similar popularity."""
     import torch
 
     pop = torch.bincount(dataset.inter_feat[dataset.iid_field], minlength=len(cold_items)).double()
     cold = cold_items[targets]
-    mean_score = target_ranks.score_sum / target_ranks.score_n.clamp(min=1)
     out = {"median_rank": {"cold": float(ranks[cold].double().median()), "warm": float(ranks[~cold].double().median())},
            "target_popularity_median": {"cold": float(pop[targets[cold]].median()),
                                         "warm": float(pop[targets[~cold]].median())},
@@ -107,14 +103,14 @@ def cold_diagnosis(ranks, targets, cold_items, dataset) -> dict:
 
 def split_metrics(trainer, eval_data, dataset) -> dict:
     """Test metrics for all rows, rows whose target is a cold item, and the rest."""
-    ranks, targets = target_ranks(trainer, eval_data)
+    ranks, targets, mean_score = target_ranks(trainer, eval_data)
     cold_items = getattr(dataset, "cold_items", None)
     out = {"all": rank_metrics(ranks)}
     if cold_items is not None and bool(cold_items.any()):
         cold = cold_items[targets]
         out["cold"], out["warm"] = rank_metrics(ranks[cold]), rank_metrics(ranks[~cold])
         if bool(cold.any()) and bool((~cold).any()):
-            out["diagnosis"] = cold_diagnosis(ranks, targets, cold_items, dataset)
+            out["diagnosis"] = cold_diagnosis(ranks, targets, mean_score, cold_items, dataset)
     return out
 
 

@@ -89,14 +89,13 @@ def drop_items(windows: dict, counts: torch.Tensor, dataset, drop: torch.Tensor)
     return out, new_counts
 
 
-def chunk_rows(feat: Interaction, dataset, stride: int | None = None) -> torch.Tensor:
+def chunk_rows(feat: Interaction, dataset, stride: int) -> torch.Tensor:
     """Indices of the training rows whose windows cover every training interaction of a user once
     (``stride`` = L, the default), or overlap (``stride`` < L: one window per ``stride`` targets).
 
     A user's prefix rows are in time order; the row of the last target covers the last L+1 items, the row L
     (``stride``) targets earlier the L before, and so on. (RecBole's sorts are stable, so equal timestamps keep
     file order.)"""
-    stride = dataset.max_item_list_len if stride is None else int(stride)
     uids = feat[dataset.uid_field].numpy()
     order = np.argsort(uids, kind="stable")
     sorted_uids = uids[order]
@@ -156,16 +155,16 @@ class SplitVariantsMixin:
             split.cold_items, split.train_item_counts = self.cold_items, self.train_item_counts
         return [train, valid, test]
 
-    def _train_item_counts(self, feat: Interaction, window: bool, stride: int | None = None) -> torch.Tensor:
+    def _train_item_counts(self, feat: Interaction, window: bool, stride: int) -> torch.Tensor:
         """(item_num,) training interactions per item: every target, plus the history items that are no
-        other row's target. Windows: the last ``stride`` - 1 history items (a user's earliest window is shorter
-        all of it), so overlapping windows count each interaction once; prefix rows: first items."""
+        other row's target. Windows: the last ``stride`` - 1 history items of each window, and all of a user's
+        earliest window, so overlapping windows count each interaction once; prefix rows: first items."""
         history, lengths = feat[self.item_id_list_field], feat[self.item_list_length_field]
         if window:
-            stride = self.max_item_list_len if stride is None else stride
             new = torch.arange(history.shape[1])[None, :] >= (lengths - stride + 1)[:, None]
             uids, rows = feat[self.uid_field], torch.arange(len(lengths))
-            first = torch.full((int(uids.max()) + 1 if len(uids) else 0,), len(lengths)).scatter_reduce(0, uids, rows, reduce="amin")
+            first = torch.full((int(uids.max()) + 1 if len(uids) else 0,), len(lengths))
+            first = first.scatter_reduce(0, uids, rows, reduce="amin")  # each user's first row
             earliest = (rows == first[uids])[:, None]  # a user's earliest window (rows are in time order): all new
             extra = history[(history > 0) & (new | earliest)]
         else:

@@ -121,7 +121,7 @@ def test_rank_metrics_and_tie_breaking():
             scores = torch.tensor([[-math.inf, 0.5, 0.5, 0.9, 0.1], [-math.inf, 0.2, 0.2, 0.2, 0.3]])
             return None, scores, torch.tensor([0, 1]), torch.tensor([2, 3])
 
-    ranks, targets = worker.target_ranks(FakeTrainer(), [None])
+    ranks, targets, mean_score = worker.target_ranks(FakeTrainer(), [None])
     # row 0: item 3 scores higher, item 1 ties with a lower id -> rank 2; row 1: item 4 higher, items 1, 2 tie
     assert ranks.tolist() == [2, 3] and targets.tolist() == [2, 3]
 
@@ -130,7 +130,7 @@ def test_rank_metrics_and_tie_breaking():
         inter_feat = {"item_id": torch.tensor([1] + [2] * 12 + [3] * 60 + [4] * 200)}
 
     cold_items = torch.tensor([False, False, True, False, False])
-    d = worker.cold_diagnosis(ranks, targets, cold_items, FakeDataset())
+    d = worker.cold_diagnosis(ranks, targets, mean_score, cold_items, FakeDataset())
     assert d["median_rank"] == {"cold": 2.0, "warm": 3.0}
     assert d["target_popularity_median"] == {"cold": 12.0, "warm": 60.0}
     by_lo = {b["lo"]: b for b in d["buckets"]}
