@@ -58,6 +58,7 @@ PMMREC = {
     "PMMRec text-only CE stride 5": {"modalities": ["text"], "loss_type": "CE", "train_window_stride": 5},
     "PMMRec CE": {"loss_type": "CE"},
     "PMMRec text-only w/o RCL": {"modalities": ["text"], "w_rcl": 0.0},
+    "PMMRec w/o RCL stride 5": {"w_rcl": 0.0, "train_window_stride": 5},
 }
 BASELINES = {
     "SASRec": {},

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from recbole_pmmrec.data.dataloader import next_item_window
 from recbole_pmmrec.distributed import gather_rows, is_distributed
 from recbole_pmmrec.errors import PMMRecConfigError
+from recbole_pmmrec.model.fusion import fused_gelu
 from recbole_pmmrec.model.item_tower import ItemTower
 from recbole_pmmrec.model.losses import corrupt_window, nicl_loss, nid_loss, nip_loss, popularity_log_q, rcl_loss
 
@@ -52,6 +53,7 @@ class UserEncoder(nn.Module):
                                           inner_size=inner_size, hidden_dropout_prob=hidden_dropout,
                                           attn_dropout_prob=attn_dropout, hidden_act=hidden_act,
                                           layer_norm_eps=layer_norm_eps)
+        fused_gelu(self.encoder)
 
     def forward(self, item_vecs: Tensor, valid: Tensor) -> Tensor:
         """item_vecs (B, L, d), valid (B, L) bool -> outputs (B, L, d); position l sees positions <= l."""

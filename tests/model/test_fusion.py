@@ -132,3 +132,34 @@ def test_bad_config_is_named():
     with pytest.raises(PMMRecConfigError, match="hidden_act"):
         MergeAttentionFusion(8, 2, hidden_act="mish")
     assert MergeAttentionFusion(8, 2).inner_size == 32
+
+
+def test_fused_gelu_is_recboles_gelu_in_one_kernel():
+    """fused_gelu swaps RecBole's five-pass erf GELU for F.gelu: same outputs (to float rounding), other
+    activations untouched, in the merge layer and in the user encoder."""
+    import copy
+
+    import torch.nn.functional as F
+    from recbole.model.layers import FeedForward
+
+    from recbole_pmmrec.model.fusion import fused_gelu
+    from recbole_pmmrec.model.pmmrec import UserEncoder
+
+    torch.manual_seed(0)
+    fusion = MergeAttentionFusion(16, 2, dropout=0.0).eval()
+    users = UserEncoder(8, 16, 2, 2, 32, 0.0, 0.0, "gelu", 1e-12).eval()
+    for module in (fusion, users):
+        ffns = [m for m in module.modules() if isinstance(m, FeedForward)]
+        assert ffns and all(m.intermediate_act_fn is F.gelu for m in ffns)
+    reference = copy.deepcopy(fusion)
+    for m in reference.modules():
+        if isinstance(m, FeedForward):
+            m.intermediate_act_fn = m.gelu  # RecBole's own
+    text, image = torch.randn(5, 6, 16) * 3, torch.randn(5, 4, 16) * 3
+    mask = torch.rand(5, 6) > 0.3
+    assert torch.allclose(fusion(text, mask, image), reference(text, mask, image), atol=1e-6)
+
+    relu = FeedForward(16, 32, 0.0, "relu", 1e-12)
+    act = relu.intermediate_act_fn
+    fused_gelu(relu)
+    assert relu.intermediate_act_fn is act
