@@ -41,6 +41,36 @@ def test_cached_states_give_the_same_item_vectors_as_the_whole_encoder(synth, pm
         assert (getattr(a, part) - getattr(b, part)).abs().max() < 1e-4, part
 
 
+@pytest.mark.parametrize("train_layers", [0, 1])
+def test_item_tower_chunks_give_the_same_vectors_and_gradients_as_one_pass(synth, pmmrec_config, train_layers):
+    """``item_chunk_size`` is a speed knob only: chunked vectors and loss gradients equal a single pass."""
+    config, model, train, *_ = build(synth, pmmrec_config, text_train_layers=train_layers,
+                                     image_train_layers=train_layers, hidden_dropout_prob=0.0,
+                                     attn_dropout_prob=0.0, fusion_dropout=0.0, w_nid=0.0, w_rcl=0.0)
+    tower = model.item_tower
+    ids = torch.arange(1, model.n_items)
+    model.eval()
+    with torch.no_grad():
+        tower.chunk_items = ids.numel()
+        whole = tower(ids)
+        tower.chunk_items = 3  # many chunks of unequal text widths, the last one short
+        chunked = tower(ids)
+    assert ids.numel() > 3 * 3
+    for part in ("vectors", "text_vec", "image_vec", "has_text", "has_image"):
+        assert torch.allclose(getattr(whole, part).float(), getattr(chunked, part).float(), atol=1e-5), part
+
+    batch = first_batch(train)
+    grads = []
+    for chunk in (10**6, 3):
+        tower.chunk_items = chunk
+        model.zero_grad()
+        model.calculate_loss(batch).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and any("fusion" in n for n in grads[0])
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4), name
+
+
 def test_full_sort_predict_equals_predict_over_all_items(synth, pmmrec_config):
     _, model, _, _, test = build(synth, pmmrec_config)
     model.eval()
