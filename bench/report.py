@@ -374,7 +374,8 @@ def section_quality(quality: dict, plots_dir: Path, md_dir: Path) -> str:
     if checks:
         lines += ["", "Settings checked outside the suite's list (`bench/run.py`'s `PMMREC` labels; each changes the "
                       "keys its label names: `CE` = `loss_type: CE`, `stride S` = `train_window_stride: S`, "
-                      "`mlp` = `projection: mlp`), same protocol:", "",
+                      "`mlp` = `projection: mlp`, `dropout P` = `hidden_dropout_prob` and `attn_dropout_prob` P, "
+                      "`v0.1` = `w_rcl: 0.1`, the default until 2026-11-30), same protocol:", "",
                   "| model | seeds | epochs (best) | Recall@10 | NDCG@10 | MRR@10 |", "|---|---|---|---|---|---|"]
         lines += [_quality_row(label, r) for label, r in checks]
     lines += _budget_note(rows, runs)
