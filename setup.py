@@ -5,7 +5,7 @@ with open("README.md", encoding="utf-8") as fh:
 
 setup(
     name="recbole-pmmrec",
-    version="0.1.0",
+    version="0.2.0",
     description="PMMRec (pure multi-modality sequential recommendation) as a RecBole plugin",
     long_description=long_description,
     long_description_content_type="text/markdown",

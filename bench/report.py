@@ -523,7 +523,10 @@ def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
         c, e = tags[f"subset_cached{suffix}"], tags[f"subset_e2e{suffix}"]
         lines += [f"**Cached top-k against end_to_end** ({what}; few_shot_ratio "
                   f"{c['spec']['config'].get('few_shot_ratio')} of the training users = {c.get('n_train_rows')} "
-                  f"training windows; the faster of the first "
+                  f"training windows; "
+                  + (f"`w_rcl: {c['spec']['config']['w_rcl']}`, the default until 2026-11-30; "
+                     if c["spec"]["config"].get("w_rcl") else "")
+                  + f"the faster of the first "
                   f"{min(len(c['epoch_s']), len(e['epoch_s']))} epoch(s) of each): cached "
                   f"{sp[f'cached_epoch_s{suffix}']:.1f} s, end_to_end {sp[f'e2e_epoch_s{suffix}']:.1f} s per epoch, "
                   f"**{sp[f'cached_speedup{suffix}']:.1f}x** (peak RSS {fmt((c.get('peak_rss_bytes') or 0) / GB, 2)} "
