@@ -524,8 +524,7 @@ def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
         lines += [f"**Cached top-k against end_to_end** ({what}; few_shot_ratio "
                   f"{c['spec']['config'].get('few_shot_ratio')} of the training users = {c.get('n_train_rows')} "
                   f"training windows; "
-                  + (f"`w_rcl: {c['spec']['config']['w_rcl']}`, the default until 2026-11-30; "
-                     if c["spec"]["config"].get("w_rcl") else "")
+                  + _v01_note(c["spec"]["config"])
                   + f"the faster of the first "
                   f"{min(len(c['epoch_s']), len(e['epoch_s']))} epoch(s) of each): cached "
                   f"{sp[f'cached_epoch_s{suffix}']:.1f} s, end_to_end {sp[f'e2e_epoch_s{suffix}']:.1f} s per epoch, "
@@ -601,11 +600,22 @@ def _not_run_note(rows: dict, order: str) -> list[str]:
 
 def _suite_models(name: str) -> list[str]:
     """The model labels ``bench/run.py`` runs in a part (``QUALITY_ORDER`` / ``COLD_ORDER``)."""
+    return list(_run_attr(name, []))
+
+
+def _run_attr(name: str, default):
+    """``bench/run.py``'s ``name`` (``default`` when it cannot be imported)."""
     try:
         import run
     except ImportError:
-        return []
-    return list(getattr(run, name, []))
+        return default
+    return getattr(run, name, default)
+
+
+def _v01_note(config: dict) -> str:
+    """"`w_rcl: 0.1`, the default until 2026-11-30; " for a run made with ``run.V01``'s old defaults."""
+    old = {k: v for k, v in _run_attr("V01", {}).items() if config.get(k) == v}
+    return ", ".join(f"`{k}: {v}`" for k, v in old.items()) + ", the default until 2026-11-30; " if old else ""
 
 
 def _lanes_text(speed: dict) -> str:
