@@ -1,11 +1,16 @@
+import re
+
 from setuptools import find_packages, setup
 
 with open("README.md", encoding="utf-8") as fh:
     long_description = fh.read()
+# one version, in the package (importing it would need recbole installed first)
+with open("recbole_pmmrec/__init__.py", encoding="utf-8") as fh:
+    version = re.search(r'^__version__ = "([^"]+)"', fh.read(), re.M).group(1)
 
 setup(
     name="recbole-pmmrec",
-    version="0.2.0",
+    version=version,
     description="PMMRec (pure multi-modality sequential recommendation) as a RecBole plugin",
     long_description=long_description,
     long_description_content_type="text/markdown",
