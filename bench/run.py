@@ -49,6 +49,9 @@ PMMREC = {
     "PMMRec with RCL": {"w_rcl": 0.1},  # the paper's fourth objective (the default before 2026-11-30)
     # hyper-parameter checks outside the table (run with --models)
     "PMMRec stride 5": {"train_window_stride": 5},
+    "PMMRec stride 10": {"train_window_stride": 10},
+    "PMMRec no debias": {"nip_debias": False},
+    "PMMRec feature dropout 0.5": {"item_feature_dropout": 0.5},
     "PMMRec dropout 0.5": {"hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5},
     "PMMRec dropout 0.3": {"hidden_dropout_prob": 0.3, "attn_dropout_prob": 0.3},
 }

@@ -129,6 +129,13 @@ class ItemTower(nn.Module):
             if self.mode == "cached":
                 backbone.drop_bottom()  # its output is in the cache; free the memory
             setattr(self, f"{modality}_encoder", ModalityEncoder(backbone, d, str(config["projection"] or "linear")))
+        p = float(config["item_feature_dropout"] or 0.0)
+        if not 0.0 <= p < 1.0:
+            raise PMMRecConfigError(f"item_feature_dropout={p}: must be in [0, 1)")
+        # Dropout on the encoder's output features, before the projection (training only): the tower cannot
+        # rely on any few feature dimensions to tell an item apart, so its vectors follow the content more
+        # smoothly (a regulariser aimed at items never seen in training; 0 = off).
+        self.feature_dropout = nn.Dropout(p)
         self.fusion = MergeAttentionFusion(d, config["fusion_heads"], dropout=config["fusion_dropout"],
                                            hidden_act=config["hidden_act"], layer_norm_eps=config["layer_norm_eps"])
         self._images = self._preload_images()
@@ -237,15 +244,15 @@ class ItemTower(nn.Module):
             else:
                 tokens, mask = self._encoder_tokens(modality, ids)
                 pooled = masked_mean(tokens, mask if modality == "text" else None)
-            vec = getattr(self, f"{modality}_encoder").proj(pooled)
+            vec = getattr(self, f"{modality}_encoder").proj(self.feature_dropout(pooled))
             vec = vec * present[modality][:, None].to(vec.dtype)  # an item without the modality: zero vector
             return ItemBatch(vec, vec if modality == "text" else None, vec if modality == "image" else None,
                              has_text, has_image)
 
         text_tokens, text_mask = self._encoder_tokens("text", ids)
         image_tokens, _ = self._encoder_tokens("image", ids)
-        text_tokens = self.text_encoder.proj(text_tokens)  # (N, Lt, d)
-        image_tokens = self.image_encoder.proj(image_tokens)  # (N, Lv, d)
+        text_tokens = self.text_encoder.proj(self.feature_dropout(text_tokens))  # (N, Lt, d)
+        image_tokens = self.image_encoder.proj(self.feature_dropout(image_tokens))  # (N, Lv, d)
         vec = self.fusion(text_tokens, text_mask, image_tokens, has_text, has_image)
         text_vec = masked_mean(text_tokens, text_mask & has_text[:, None])
         image_vec = image_tokens.mean(dim=1)

@@ -224,3 +224,24 @@ def test_ce_loss_is_the_full_catalogue_cross_entropy_at_every_position(synth, pm
         valid = (ids[:, :-1] > 0) & (ids[:, 1:] > 0)
         expected = F.cross_entropy((out @ vecs.t())[valid], ids[:, 1:][valid])
     assert torch.allclose(loss, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("modalities", [["text", "image"], ["text"]])
+def test_item_feature_dropout_acts_in_training_only(synth, pmmrec_config, modalities):
+    """``item_feature_dropout`` perturbs the item vectors while training (fused and pooled paths) and leaves
+    evaluation exactly as without it; out-of-range values are refused by name."""
+    _, model, *_ = build(synth, pmmrec_config, modalities=modalities, fusion_dropout=0.0, item_feature_dropout=0.5)
+    tower, ids = model.item_tower, torch.arange(1, model.n_items)
+    assert tower.feature_dropout.p == 0.5
+
+    def vectors(training: bool, p: float) -> torch.Tensor:
+        model.train(training)
+        tower.feature_dropout.p = p
+        with torch.no_grad():
+            return tower(ids).vectors
+
+    assert torch.equal(vectors(False, 0.5), vectors(False, 0.0))  # evaluation: no dropout
+    assert torch.equal(vectors(True, 0.0), vectors(True, 0.0))  # nothing else in the tower is random here
+    assert not torch.allclose(vectors(True, 0.5), vectors(True, 0.0))
+    with pytest.raises(Exception, match="item_feature_dropout"):
+        build(synth, pmmrec_config, modalities=modalities, item_feature_dropout=1.0)
