@@ -52,6 +52,7 @@ PMMREC = {
     "PMMRec stride 10": {"train_window_stride": 10},
     "PMMRec no debias": {"nip_debias": False},
     "PMMRec feature dropout 0.5": {"item_feature_dropout": 0.5},
+    "PMMRec k=1": {"text_train_layers": 1},  # the top MiniLM block trains (the paper trains 2 of each encoder)
     "PMMRec dropout 0.5": {"hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5},
     "PMMRec dropout 0.3": {"hidden_dropout_prob": 0.3, "attn_dropout_prob": 0.3},
 }

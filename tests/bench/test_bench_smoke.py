@@ -192,3 +192,15 @@ def test_a_run_key_is_claimed_by_one_process_at_a_time(tmp_path):
             assert first and not second and third
     with run.claimed(tmp_path, "abc") as again:
         assert again  # released when the first holder is done
+
+
+def test_wilson_interval_and_pooled_cold_hits():
+    """The cold-start table's interval: Wilson's score interval (checked against its closed form at p = 0 and a
+    textbook value) and hits pooled over seeds from each seed's Recall@10 and row count."""
+    lo, hi = report.wilson(0, 89)
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(1.96**2 / (89 + 1.96**2))
+    lo, hi = report.wilson(7, 261)
+    assert (round(lo, 4), round(hi, 4)) == (0.0131, 0.0543)
+    row = {"n_cold": [89, 86, 86], "cold": {"recall@10": [6 / 89, 0.0, 1 / 86]}}
+    text = report._pooled_hits(row, 0.1)
+    assert text.startswith("7 / 261 (0.13-0.54)"), text
