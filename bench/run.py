@@ -284,12 +284,22 @@ def part_fits(part: str, labels: list[str], seeds: list[int], args, work: Path, 
 
 def part_quality(args, work: Path) -> None:
     labels = args.models or (["PMMRec", "SASRec", "PMMRec text-only"] if args.quick else QUALITY_ORDER)
-    part_fits("quality", labels, SEEDS[:args.seeds], args, work, {})
+    part_fits("quality", labels, run_seeds(args), args, work, {})
+
+
+def run_seeds(args) -> list[int]:
+    """The seeds of a quality / cold-start invocation: the first ``--seeds`` of SEEDS, or ``--seed-list``."""
+    if args.seed_list:
+        unknown = [s for s in args.seed_list if s not in SEEDS]
+        if unknown:
+            raise SystemExit(f"--seed-list {unknown}: the suite's seeds are {SEEDS}")
+        return list(args.seed_list)
+    return SEEDS[:args.seeds]
 
 
 def part_coldstart(args, work: Path) -> None:
     labels = args.models or (["PMMRec", "SASRec"] if args.quick else COLD_ORDER)
-    part_fits("coldstart", labels, SEEDS[:args.seeds], args, work, {"cold_item_ratio": 0.1})
+    part_fits("coldstart", labels, run_seeds(args), args, work, {"cold_item_ratio": 0.1})
 
 
 def part_speed(args, work: Path) -> None:
@@ -439,6 +449,9 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("part", nargs="?", default="all", choices=[*PARTS, "all"])
     ap.add_argument("--seeds", type=int, default=1, help="seeds per model (quality, cold start), at most 3")
+    ap.add_argument("--seed-list", type=int, nargs="*",
+                    help="these seeds of the suite's three instead of the first --seeds (e.g. to split a model's seeds "
+                         "over two invocations)")
     ap.add_argument("--data-dir", type=Path, default=Path("/tmp/pmmrec_data"),
                     help="data_path holding ml100k-posters/ (converted by dataset_tools)")
     ap.add_argument("--work-dir", type=Path, default=Path("/tmp/pmmrec_bench"),
