@@ -425,6 +425,7 @@ def section_coldstart(cold: dict) -> str:
                   "warm Recall@10 (whose own error is much smaller: ten times the rows). With ~87 cold rows per "
                   "seed, one hit moves a seed's ratio by about 0.1."]
     lines += _budget_note(rows, runs)
+    lines += _cold_by_epoch(runs)
     lines += _cold_diagnosis(runs)
     lines += _not_run_note(rows, "COLD_ORDER")
     bad = status_line(runs)
@@ -449,6 +450,40 @@ def _pooled_hits(row: dict, warm: float) -> str:
     hits = sum(round(rec * n) for rec, n in zip(row["cold"]["recall@10"], rows_n))
     lo, hi = wilson(hits, sum(rows_n))
     return f"{hits} / {sum(rows_n)} ({fmt(lo / warm if warm else None)}-{fmt(hi / warm if warm else None)})"
+
+
+def _cold_by_epoch(runs: list[dict], max_rows: int = 20) -> list[str]:
+    """Validation Recall@10 split by cold / warm target after each epoch, pooled over the seeds (runs whose
+    worker recorded ``valid_cold``), and at the epoch early stopping selected."""
+    lines = []
+    for label, rs in by_label(done(runs)).items():
+        rs = [r for r in rs if any("valid_cold" in p for p in r.get("curve", []))]
+        if not rs:
+            continue
+
+        def pooled(points):
+            hits = sum(round(p["valid_cold"]["recall@10"] * p["valid_cold"]["n"]) for p in points)
+            n_cold = sum(p["valid_cold"]["n"] for p in points)
+            warm = statistics.fmean(p["valid_warm"]["recall@10"] for p in points)
+            ratio = hits / n_cold / warm if n_cold and warm else None
+            return (f"{len(points)} | {hits} / {n_cold} | {fmt(hits / n_cold if n_cold else None, 4)} | "
+                    f"{fmt(warm, 4)} | {fmt(ratio)} | {fmt_ms([p['score'] for p in points])} |")
+
+        if not lines:
+            lines += ["", "Validation rows by target after each epoch (`bench/worker.py` records them for cold-start "
+                          "runs; the validation targets are other interactions than the test targets, so this is a "
+                          "second sample), pooled over the seeds that reached the epoch:"]
+        lines += ["", f"{label}:", "",
+                  "| epoch | seeds | cold hits / rows | Recall@10 cold | Recall@10 warm | cold / warm | NDCG@10 all |",
+                  "|---|---|---|---|---|---|---|"]
+        n_epochs = max(len(r["curve"]) for r in rs)
+        for e in range(min(n_epochs, max_rows)):
+            points = [r["curve"][e] for r in rs if len(r["curve"]) > e and "valid_cold" in r["curve"][e]]
+            if points:
+                lines.append(f"| {e + 1} | " + pooled(points))
+        best = [max((p for p in r["curve"] if "valid_cold" in p), key=lambda p: p["score"]) for r in rs]
+        lines.append("| selected | " + pooled(best))
+    return lines
 
 
 def _cold_diagnosis(runs: list[dict]) -> list[str]:

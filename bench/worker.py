@@ -9,8 +9,9 @@ SPEC: ``{"model", "dataset", "config": {...}, "mode": "fit" | "epochs" | "build"
 * ``fit``: the same steps as ``run_recbole_pmmrec`` (``load_config`` -> ``create_dataset`` ->
   ``data_preparation`` -> ``get_model`` -> ``get_trainer`` -> ``trainer.fit`` with early stopping on
   ``valid_metric`` -> ``trainer.evaluate(test, load_best_model=True)``), with the trainer's
-  ``_train_epoch`` / ``_valid_epoch`` wrapped to record seconds and the validation curve; then the test
-  rows are scored again and split by ``dataset.cold_items[target]`` (cold vs warm targets).
+  ``_train_epoch`` / ``_valid_epoch`` wrapped to record seconds and the validation curve (with cold items:
+  also per epoch split by cold / warm target); then the test rows are scored again and split by
+  ``dataset.cold_items[target]`` (cold vs warm targets).
 * ``epochs``: ``n_epochs`` training epochs without validation (epoch time only).
 * ``build``: data and model construction only (encoder-state cache build time).
 
@@ -225,9 +226,17 @@ def run(spec: dict, out_path: Path) -> dict:
         point["wall_s"] = time.perf_counter() - clock["start"]  # training + validation since fit started
         point["valid"] = {k: float(v) for k, v in dict(result).items()}
         point["score"] = float(result[valid_metric]) if valid_metric in result else float(score)
+        if cold_split is not None:  # validation split by cold / warm target, every epoch (the item vectors are cached)
+            t = time.perf_counter()
+            ranks, targets, _ = target_ranks(trainer, valid)
+            cold = cold_split[targets]
+            point["valid_cold"], point["valid_warm"] = rank_metrics(ranks[cold]), rank_metrics(ranks[~cold])
+            point["valid_split_s"] = time.perf_counter() - t
         rec.save()
         return score, result
 
+    cold_items = getattr(dataset, "cold_items", None)
+    cold_split = cold_items if cold_items is not None and bool(cold_items.any()) else None
     trainer._train_epoch, trainer._valid_epoch = timed_train, timed_valid
     r["status"] = "training"
     r["checkpoint"] = getattr(trainer, "saved_model_file", None)

@@ -204,3 +204,19 @@ def test_wilson_interval_and_pooled_cold_hits():
     row = {"n_cold": [89, 86, 86], "cold": {"recall@10": [6 / 89, 0.0, 1 / 86]}}
     text = report._pooled_hits(row, 0.1)
     assert text.startswith("7 / 261 (0.13-0.54)"), text
+
+
+def test_cold_by_epoch_pools_validation_hits_over_seeds():
+    def point(score, hits, n, warm):
+        return {"score": score, "valid_cold": {"n": n, "recall@10": hits / n}, "valid_warm": {"n": 500, "recall@10": warm}}
+    runs = [{"label": "PMMRec", "seed": 2020, "curve": [point(0.03, 4, 80, 0.10), point(0.05, 1, 80, 0.12)]},
+            {"label": "PMMRec", "seed": 2021, "curve": [point(0.04, 2, 70, 0.10)]},
+            {"label": "SASRec", "seed": 2020, "curve": [{"score": 0.05}]}]
+    for r in runs:
+        r.update(status="done", spec={"model": r["label"]})
+    lines = report._cold_by_epoch(runs)
+    text = "\n".join(lines)
+    assert "SASRec" not in text  # no split recorded: no table
+    assert "| 1 | 2 | 6 / 150 | 0.0400 | 0.1000 | 0.40 |" in text
+    assert "| 2 | 1 | 1 / 80 |" in text
+    assert "| selected | 2 | 3 / 150 | 0.0200 | 0.1100 | 0.18 |" in text  # seed 2020's epoch 2, seed 2021's epoch 1
