@@ -47,18 +47,27 @@ PMMREC = {
     "PMMRec w/o NICL": {"w_nicl": 0.0},
     "PMMRec w/o NID": {"w_nid": 0.0},
     "PMMRec with RCL": {"w_rcl": 0.1},  # the paper's fourth objective (the default before 2026-11-30)
-    # hyper-parameter checks outside the issue's table (run with --models)
-    "PMMRec stride 5": {"train_window_stride": 5},
-    "PMMRec stride 10": {"train_window_stride": 10},
-    "PMMRec no debias": {"nip_debias": False},
-    "PMMRec feature dropout 0.5": {"item_feature_dropout": 0.5},
-    "PMMRec k=1": {"text_train_layers": 1},  # the top MiniLM block trains (the paper trains 2 of each encoder)
-    "PMMRec dropout 0.5": {"hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5},
-    "PMMRec dropout 0.3": {"hidden_dropout_prob": 0.3, "attn_dropout_prob": 0.3},
 }
-# Until 2026-11-30 the default trained RCL too (w_rcl 0.1, "v0.1"). "PMMRec v0.1 X" = that default plus the keys X
-# names; the runs that chose the current default (BENCHMARKS.md) keep these labels.
-V01 = {"w_rcl": 0.1}
+# Old defaults. "PMMRec v0.2 X" = the default of v0.2 (history items ranked like any other item,
+# exclude_history False) plus the keys X names; "PMMRec v0.1 X" = v0.2's plus RCL (w_rcl 0.1). The runs that chose
+# the current defaults (BENCHMARKS.md) keep these labels.
+V02 = {"exclude_history": False}
+V01 = {**V02, "w_rcl": 0.1}
+_V02_LABELS = {
+    "": {},
+    " text-only": {"modalities": ["text"]},
+    " image-only": {"modalities": ["image"], "contentless_items": "zero"},
+    " w/o NICL": {"w_nicl": 0.0},
+    " w/o NID": {"w_nid": 0.0},
+    " with RCL": {"w_rcl": 0.1},
+    " stride 5": {"train_window_stride": 5},
+    " stride 10": {"train_window_stride": 10},
+    " no debias": {"nip_debias": False},
+    " feature dropout 0.5": {"item_feature_dropout": 0.5},
+    " k=1": {"text_train_layers": 1},  # the top MiniLM block trains (the paper trains 2 of each encoder)
+    " dropout 0.5": {"hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5},
+    " dropout 0.3": {"hidden_dropout_prob": 0.3, "attn_dropout_prob": 0.3},
+}
 _V01_LABELS = {
     " image-only": {"modalities": ["image"], "contentless_items": "zero"},
     " w/o NICL": {"w_nicl": 0.0},
@@ -74,6 +83,7 @@ _V01_LABELS = {
     " text-only CE stride 5": {"modalities": ["text"], "loss_type": "CE", "train_window_stride": 5},
     " CE": {"loss_type": "CE"},
 }
+PMMREC.update({"PMMRec v0.2" + suffix: {**V02, **keys} for suffix, keys in _V02_LABELS.items()})
 PMMREC.update({"PMMRec v0.1" + suffix: {**V01, **keys} for suffix, keys in _V01_LABELS.items()})
 BASELINES = {
     "SASRec": {},

@@ -53,12 +53,13 @@ def rank_metrics(ranks, ks=KS) -> dict:
     return out
 
 
-def target_ranks(trainer, eval_data):
+def target_ranks(trainer, eval_data, remove_history: bool = False):
     """0-based rank of each evaluation row's target under the trainer's own full-ranking scores (history
     items and padding masked as RecBole does). Ties are broken by item id, lower first (as a stable
     descending sort, and in practice RecBole's ``torch.topk``, orders them). Returns (ranks, targets,
     mean_scores): ``mean_scores`` (n_items,) is each item's mean score over the rows where it is a candidate
-    (not masked as history), for the cold diagnosis."""
+    (not masked as history), for the cold diagnosis. ``remove_history``: the items of each row's input
+    sequence are not ranked (the authors' evaluation protocol), for any model."""
     import torch
 
     trainer.model.eval()
@@ -68,7 +69,11 @@ def target_ranks(trainer, eval_data):
         for batch in eval_data:
             _, scores, pos_u, pos_i = trainer._full_sort_batch_eval(batch)
             scores, pos_u, pos_i = scores.cpu(), pos_u.cpu(), pos_i.cpu()
-            rows, target = scores[pos_u], scores[pos_u, pos_i][:, None]  # (N, n_items), (N, 1)
+            rows = scores[pos_u]  # (N, n_items)
+            if remove_history:
+                seq = batch[0][trainer.model.ITEM_SEQ].cpu()[pos_u]
+                rows = rows.scatter(1, seq, float("-inf"))
+            target = rows[torch.arange(len(pos_i)), pos_i][:, None]  # (N, 1)
             lower_id = torch.arange(rows.shape[1])[None, :] < pos_i[:, None]
             ranks.append(((rows > target) | ((rows == target) & lower_id)).sum(dim=1))
             targets.append(pos_i)
@@ -107,6 +112,8 @@ def split_metrics(trainer, eval_data, dataset) -> dict:
     ranks, targets, mean_score = target_ranks(trainer, eval_data)
     cold_items = getattr(dataset, "cold_items", None)
     out = {"all": rank_metrics(ranks)}
+    if hasattr(trainer.model, "ITEM_SEQ"):  # sequential models: also with the input history removed
+        out["all_history_removed"] = rank_metrics(target_ranks(trainer, eval_data, remove_history=True)[0])
     if cold_items is not None and bool(cold_items.any()):
         cold = cold_items[targets]
         out["cold"], out["warm"] = rank_metrics(ranks[cold]), rank_metrics(ranks[~cold])

@@ -81,6 +81,9 @@ class PMMRec(SequentialRecommender):
         self.w_nid, self.nid_ratio = float(config["w_nid"] or 0), float(config["nid_ratio"])
         self.w_rcl, self.rcl_tau = float(config["w_rcl"] or 0), float(config["rcl_tau"])
         self.initializer_range = config["initializer_range"]
+        # Rank only items outside the input history (the authors' evaluation removes a user's history items).
+        # A content model scores the items it has just read highly; on data without repeats those slots are lost.
+        self.exclude_history = bool(config["exclude_history"])
         if self.loss_type not in ("NIP", "CE"):
             raise PMMRecConfigError(f"loss_type={config['loss_type']!r}: PMMRec supports NIP (in-batch) or CE")
 
@@ -205,11 +208,19 @@ class PMMRec(SequentialRecommender):
 
     def predict(self, interaction):
         item_vecs = self.item_vectors()
-        users = self.user_states(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], item_vecs)
-        return (users * item_vecs[interaction[self.ITEM_ID]]).sum(dim=-1)
+        item_seq, items = interaction[self.ITEM_SEQ], interaction[self.ITEM_ID]
+        users = self.user_states(item_seq, interaction[self.ITEM_SEQ_LEN], item_vecs)
+        scores = (users * item_vecs[items]).sum(dim=-1)
+        if self.exclude_history:
+            seen = ((item_seq == items[:, None]) & (item_seq > 0)).any(dim=1)
+            scores = scores.masked_fill(seen, float("-inf"))
+        return scores
 
     def full_sort_predict(self, interaction):
         item_vecs = self.item_vectors()
-        users = self.user_states(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], item_vecs)
-        return users @ item_vecs.t()
+        item_seq = interaction[self.ITEM_SEQ]
+        scores = self.user_states(item_seq, interaction[self.ITEM_SEQ_LEN], item_vecs) @ item_vecs.t()
+        if self.exclude_history:  # padding slots hit item 0, which RecBole never ranks anyway
+            scores = scores.scatter(1, item_seq, float("-inf"))
+        return scores
 

@@ -125,7 +125,7 @@ def test_cold_items_get_finite_varied_scores_and_can_rank_first(tmp_path, pmmrec
     init_seed(2020, True)  # python / numpy / torch RNGs: the outcome must not depend on which tests ran before
     data = make_synthetic_dataset(tmp_path / "cold", "cold", n_users=60, n_items=40, n_topics=4, seed=3)
     config, model, train, valid, test = build(data, pmmrec_config, cold_item_ratio=0.2, epochs=8, w_nid=0, w_rcl=0,
-                                              w_nicl=0)
+                                              w_nicl=0, exclude_history=False)  # test histories hold cold items too
     cold = train._dataset.cold_items
     assert cold.sum() == 8
     trained_items = torch.cat([train._dataset.inter_feat["item_id"], train._dataset.inter_feat["item_id_list"].flatten()])
@@ -245,3 +245,33 @@ def test_item_feature_dropout_acts_in_training_only(synth, pmmrec_config, modali
     assert not torch.allclose(vectors(True, 0.5), vectors(True, 0.0))
     with pytest.raises(Exception, match="item_feature_dropout"):
         build(synth, pmmrec_config, modalities=modalities, item_feature_dropout=1.0)
+
+
+def test_exclude_history_removes_exactly_the_input_items_from_the_ranking(synth, pmmrec_config):
+    """``exclude_history`` (default True): the items of each row's input sequence score -inf in full ranking and in
+    ``predict``; every other score is the plain dot product (the switch changes nothing else)."""
+    _, model, _, _, test = build(synth, pmmrec_config)
+    assert model.exclude_history is True
+    model.eval()
+    batch = first_batch(test)
+    seq = batch[model.ITEM_SEQ]
+    with torch.no_grad():
+        masked = model.full_sort_predict(batch)
+        model.exclude_history = False
+        plain = model.full_sort_predict(batch)
+    in_history = torch.zeros_like(plain, dtype=torch.bool).scatter(1, seq, True)
+    in_history[:, 0] = (seq == 0).any(dim=1)  # padding slots point at item 0
+    assert in_history[:, 1:].any()
+    assert torch.isneginf(masked[in_history]).all()
+    assert torch.equal(masked[~in_history], plain[~in_history]) and torch.isfinite(plain).all()
+    # predict agrees with full ranking, for a history item and for the target
+    item = seq[:, 0].clone()
+    batch.interaction[model.ITEM_ID] = item
+    model.exclude_history = True
+    with torch.no_grad():
+        assert torch.isneginf(model.predict(batch)).all()
+        batch.interaction[model.ITEM_ID] = torch.full_like(item, 0)
+        rows = torch.arange(len(item))
+        targets = torch.argmax(torch.where(in_history, torch.full_like(plain, float("-inf")), plain), dim=1)
+        batch.interaction[model.ITEM_ID] = targets
+        assert torch.allclose(model.predict(batch), masked[rows, targets], atol=1e-5)
