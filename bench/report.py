@@ -132,6 +132,7 @@ def quality_table_rows(runs: list[dict]) -> dict[str, dict]:
         rows[label] = {"n": len(rs), "seeds": sorted(r.get("seed") for r in rs),
                        "test": {m: [r["test"]["all"][m] for r in rs] for m in MAIN_METRICS},
                        "test_recbole": [r.get("test_recbole", {}).get("ndcg@10") for r in rs],
+                       "history_removed": [r["test"].get("all_history_removed", {}).get("ndcg@10") for r in rs],
                        "epochs": [len(r.get("curve", [])) for r in rs],
                        "best_epoch": [(best_point(r) or {}).get("epoch") for r in rs],
                        "budget": any(r.get("stopped_by_budget") for r in rs)}
@@ -351,7 +352,10 @@ def section_targets(sp: dict, q: dict, cs: dict, sc: dict) -> str:
 def _quality_row(label: str, r: dict) -> str:
     ep = ", ".join(f"{e} ({(b or 0) + 1})" for e, b in zip(r["epochs"], r["best_epoch"]))
     mark = " †" if r["budget"] else ""
-    return f"| {label}{mark} | {r['n']} | {ep} | " + " | ".join(fmt_ms(r["test"][m]) for m in MAIN_METRICS) + " |"
+    removed = [x for x in r["history_removed"] if x is not None]
+    removed = (fmt_ms(removed) + (f" ({len(removed)} of {r['n']})" if len(removed) < r["n"] else "")) if removed else "–"
+    return (f"| {label}{mark} | {r['n']} | {ep} | " + " | ".join(fmt_ms(r["test"][m]) for m in MAIN_METRICS)
+            + f" | {removed} |")
 
 
 def section_quality(quality: dict, plots_dir: Path, md_dir: Path) -> str:
@@ -363,23 +367,32 @@ def section_quality(quality: dict, plots_dir: Path, md_dir: Path) -> str:
              "seeds. PMMRec: text (MiniLM) + image (EfficientNet-Lite0), frozen encoders with cached states, "
              "d = 64 (see `properties/model/PMMRec.yaml`); the ablations change one key each. Baselines run with "
              "RecBole's default hyper-parameters for the model and this plugin's protocol "
-             "(`properties/overall.yaml`: CE loss, MAX_ITEM_LIST_LENGTH 20); FDSA uses the `genres` feature.", "",
-             "| model | seeds | epochs (best) | Recall@10 | NDCG@10 | MRR@10 |", "|---|---|---|---|---|---|"]
+             "(`properties/overall.yaml`: CE loss, MAX_ITEM_LIST_LENGTH 20); FDSA uses the `genres` feature. "
+             "RecBole ranks every item, also those in the user's input history; PMMRec (since 2026-11-30, "
+             "`exclude_history: True`) ranks only the others, as the authors' evaluation does. The last column "
+             "applies that rule to every model after the fact (`bench/worker.py`; recorded for runs made since "
+             "2026-11-30, so that each model can be compared under either protocol).", "",
+             "| model | seeds | epochs (best) | Recall@10 | NDCG@10 | MRR@10 | NDCG@10, history removed |",
+             "|---|---|---|---|---|---|---|"]
     suite = set(_suite_models("QUALITY_ORDER"))
     ranked = sorted(rows.items(), key=lambda kv: -mean_std(kv[1]["test"]["ndcg@10"])[0])
     checks = [(label, r) for label, r in ranked if suite and label not in suite]
     lines += [_quality_row(label, r) for label, r in ranked if not suite or label in suite]
     if not rows:
-        lines.append("| (not run yet) | | | | | |")
+        lines.append("| (not run yet) | | | | | | |")
     if checks:
         lines += ["", "Settings checked outside the suite's list (`bench/run.py`'s `PMMREC` labels; each changes the "
                       "keys its label names: `CE` = `loss_type: CE`, `stride S` = `train_window_stride: S`, "
                       "`mlp` = `projection: mlp`, `dropout P` = `hidden_dropout_prob` and `attn_dropout_prob` P, "
                       "`feature dropout P` = `item_feature_dropout: P`, `no debias` = `nip_debias: False`, "
-                      "`k=1` = `text_train_layers: 1`, "
+                      "`k=1` = `text_train_layers: 1`, `v0.2` = " + (", ".join(
+                          f"`{k}: {v}`" for k, v in _run_attr("V02", {}).items()) or "the old default")
+                      + ", the default until 2026-11-30 (history items ranked), "
                       "`v0.1` = " + (", ".join(f"`{k}: {v}`" for k, v in _run_attr("V01", {}).items()) or "the old "
-                                     "default") + ", the default until 2026-11-30), same protocol:", "",
-                  "| model | seeds | epochs (best) | Recall@10 | NDCG@10 | MRR@10 |", "|---|---|---|---|---|---|"]
+                                     "default") + ", the default until the first change of 2026-11-30), same protocol:",
+                  "",
+                  "| model | seeds | epochs (best) | Recall@10 | NDCG@10 | MRR@10 | NDCG@10, history removed |",
+             "|---|---|---|---|---|---|---|"]
         lines += [_quality_row(label, r) for label, r in checks]
     lines += _budget_note(rows, runs)
     check = [(a, b) for r in rows.values() for a, b in zip(r["test"]["ndcg@10"], r["test_recbole"]) if b is not None]
