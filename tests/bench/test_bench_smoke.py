@@ -220,3 +220,20 @@ def test_cold_by_epoch_pools_validation_hits_over_seeds():
     assert "| 1 | 2 | 6 / 150 | 0.0400 | 0.1000 | 0.40 |" in text
     assert "| 2 | 1 | 1 / 80 |" in text
     assert "| selected | 2 | 3 / 150 | 0.0200 | 0.1100 | 0.18 |" in text  # seed 2020's epoch 2, seed 2021's epoch 1
+
+
+def test_time_to_quality_under_one_protocol():
+    """With ``valid_history_removed`` on both curves, time to quality is also computed on it (SASRec's best under
+    that rule, PMMRec's first epoch at or above it)."""
+    sas = fit_run("SASRec", "sasrec", [0.03, 0.05, 0.06], epoch_s=10, valid_s=0, rss_gb=1)
+    pmm = fit_run("PMMRec", "pmmrec", [0.05, 0.08, 0.07], epoch_s=5, valid_s=0, rss_gb=1)
+    for p, v in zip(sas["curve"], [0.04, 0.07, 0.075]):
+        p["valid_history_removed"] = v
+    for p in pmm["curve"]:
+        p["valid_history_removed"] = p["score"]
+    sp = report.speed_numbers({"runs": [sas, pmm]})
+    assert sp["sasrec_best_hr"] == 0.075 and sp["sasrec_time_hr"] == 30
+    assert sp["pmmrec_reached_hr"] and sp["pmmrec_ttq_hr"] == pytest.approx(10 / 30)
+    assert sp["pmmrec_ttq"] == pytest.approx(5 / 30)  # RecBole's own numbers: SASRec's best 0.06 at 30 s
+    del sas["curve"][0]["valid_history_removed"]  # older runs: no same-protocol ratio
+    assert "pmmrec_ttq_hr" not in report.speed_numbers({"runs": [sas, pmm]})
