@@ -37,31 +37,27 @@ DATASET = "ml100k-posters"
 SEEDS = [2020, 2021, 2022]
 
 # label -> (model, config overrides). The PMMRec labels of the issue's table are ablations of the default (text +
-# image, frozen encoders with cached states, NIP + NICL + NID).
-PMMREC = {
-    "PMMRec": {},
-    "PMMRec text-only": {"modalities": ["text"]},
+# image, frozen encoders with cached states, NIP + NICL + NID); SUITE maps each label's suffix to its keys.
+SUITE = {
+    "": {},
+    " text-only": {"modalities": ["text"]},
     # 19 movies have no poster: they keep a zero item vector (counted in the run's log), so that image-only is
     # ranked over the same candidates as every other model
-    "PMMRec image-only": {"modalities": ["image"], "contentless_items": "zero"},
-    "PMMRec w/o NICL": {"w_nicl": 0.0},
-    "PMMRec w/o NID": {"w_nid": 0.0},
-    "PMMRec with RCL": {"w_rcl": 0.1},  # the paper's fourth objective (the default before 2026-11-30)
+    " image-only": {"modalities": ["image"], "contentless_items": "zero"},
+    " w/o NICL": {"w_nicl": 0.0},
+    " w/o NID": {"w_nid": 0.0},
+    " with RCL": {"w_rcl": 0.1},  # the paper's fourth objective (the default before 2026-11-30)
 }
+PMMREC = {"PMMRec" + suffix: keys for suffix, keys in SUITE.items()}
 # Old defaults. "PMMRec v0.2 X" = the default of v0.2 (history items ranked like any other item,
 # exclude_history False) plus the keys X names; "PMMRec v0.1 X" = v0.2's plus RCL (w_rcl 0.1). The runs that chose
 # the current defaults (BENCHMARKS.md) keep these labels.
 V02 = {"exclude_history": False}
 V01 = {**V02, "w_rcl": 0.1}
+_STRIDES = {" stride 5": {"train_window_stride": 5}, " stride 10": {"train_window_stride": 10}}
 _V02_LABELS = {
-    "": {},
-    " text-only": {"modalities": ["text"]},
-    " image-only": {"modalities": ["image"], "contentless_items": "zero"},
-    " w/o NICL": {"w_nicl": 0.0},
-    " w/o NID": {"w_nid": 0.0},
-    " with RCL": {"w_rcl": 0.1},
-    " stride 5": {"train_window_stride": 5},
-    " stride 10": {"train_window_stride": 10},
+    **SUITE,
+    **_STRIDES,
     " no debias": {"nip_debias": False},
     " feature dropout 0.5": {"item_feature_dropout": 0.5},
     " k=1": {"text_train_layers": 1},  # the top MiniLM block trains (the paper trains 2 of each encoder)
@@ -69,17 +65,13 @@ _V02_LABELS = {
     " dropout 0.3": {"hidden_dropout_prob": 0.3, "attn_dropout_prob": 0.3},
 }
 _V01_LABELS = {
-    " image-only": {"modalities": ["image"], "contentless_items": "zero"},
-    " w/o NICL": {"w_nicl": 0.0},
-    " w/o NID": {"w_nid": 0.0},
+    **{suffix: SUITE[suffix] for suffix in (" image-only", " w/o NICL", " w/o NID", " text-only")},
+    **_STRIDES,
     " mlp": {"projection": "mlp"},
     " text-only mlp": {"modalities": ["text"], "projection": "mlp"},
-    " text-only": {"modalities": ["text"]},
     " text-only stride 10": {"modalities": ["text"], "train_window_stride": 10},
     " text-only stride 5": {"modalities": ["text"], "train_window_stride": 5},
     " text-only CE": {"modalities": ["text"], "loss_type": "CE"},
-    " stride 5": {"train_window_stride": 5},
-    " stride 10": {"train_window_stride": 10},
     " text-only CE stride 5": {"modalities": ["text"], "loss_type": "CE", "train_window_stride": 5},
     " CE": {"loss_type": "CE"},
 }
