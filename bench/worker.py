@@ -53,34 +53,39 @@ def rank_metrics(ranks, ks=KS) -> dict:
     return out
 
 
-def target_ranks(trainer, eval_data, remove_history: bool = False):
+def target_ranks(trainer, eval_data, history_removed: bool = False):
     """0-based rank of each evaluation row's target under the trainer's own full-ranking scores (history
     items and padding masked as RecBole does). Ties are broken by item id, lower first (as a stable
     descending sort, and in practice RecBole's ``torch.topk``, orders them). Returns (ranks, targets,
     mean_scores): ``mean_scores`` (n_items,) is each item's mean score over the rows where it is a candidate
-    (not masked as history), for the cold diagnosis. ``remove_history``: the items of each row's input
-    sequence are not ranked (the authors' evaluation protocol), for any model."""
+    (not masked as history), for the cold diagnosis. ``history_removed``: a fourth value, the ranks from the
+    same scores when the items of each row's input sequence are not ranked (the authors' evaluation
+    protocol), for any sequential model."""
     import torch
 
     trainer.model.eval()
-    ranks, targets = [], []
+    def rank_of_target(rows, pos_i):
+        target = rows[torch.arange(len(pos_i)), pos_i][:, None]  # (N, 1)
+        lower_id = torch.arange(rows.shape[1])[None, :] < pos_i[:, None]
+        return ((rows > target) | ((rows == target) & lower_id)).sum(dim=1)
+
+    ranks, targets, removed = [], [], []
     score_sum = score_n = 0
     with torch.no_grad():
         for batch in eval_data:
             _, scores, pos_u, pos_i = trainer._full_sort_batch_eval(batch)
             scores, pos_u, pos_i = scores.cpu(), pos_u.cpu(), pos_i.cpu()
             rows = scores[pos_u]  # (N, n_items)
-            if remove_history:
+            ranks.append(rank_of_target(rows, pos_i))
+            if history_removed:
                 seq = batch[0][trainer.model.ITEM_SEQ].cpu()[pos_u]
-                rows = rows.scatter(1, seq, float("-inf"))
-            target = rows[torch.arange(len(pos_i)), pos_i][:, None]  # (N, 1)
-            lower_id = torch.arange(rows.shape[1])[None, :] < pos_i[:, None]
-            ranks.append(((rows > target) | ((rows == target) & lower_id)).sum(dim=1))
+                removed.append(rank_of_target(rows.scatter(1, seq, float("-inf")), pos_i))
             targets.append(pos_i)
             ok = torch.isfinite(rows)
             score_sum = score_sum + torch.where(ok, rows, torch.zeros(())).double().sum(dim=0)
             score_n = score_n + ok.sum(dim=0)
-    return torch.cat(ranks), torch.cat(targets), score_sum / score_n.clamp(min=1)
+    out = torch.cat(ranks), torch.cat(targets), score_sum / score_n.clamp(min=1)
+    return out + (torch.cat(removed),) if history_removed else out
 
 
 POPULARITY_BUCKETS = ((1, 10), (10, 50), (50, 150), (150, 10**9))
@@ -109,11 +114,12 @@ def cold_diagnosis(ranks, targets, mean_score, cold_items, dataset) -> dict:
 
 def split_metrics(trainer, eval_data, dataset) -> dict:
     """Test metrics for all rows, rows whose target is a cold item, and the rest."""
-    ranks, targets, mean_score = target_ranks(trainer, eval_data)
+    sequential = hasattr(trainer.model, "ITEM_SEQ")  # sequential models: also with the input history removed
+    ranks, targets, mean_score, *removed = target_ranks(trainer, eval_data, history_removed=sequential)
     cold_items = getattr(dataset, "cold_items", None)
     out = {"all": rank_metrics(ranks)}
-    if hasattr(trainer.model, "ITEM_SEQ"):  # sequential models: also with the input history removed
-        out["all_history_removed"] = rank_metrics(target_ranks(trainer, eval_data, remove_history=True)[0])
+    if removed:
+        out["all_history_removed"] = rank_metrics(removed[0])
     if cold_items is not None and bool(cold_items.any()):
         cold = cold_items[targets]
         out["cold"], out["warm"] = rank_metrics(ranks[cold]), rank_metrics(ranks[~cold])
@@ -235,13 +241,13 @@ def run(spec: dict, out_path: Path) -> dict:
         point["valid"] = {k: float(v) for k, v in dict(result).items()}
         point["score"] = float(result[valid_metric]) if valid_metric in result else float(score)
         t = time.perf_counter()
-        if cold_split is not None:  # validation split by cold / warm target, every epoch (the item vectors are cached)
-            ranks, targets, _ = target_ranks(trainer, valid)
-            cold = cold_split[targets]
-            point["valid_cold"], point["valid_warm"] = rank_metrics(ranks[cold]), rank_metrics(ranks[~cold])
-        if sequential:  # validation NDCG@10 with the input history removed: every model under one protocol
-            ranks = target_ranks(trainer, valid, remove_history=True)[0]
-            point["valid_history_removed"] = rank_metrics(ranks)["ndcg@10"]
+        if cold_split is not None or sequential:  # one more scoring pass (the item vectors are cached)
+            ranks, targets, _, *removed = target_ranks(trainer, valid, history_removed=sequential)
+            if cold_split is not None:  # validation split by cold / warm target, every epoch
+                cold = cold_split[targets]
+                point["valid_cold"], point["valid_warm"] = rank_metrics(ranks[cold]), rank_metrics(ranks[~cold])
+            if removed:  # validation NDCG@10 with the input history removed: every model under one protocol
+                point["valid_history_removed"] = rank_metrics(removed[0])["ndcg@10"]
         point["extra_s"] = time.perf_counter() - t
         clock["extra"] += point["extra_s"]
         rec.save()
