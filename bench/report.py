@@ -17,6 +17,8 @@ from pathlib import Path
 SECTIONS = ["intro", "targets", "quality", "coldstart", "speed", "scaling"]
 GB = 1024**3
 MAIN_METRICS = ("recall@10", "ndcg@10", "mrr@10")
+QUALITY_HEADER = ("| model | seeds | epochs (best) | Recall@10 | NDCG@10 | MRR@10 | NDCG@10, history removed |",
+                  "|---|---|---|---|---|---|---|")
 
 
 # ---------------------------------------------------------------------------- small helpers
@@ -398,9 +400,7 @@ def section_quality(quality: dict, plots_dir: Path, md_dir: Path) -> str:
              "RecBole ranks every item, also those in the user's input history; PMMRec (since 2026-11-30, "
              "`exclude_history: True`) ranks only the others, as the authors' evaluation does. The last column "
              "applies that rule to every model after the fact (`bench/worker.py`; recorded for runs made since "
-             "2026-11-30, so that each model can be compared under either protocol).", "",
-             "| model | seeds | epochs (best) | Recall@10 | NDCG@10 | MRR@10 | NDCG@10, history removed |",
-             "|---|---|---|---|---|---|---|"]
+             "2026-11-30, so that each model can be compared under either protocol).", "", *QUALITY_HEADER]
     suite = set(_suite_models("QUALITY_ORDER"))
     ranked = sorted(rows.items(), key=lambda kv: -mean_std(kv[1]["test"]["ndcg@10"])[0])
     checks = [(label, r) for label, r in ranked if suite and label not in suite]
@@ -412,14 +412,10 @@ def section_quality(quality: dict, plots_dir: Path, md_dir: Path) -> str:
                       "keys its label names: `CE` = `loss_type: CE`, `stride S` = `train_window_stride: S`, "
                       "`mlp` = `projection: mlp`, `dropout P` = `hidden_dropout_prob` and `attn_dropout_prob` P, "
                       "`feature dropout P` = `item_feature_dropout: P`, `no debias` = `nip_debias: False`, "
-                      "`k=1` = `text_train_layers: 1`, `v0.2` = " + (", ".join(
-                          f"`{k}: {v}`" for k, v in _run_attr("V02", {}).items()) or "the old default")
-                      + ", the default until 2026-11-30 (history items ranked), "
-                      "`v0.1` = " + (", ".join(f"`{k}: {v}`" for k, v in _run_attr("V01", {}).items()) or "the old "
-                                     "default") + ", the default until the first change of 2026-11-30), same protocol:",
-                  "",
-                  "| model | seeds | epochs (best) | Recall@10 | NDCG@10 | MRR@10 | NDCG@10, history removed |",
-             "|---|---|---|---|---|---|---|"]
+                      "`k=1` = `text_train_layers: 1`, `v0.2` = " + (_keys_text(_run_attr("V02", {})) or "the old default")
+                      + ", the default until 2026-11-30 (history items ranked), `v0.1` = "
+                      + (_keys_text(_run_attr("V01", {})) or "the old default")
+                      + ", the default until the first change of 2026-11-30), same protocol:", "", *QUALITY_HEADER]
         lines += [_quality_row(label, r) for label, r in checks]
     lines += _budget_note(rows, runs)
     check = [(a, b) for r in rows.values() for a, b in zip(r["test"]["ndcg@10"], r["test_recbole"]) if b is not None]
@@ -483,11 +479,16 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
 
 
+def _hits(recalls: list[float], rows: list[int]) -> int:
+    """Rows with the target in the top 10, summed over runs, from each run's Recall@10 and row count."""
+    return sum(round(rec * n) for rec, n in zip(recalls, rows))
+
+
 def _pooled_hits(row: dict, warm: float) -> str:
     """'H / N (lo-hi)': cold rows ranked in the top 10 over all seeds, and the Wilson interval of the pooled cold
     Recall@10 divided by the mean warm Recall@10."""
     rows_n = [int(n) for n in row["n_cold"]]
-    hits = sum(round(rec * n) for rec, n in zip(row["cold"]["recall@10"], rows_n))
+    hits = _hits(row["cold"]["recall@10"], rows_n)
     lo, hi = wilson(hits, sum(rows_n))
     return f"{hits} / {sum(rows_n)} ({fmt(lo / warm if warm else None)}-{fmt(hi / warm if warm else None)})"
 
@@ -502,7 +503,7 @@ def _cold_by_epoch(runs: list[dict], max_rows: int = 20) -> list[str]:
             continue
 
         def pooled(points):
-            hits = sum(round(p["valid_cold"]["recall@10"] * p["valid_cold"]["n"]) for p in points)
+            hits = _hits([p["valid_cold"]["recall@10"] for p in points], [p["valid_cold"]["n"] for p in points])
             n_cold = sum(p["valid_cold"]["n"] for p in points)
             warm = statistics.fmean(p["valid_warm"]["recall@10"] for p in points)
             ratio = hits / n_cold / warm if n_cold and warm else None
@@ -723,10 +724,15 @@ def _run_attr(name: str, default):
     return getattr(run, name, default)
 
 
+def _keys_text(keys: dict) -> str:
+    """"`k: v`, `k2: v2`" for config keys named in the report."""
+    return ", ".join(f"`{k}: {v}`" for k, v in keys.items())
+
+
 def _v01_note(config: dict) -> str:
     """"`w_rcl: 0.1`, the default until 2026-11-30; " for a run made with ``run.V01``'s old defaults."""
     old = {k: v for k, v in _run_attr("V01", {}).items() if config.get(k) == v}
-    return ", ".join(f"`{k}: {v}`" for k, v in old.items()) + ", the default until 2026-11-30; " if old else ""
+    return _keys_text(old) + ", the default until 2026-11-30; " if old else ""
 
 
 def _lanes_text(speed: dict) -> str:
