@@ -75,6 +75,8 @@ _V01_LABELS = {
     " text-only CE stride 5": {"modalities": ["text"], "loss_type": "CE", "train_window_stride": 5},
     " CE": {"loss_type": "CE"},
 }
+# v0.3 settings tried against the default (not in the table): overlapping training windows
+PMMREC.update({"PMMRec" + suffix: keys for suffix, keys in _STRIDES.items()})
 PMMREC.update({"PMMRec v0.2" + suffix: {**V02, **keys} for suffix, keys in _V02_LABELS.items()})
 PMMREC.update({"PMMRec v0.1" + suffix: {**V01, **keys} for suffix, keys in _V01_LABELS.items()})
 BASELINES = {

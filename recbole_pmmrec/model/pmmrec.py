@@ -40,6 +40,10 @@ from recbole_pmmrec.model.item_tower import ItemTower
 from recbole_pmmrec.model.losses import corrupt_window, nicl_loss, nid_loss, nip_loss, popularity_log_q, rcl_loss
 
 
+# eval_item_dtype -> the autocast dtype of the evaluation item-tower pass (None: no autocast, exact float32)
+_EVAL_ITEM_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+
+
 class UserEncoder(nn.Module):
     """SASRec-style causal Transformer over item vectors with learned positions."""
 
@@ -84,6 +88,11 @@ class PMMRec(SequentialRecommender):
         # Rank only items outside the input history (the authors' evaluation removes a user's history items).
         # A content model scores the items it has just read highly; on data without repeats those slots are lost.
         self.exclude_history = bool(config["exclude_history"])
+        # Precision of the evaluation pass that computes every item vector (training always runs in float32).
+        self.eval_item_dtype = str(config["eval_item_dtype"] or "float32")
+        if self.eval_item_dtype not in _EVAL_ITEM_DTYPES:
+            raise PMMRecConfigError(f"eval_item_dtype={config['eval_item_dtype']!r}: must be one of "
+                                    f"{', '.join(_EVAL_ITEM_DTYPES)}; fix `eval_item_dtype`.")
         if self.loss_type not in ("NIP", "CE"):
             raise PMMRecConfigError(f"loss_type={config['loss_type']!r}: PMMRec supports NIP (in-batch) or CE")
 
@@ -149,10 +158,12 @@ class PMMRec(SequentialRecommender):
         """Vectors of every item (n_items, d), computed once while the weights do not change."""
         if self.training or self._item_cache is None:
             ids = torch.arange(self.n_items, device=self.log_q.device)
-            vecs = torch.cat([self.item_tower(chunk).vectors for chunk in ids.split(2048)])
+            dtype = None if self.training else _EVAL_ITEM_DTYPES[self.eval_item_dtype]
+            with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype is not None):
+                vecs = torch.cat([self.item_tower(chunk).vectors for chunk in ids.split(2048)])
             if self.training:
                 return vecs
-            self._item_cache = vecs
+            self._item_cache = vecs.float()  # users and scores stay float32 in either case
         return self._item_cache
 
     def user_states(self, item_seq: Tensor, item_seq_len: Tensor, item_vecs: Tensor) -> Tensor:

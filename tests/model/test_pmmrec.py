@@ -275,3 +275,24 @@ def test_exclude_history_removes_exactly_the_input_items_from_the_ranking(synth,
         targets = torch.argmax(torch.where(in_history, torch.full_like(plain, float("-inf")), plain), dim=1)
         batch.interaction[model.ITEM_ID] = targets
         assert torch.allclose(model.predict(batch), masked[rows, targets], atol=1e-5)
+
+
+def test_eval_item_dtype_bfloat16_changes_only_the_evaluation_item_pass(synth, pmmrec_config):
+    """``eval_item_dtype: bfloat16`` computes the evaluation item vectors under bf16 autocast: float32 vectors
+    close to the exact ones but not equal (so the option really acts), and the training pass stays float32."""
+    _, model, train, *_ = build(synth, pmmrec_config, hidden_dropout_prob=0.0, attn_dropout_prob=0.0,
+                                fusion_dropout=0.0)
+    assert model.eval_item_dtype == "float32"
+    model.eval()
+    with torch.no_grad():
+        exact = model.item_vectors()
+        model.eval_item_dtype = "bfloat16"
+        model._item_cache = None
+        fast = model.item_vectors()
+        assert fast.dtype == torch.float32 and fast.shape == exact.shape
+        rel = (fast - exact).norm(dim=1)[1:] / exact.norm(dim=1)[1:]
+        assert 0 < rel.max() < 0.05
+        model.train()
+        assert torch.equal(model.item_vectors(), exact)  # no dropout: training mode gives the exact vectors
+    with pytest.raises(Exception, match="eval_item_dtype"):
+        build(synth, pmmrec_config, eval_item_dtype="float16")
