@@ -412,8 +412,10 @@ def section_quality(quality: dict, plots_dir: Path, md_dir: Path) -> str:
                       "keys its label names: `CE` = `loss_type: CE`, `stride S` = `train_window_stride: S`, "
                       "`mlp` = `projection: mlp`, `dropout P` = `hidden_dropout_prob` and `attn_dropout_prob` P, "
                       "`feature dropout P` = `item_feature_dropout: P`, `no debias` = `nip_debias: False`, "
-                      "`k=1` = `text_train_layers: 1`, `v0.2` = " + (_keys_text(_run_attr("V02", {})) or "the old default")
-                      + ", the default until 2026-11-30 (history items ranked), `v0.1` = "
+                      "`k=1` = `text_train_layers: 1`, `v0.3` = " + (_keys_text(_run_attr("V03", {})) or "the old default")
+                      + ", the default until 2026-11-30 (one training window per 20 interactions), `v0.2` = "
+                      + (_keys_text(_run_attr("V02", {})) or "the old default")
+                      + ", the default before that (history items ranked), `v0.1` = "
                       + (_keys_text(_run_attr("V01", {})) or "the old default")
                       + ", the default until the first change of 2026-11-30), same protocol:", "", *QUALITY_HEADER]
         lines += [_quality_row(label, r) for label, r in checks]

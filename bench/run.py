@@ -49,12 +49,17 @@ SUITE = {
     " with RCL": {"w_rcl": 0.1},  # the paper's fourth objective (the default before 2026-11-30)
 }
 PMMREC = {"PMMRec" + suffix: keys for suffix, keys in SUITE.items()}
-# Old defaults. "PMMRec v0.2 X" = the default of v0.2 (history items ranked like any other item,
-# exclude_history False) plus the keys X names; "PMMRec v0.1 X" = v0.2's plus RCL (w_rcl 0.1). The runs that chose
-# the current defaults (BENCHMARKS.md) keep these labels.
-V02 = {"exclude_history": False}
+# Old defaults. "PMMRec v0.3 X" = the default of v0.3 (one training window per 20 interactions:
+# train_window_stride = MAX_ITEM_LIST_LENGTH = 20) plus the keys X names; "PMMRec v0.2 X" = v0.3's with history
+# items ranked like any other item (exclude_history False); "PMMRec v0.1 X" = v0.2's plus RCL (w_rcl 0.1). The runs
+# that chose the current defaults (BENCHMARKS.md) keep these labels.
+V03 = {"train_window_stride": 20}
+V02 = {**V03, "exclude_history": False}
 V01 = {**V02, "w_rcl": 0.1}
 _STRIDES = {" stride 5": {"train_window_stride": 5}, " stride 10": {"train_window_stride": 10}}
+# settings tried against the current default (not in the issue's table)
+PMMREC.update({"PMMRec stride 10": {"train_window_stride": 10}})
+PMMREC.update({"PMMRec v0.3" + suffix: {**V03, **keys} for suffix, keys in SUITE.items()})
 _V02_LABELS = {
     **SUITE,
     **_STRIDES,
@@ -75,8 +80,6 @@ _V01_LABELS = {
     " text-only CE stride 5": {"modalities": ["text"], "loss_type": "CE", "train_window_stride": 5},
     " CE": {"loss_type": "CE"},
 }
-# v0.3 settings tried against the default (not in the issue's table): overlapping training windows
-PMMREC.update({"PMMRec" + suffix: keys for suffix, keys in _STRIDES.items()})
 PMMREC.update({"PMMRec v0.2" + suffix: {**V02, **keys} for suffix, keys in _V02_LABELS.items()})
 PMMREC.update({"PMMRec v0.1" + suffix: {**V01, **keys} for suffix, keys in _V01_LABELS.items()})
 BASELINES = {

@@ -5,7 +5,8 @@
   each training interaction exactly once, like RecBole's one-row-per-prefix rows, with ~L times fewer
   sequences. A user with at most L+1 training items has a single window (the paper's setting).
   ``train_window_stride`` S < L keeps one window per S interactions instead: the windows overlap, each
-  target is supervised about L/S times with more context (data augmentation, L/S times the compute).
+  target is supervised about L/S times with more context (data augmentation, L/S times the compute). An S
+  above L is read as L (logged).
 * ``few_shot_ratio``: keep the training rows of a random fraction of users; validation and test users
   stay the same (for learning curves over the target's data size).
 * ``cold_item_ratio``: hold out a random fraction of items from training: their interactions leave
@@ -125,9 +126,13 @@ class SplitVariantsMixin:
         stride = self.max_item_list_len
         if config["train_window_stride"] is not None:
             stride = int(config["train_window_stride"])
-            if not 1 <= stride <= self.max_item_list_len:
-                raise PMMRecConfigError(f"train_window_stride={stride}: must be in [1, MAX_ITEM_LIST_LENGTH="
-                                        f"{self.max_item_list_len}]")
+            if stride < 1:
+                raise PMMRecConfigError(f"train_window_stride={stride}: must be at least 1 (or ~ for one window per "
+                                        f"MAX_ITEM_LIST_LENGTH={self.max_item_list_len} interactions)")
+            if stride > self.max_item_list_len:  # e.g. the default 5 with a shorter history: windows cannot skip items
+                logger.warning("train_window_stride=%d is above MAX_ITEM_LIST_LENGTH=%d: using %d (windows that do "
+                               "not overlap)", stride, self.max_item_list_len, self.max_item_list_len)
+                stride = self.max_item_list_len
         feat = train.inter_feat
         if window:  # one window per L (stride) training interactions of a user, every position supervised
             feat = feat[chunk_rows(feat, self, stride)]

@@ -53,7 +53,7 @@ def test_overlapping_windows_cover_every_target_with_more_context_and_count_it_o
 
     data = make_synthetic_dataset(tmp_path, "long", n_users=20, n_items=50, min_len=5, max_len=35, seed=4)
     prefix, _ = built(data, quick_config, MAX_ITEM_LIST_LENGTH=8)
-    base, (chunks, *_) = built(data, quick_config, MAX_ITEM_LIST_LENGTH=8, train_window=True)
+    base, (chunks, *_) = built(data, quick_config, MAX_ITEM_LIST_LENGTH=8, train_window=True, train_window_stride=8)
     over, (windows, *_) = built(data, quick_config, MAX_ITEM_LIST_LENGTH=8, train_window=True, train_window_stride=3)
     assert set(targets_per_user(windows.inter_feat, True)) == set(targets_per_user(chunks.inter_feat, True))
     assert 2 * len(chunks.inter_feat) < len(windows.inter_feat) <= 3 * len(chunks.inter_feat)
@@ -64,8 +64,20 @@ def test_overlapping_windows_cover_every_target_with_more_context_and_count_it_o
     assert sum(c >= 6 for c in best.values()) > sum(c >= 6 for c in before.values())
     for windowed in (base, over):  # each training interaction counted once, as from RecBole's prefix rows
         assert torch.equal(windowed.train_item_counts, prefix.train_item_counts)
-    with pytest.raises(PMMRecConfigError, match="train_window_stride=9"):
-        built(data, quick_config, MAX_ITEM_LIST_LENGTH=8, train_window=True, train_window_stride=9)
+    with pytest.raises(PMMRecConfigError, match="train_window_stride=0"):
+        built(data, quick_config, MAX_ITEM_LIST_LENGTH=8, train_window=True, train_window_stride=0)
+
+
+def test_a_stride_above_the_history_length_means_windows_that_do_not_overlap(tmp_path, quick_config, caplog):
+    """The default stride (5) with a shorter MAX_ITEM_LIST_LENGTH: read as L, logged, not an error."""
+    from recbole_pmmrec.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path, "long", n_users=20, n_items=50, min_len=5, max_len=35, seed=4)
+    _, (chunks, *_) = built(data, quick_config, MAX_ITEM_LIST_LENGTH=4, train_window=True, train_window_stride=4)
+    with caplog.at_level("WARNING"):
+        _, (clamped, *_) = built(data, quick_config, MAX_ITEM_LIST_LENGTH=4, train_window=True, train_window_stride=9)
+    assert torch.equal(clamped.inter_feat["item_id"], chunks.inter_feat["item_id"])
+    assert "train_window_stride=9 is above MAX_ITEM_LIST_LENGTH=4" in caplog.text
 
 
 def test_few_shot_keeps_a_fraction_of_training_users_and_all_eval_users(synth, quick_config):
