@@ -20,7 +20,7 @@ from recbole_pmmrec.quick_start import run_recbole_pmmrec
 def _same_batches_config(synth, pmmrec_config, tmp_path, name):
     return pmmrec_config(
         synth, epochs=2, shuffle=False, hidden_dropout_prob=0.0, attn_dropout_prob=0.0, fusion_dropout=0.0,
-        w_nicl=0.0, w_nid=0.0, w_rcl=0.0, learner="sgd", learning_rate=0.05, weight_decay=0.0,
+        w_nicl=0.0, w_nid=0.0, w_rcl=0.0, train_window_stride=10, learner="sgd", learning_rate=0.05, weight_decay=0.0,
         checkpoint_dir=str(tmp_path / name / "saved"), log_dir=str(tmp_path / name / "logs"),
         ddp_check_sync=True, state="INFO")
 
@@ -31,7 +31,7 @@ def test_two_processes_train_the_same_model_as_one_process(synth, pmmrec_config,
                                nproc=2)
     assert multi is not None and multi["config"]["world_size"] == 2
 
-    # Ranks in sync after every step: 40 training windows, global batch 16 -> 3 steps per epoch, 2 epochs.
+    # Ranks in sync after every step: 40 training windows (one per L = 10 interactions), global batch 16 -> 3 steps per epoch, 2 epochs.
     log = open(multi["log_file"], encoding="utf-8").read()
     assert "parameters bitwise identical on all 2 ranks after each of 6 training steps" in log
 
