@@ -624,12 +624,16 @@ def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
                      f"{fmt((r.get('peak_rss_bytes') or 0) / GB, 2, ' GiB')} |")
     lines.append("")
     ratios = []
-    for name, label in (("pmmrec", "PMMRec"), ("pmmrec_k1", "PMMRec k=1")):
+    for name in ("pmmrec", "pmmrec_k1"):
         if sp.get(f"{name}_epoch_ratio") is not None:
+            label = tags[name]["label"]
+            old = " v0." in label  # a run kept from an earlier default: not side by side with this SASRec run
             ratios.append(f"{label} / SASRec: {sp[f'{name}_epoch_ratio']:.2f}x per epoch, "
-                          f"{fmt(sp.get(f'{name}_eval_ratio'))}x per full evaluation")
+                          f"{fmt(sp.get(f'{name}_eval_ratio'))}x per full evaluation"
+                          + (" (an earlier speed run with that version's default, against this SASRec run)"
+                             if old else ""))
     if ratios:
-        lines += ["Ratios from this run: " + "; ".join(ratios) + ".", ""]
+        lines += ["Ratios to the SASRec run above: " + "; ".join(ratios) + ".", ""]
     for suffix, what in (("_ti", "text + image, k = 1 trainable block of MiniLM and of EfficientNet-Lite0"),
                          ("", "text only, k = 1 trainable MiniLM block")):
         if sp.get(f"cached_speedup{suffix}") is None:
