@@ -19,7 +19,7 @@ $(STAMP): setup.py constraints.txt
 	touch $(STAMP)
 
 run: install
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) run_recbole_pmmrec.py --model=PMMRec --dataset=ml-100k --epochs=12
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) run_recbole_pmmrec.py --model=PMMRec --dataset=ml-100k --epochs=30
 
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
