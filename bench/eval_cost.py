@@ -68,8 +68,9 @@ def one_evaluation(trainer, data, dtype: str | None = None) -> float:
 
 def dtype_agreement(trainer, test_data) -> dict:
     """Test metrics of the current PMMRec weights with float32 and with bfloat16 item vectors, and how many
-    test users keep the same top 10 and the same target rank."""
+    test users keep the same top 10 and the same target rank (scored and ranked as ``bench/worker.py`` does)."""
     import torch
+    from worker import rank_of_target
 
     model = trainer.model
     out, top, ranks = {}, {}, {}
@@ -82,12 +83,10 @@ def dtype_agreement(trainer, test_data) -> dict:
         tops, rks = [], []
         with torch.no_grad():
             for batch in test_data:
-                interaction, _, _, positive_i = batch
-                scores = model.full_sort_predict(interaction).view(len(interaction), -1)
-                scores[:, 0] = float("-inf")
-                tops.append(scores.topk(10, dim=1).indices)
-                target = scores[torch.arange(len(positive_i)), positive_i]
-                rks.append((scores > target[:, None]).sum(dim=1))
+                _, scores, pos_u, pos_i = trainer._full_sort_batch_eval(batch)  # RecBole's scores and masks
+                rows = scores[pos_u]
+                tops.append(rows.topk(10, dim=1).indices)
+                rks.append(rank_of_target(rows, pos_i))
         top[dtype], ranks[dtype] = torch.cat(tops), torch.cat(rks)
     same_top = (top["float32"] == top["bfloat16"]).all(dim=1).float().mean().item()
     same_rank = (ranks["float32"] == ranks["bfloat16"]).float().mean().item()

@@ -58,7 +58,7 @@ V02 = {**V03, "exclude_history": False}
 V01 = {**V02, "w_rcl": 0.1}
 _STRIDES = {" stride 5": {"train_window_stride": 5}, " stride 10": {"train_window_stride": 10}}
 # settings tried against the current default (not in the table)
-PMMREC.update({"PMMRec stride 10": {"train_window_stride": 10}})
+PMMREC["PMMRec stride 10"] = _STRIDES[" stride 10"]
 PMMREC.update({"PMMRec v0.3" + suffix: {**V03, **keys} for suffix, keys in SUITE.items()})
 _V02_LABELS = {
     **SUITE,

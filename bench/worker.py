@@ -53,6 +53,16 @@ def rank_metrics(ranks, ks=KS) -> dict:
     return out
 
 
+def rank_of_target(rows, pos_i):
+    """0-based rank of each row's target item ``pos_i`` (N,) among the scores ``rows`` (N, n_items); ties are
+    broken by item id, lower first."""
+    import torch
+
+    target = rows[torch.arange(len(pos_i)), pos_i][:, None]  # (N, 1)
+    lower_id = torch.arange(rows.shape[1])[None, :] < pos_i[:, None]
+    return ((rows > target) | ((rows == target) & lower_id)).sum(dim=1)
+
+
 def target_ranks(trainer, eval_data, history_removed: bool = False):
     """0-based rank of each evaluation row's target under the trainer's own full-ranking scores (history
     items and padding masked as RecBole does). Ties are broken by item id, lower first (as a stable
@@ -64,11 +74,6 @@ def target_ranks(trainer, eval_data, history_removed: bool = False):
     import torch
 
     trainer.model.eval()
-    def rank_of_target(rows, pos_i):
-        target = rows[torch.arange(len(pos_i)), pos_i][:, None]  # (N, 1)
-        lower_id = torch.arange(rows.shape[1])[None, :] < pos_i[:, None]
-        return ((rows > target) | ((rows == target) & lower_id)).sum(dim=1)
-
     ranks, targets, removed = [], [], []
     score_sum = score_n = 0
     with torch.no_grad():
