@@ -49,16 +49,20 @@ SUITE = {
     " with RCL": {"w_rcl": 0.1},  # the paper's fourth objective (the default before 2026-11-30)
 }
 PMMREC = {"PMMRec" + suffix: keys for suffix, keys in SUITE.items()}
-# Old defaults. "PMMRec v0.3 X" = the default of v0.3 (one training window per 20 interactions:
-# train_window_stride = MAX_ITEM_LIST_LENGTH = 20) plus the keys X names; "PMMRec v0.2 X" = v0.3's with history
-# items ranked like any other item (exclude_history False); "PMMRec v0.1 X" = v0.2's plus RCL (w_rcl 0.1). The runs
-# that chose the current defaults (BENCHMARKS.md) keep these labels.
-V03 = {"train_window_stride": 20}
+# Old defaults. "PMMRec v0.4 X" = the default of v0.4 (every text token enters the fusion: text_tokens ~) plus the
+# keys X names; "PMMRec v0.3 X" = v0.4's with one training window per 20 interactions (train_window_stride =
+# MAX_ITEM_LIST_LENGTH = 20); "PMMRec v0.2 X" = v0.3's with history items ranked like any other item
+# (exclude_history False); "PMMRec v0.1 X" = v0.2's plus RCL (w_rcl 0.1). The runs that chose the current defaults
+# (BENCHMARKS.md) keep these labels. (text_tokens only acts with two modalities: the single-modality labels of the
+# current default, "PMMRec text-only" and "PMMRec image-only", are the same models as v0.4's.)
+V04 = {"text_tokens": None}
+V03 = {**V04, "train_window_stride": 20}
 V02 = {**V03, "exclude_history": False}
 V01 = {**V02, "w_rcl": 0.1}
 _STRIDES = {" stride 5": {"train_window_stride": 5}, " stride 10": {"train_window_stride": 10}}
-# settings tried against the current default (not in the issue's table)
-PMMREC["PMMRec stride 10"] = _STRIDES[" stride 10"]
+# settings tried against a default (not in the issue's table)
+PMMREC["PMMRec v0.4 stride 10"] = {**V04, **_STRIDES[" stride 10"]}
+PMMREC.update({"PMMRec v0.4" + suffix: {**V04, **keys} for suffix, keys in SUITE.items()})
 PMMREC.update({"PMMRec v0.3" + suffix: {**V03, **keys} for suffix, keys in SUITE.items()})
 _V02_LABELS = {
     **SUITE,

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from recbole_pmmrec.errors import PMMRecConfigError
-from recbole_pmmrec.model.fusion import MergeAttentionFusion, masked_mean
+from recbole_pmmrec.model.fusion import MergeAttentionFusion, masked_mean, pool_token_groups
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +136,21 @@ class ItemTower(nn.Module):
         # rely on any few feature dimensions to tell an item apart, so its vectors follow the content more
         # smoothly (a regulariser aimed at items never seen in training; 0 = off).
         self.feature_dropout = nn.Dropout(p)
+        # With two modalities, the text tokens that enter the fusion are averaged in at most this many runs of
+        # consecutive tokens (~ = every token): the fusion layer's cost grows with its token count.
+        groups = config["text_tokens"]
+        if groups is not None and (not isinstance(groups, int) or isinstance(groups, bool) or groups < 1):
+            raise PMMRecConfigError(f"text_tokens={groups!r}: use a positive int, or ~ to keep every text token")
+        self.text_groups = groups
         self.fusion = MergeAttentionFusion(d, config["fusion_heads"], dropout=config["fusion_dropout"],
                                            hidden_act=config["hidden_act"], layer_norm_eps=config["layer_norm_eps"])
         self._images = self._preload_images()
+        # Frozen text in a two-modality model: its pooled groups are fixed, computed once for the catalogue when the
+        # cached states are in RAM (the same tokens as pooling each batch, without re-reading 32 tokens per item).
+        self.text_grouped = None
+        if (self.mode == "cached" and len(self.modalities) == 2 and self.text_groups is not None
+                and self.text_encoder.backbone.train_layers == 0 and isinstance(features["text_states"], Tensor)):
+            self.text_grouped = self._group_text()
         # Pooled shortcut: exact when the only modality is frozen and mean-pooled.
         self.pooled = None
         if self.mode == "cached" and len(self.modalities) == 1:
@@ -169,6 +181,29 @@ class ItemTower(nn.Module):
             states, mask = self._states(modality, ids)
             chunks.append(masked_mean(states, mask if modality == "text" else None))
         return torch.cat(chunks)
+
+    def _group_text(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Every item's pooled text groups (tokens, mask, sizes), from the cached states, in chunks."""
+        parts = []
+        for start in range(0, self.n_items, 4096):
+            states, mask = self._states("text", torch.arange(start, min(start + 4096, self.n_items)))
+            parts.append(pool_token_groups(states, mask, self.text_groups))
+        width = max(p[0].shape[1] for p in parts)  # chunks of short texts may have fewer columns
+        pad = [tuple(torch.nn.functional.pad(t, (0, 0, 0, width - t.shape[1]) if t.dim() == 3 else
+                                             (0, width - t.shape[1])) for t in p) for p in parts]
+        return tuple(torch.cat([p[i] for p in pad]) for i in range(3))
+
+    def _text_groups(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The text tokens that enter the fusion (N, G, D), their mask and the number of encoder tokens each
+        stands for: pooled groups when ``text_tokens`` is set, else every token (size 1)."""
+        if self.text_grouped is not None:
+            tokens, mask, sizes = (t[ids.cpu()].to(ids.device) for t in self.text_grouped)
+            width = max(int(mask.sum(dim=1).max()), 1)  # drop the columns no item of this batch uses
+            return tokens[:, :width], mask[:, :width], sizes[:, :width]
+        tokens, mask = self._encoder_tokens("text", ids)
+        if self.text_groups is not None and tokens.shape[1] > self.text_groups:
+            return pool_token_groups(tokens, mask, self.text_groups)
+        return tokens, mask, mask.to(tokens.dtype)
 
     def _inputs(self, modality: str, ids: Tensor):
         """Raw encoder inputs of ``ids`` for end_to_end mode: (token ids, mask) or uint8 images."""
@@ -249,12 +284,14 @@ class ItemTower(nn.Module):
             return ItemBatch(vec, vec if modality == "text" else None, vec if modality == "image" else None,
                              has_text, has_image)
 
-        text_tokens, text_mask = self._encoder_tokens("text", ids)
+        text_tokens, text_mask, weights = self._text_groups(ids)
         image_tokens, _ = self._encoder_tokens("image", ids)
         text_tokens = self.text_encoder.proj(self.feature_dropout(text_tokens))  # (N, Lt, d)
         image_tokens = self.image_encoder.proj(self.feature_dropout(image_tokens))  # (N, Lv, d)
         vec = self.fusion(text_tokens, text_mask, image_tokens, has_text, has_image)
-        text_vec = masked_mean(text_tokens, text_mask & has_text[:, None])
+        # NICL's text vector: the mean over the item's text tokens (pooled groups weighted by their size)
+        weights = weights * has_text[:, None].to(weights.dtype)
+        text_vec = (text_tokens * weights[..., None]).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp(min=1)
         image_vec = image_tokens.mean(dim=1)
         return ItemBatch(vec, text_vec, image_vec, has_text, has_image)
 

@@ -121,19 +121,21 @@ def popularity_log_q(item_counts: Tensor) -> Tensor:
 def nicl_loss(
     text_vec: Tensor,
     image_vec: Tensor,
-    ids: Tensor,
     has_text: Tensor,
     has_image: Tensor,
+    ids: Tensor,
+    inverse: Tensor,
     tau: float = 0.1,
 ) -> Tensor:
     """Next-item enhanced cross-modal contrastive learning.
 
     Args:
-        text_vec: (B, L+1, p) per-slot text vectors, already through the shared projection head.
-        image_vec: (B, L+1, p) per-slot image vectors, through the same head.
+        text_vec: (U, p) text vectors of the batch's distinct items, already through the shared projection head.
+        image_vec: (U, p) image vectors of the same items, through the same head.
+        has_text, has_image: (U,) bool, the item has that modality.
         ids: (B, L+1) item ids, 0 = padding.
-        has_text, has_image: (B, L+1) bool, the slot's item has that modality.
-        tau: temperature.
+        inverse: (B, L+1) the row of ``text_vec`` / ``image_vec`` holding each slot's item (``torch.unique(ids,
+            return_inverse=True)``'s second output, or ``ids`` itself when the rows are the whole catalogue).
 
     Vectors are L2-normalised here; ``s(x, y) = cos(x, y) / tau``. A *node* is a (slot, modality) pair; it
     is present iff the slot's item is not padding and has the modality. Our grouping [ours, unpublished]:
@@ -147,14 +149,18 @@ def nicl_loss(
     - Each (anchor, positive) pair gives ``-log(e^{s_p} / (e^{s_p} + sum_neg e^{s_n}))``; the loss is the
       mean over all pairs of both directions. No pair (e.g. no image in the batch) -> 0.
 
-    Only present nodes (P <= 2S) are compared: memory O(P^2), ``S = B * (L+1)``.
+    Nodes of the same item and modality have the same vector, so the negatives are scored once per distinct
+    (item, modality) *column* and weighted by how many nodes of other users hold it (``log`` multiplicity
+    added to the logit): the same sums as over every node, with memory O(P * 2U) instead of O(P^2),
+    ``P <= 2 B (L+1)`` present nodes.
     """
-    b, width, p = text_vec.shape
-    s = b * width
+    b, width = ids.shape
+    s, u = b * width, text_vec.shape[0]
     dev = ids.device
-    flat_ids = ids.reshape(-1)  # (S,)
-    present = torch.cat([has_text.reshape(-1), has_image.reshape(-1)]).bool() & (flat_ids != 0).repeat(2)  # (2S,)
-    nodes = present.nonzero(as_tuple=True)[0]  # (P,) node k = m * S + slot, m = 0 text, 1 image
+    flat_ids, flat_u = ids.reshape(-1), inverse.reshape(-1)  # (S,)
+    has = torch.stack([has_text, has_image]).bool()  # (2, U)
+    present = (has[:, flat_u] & (flat_ids != 0)[None]).reshape(-1)  # (2S,) node k = m * S + slot, m = 0 text, 1 image
+    nodes = present.nonzero(as_tuple=True)[0]  # (P,)
     node_to_idx = torch.full((2 * s,), -1, dtype=torch.long, device=dev)
     node_to_idx[nodes] = torch.arange(nodes.numel(), device=dev)
 
@@ -169,19 +175,31 @@ def nicl_loss(
     if anchors.numel() == 0:
         return _zero(text_vec, image_vec)
 
-    z = torch.cat([text_vec.reshape(s, p), image_vec.reshape(s, p)], dim=0)[nodes]  # (P, p)
-    z = F.normalize(z, dim=-1)
-    sim = z @ z.t() / tau  # (P, P)
+    # columns: (modality, item) c = m * U + row; node k sits in column col[k]
+    col = (nodes // s) * u + flat_u[slot]  # (P,)
+    z = F.normalize(torch.cat([text_vec, image_vec]), dim=-1)  # (2U, p)
+    sim = z[col] @ z.t() / tau  # (P, 2U)
 
-    # negatives: other users' nodes whose item is neither the anchor's item nor the anchor's next item
+    # negatives of an anchor of user b: the nodes of column c held by other users, total[c] - in_user[b, c] of them
+    # (a log-multiplicity on the logit), except the columns of the anchor's item and of its next item
     user = slot // width
-    item = flat_ids[slot]
-    next_item = torch.where(has_next, flat_ids[(slot + 1).clamp(max=s - 1)], torch.zeros_like(item))  # 0 = none
-    neg = (user[:, None] != user[None, :]) & (item[None, :] != item[:, None])
-    neg &= (item[None, :] != next_item[:, None]) | (next_item[:, None] == 0)
-    neg_lse = sim.masked_fill(~neg, torch.finfo(sim.dtype).min).logsumexp(dim=1)  # (P,)
+    lowest = torch.finfo(sim.dtype).min  # e^lowest = 0, and unlike -inf it keeps the gradients finite
+    total = torch.bincount(col, minlength=2 * u)  # (2U,)
+    in_user = torch.zeros(b, 2 * u, dtype=total.dtype, device=dev).index_put_(
+        (user, col), torch.ones_like(col), accumulate=True)
+    count = (total[None] - in_user).to(sim.dtype)  # (B, 2U)
+    log_count = torch.where(count > 0, count.clamp(min=1).log(), torch.full_like(count, lowest))
+    logits = sim + log_count[user]  # (P, 2U)
+    rows = torch.arange(nodes.numel(), device=dev)
+    next_slot = (slot + 1).clamp(max=s - 1)
+    follows = has_next & (flat_ids[next_slot] != 0)
+    excluded_rows = torch.cat([rows, rows[follows]]).repeat(2)
+    excluded_items = torch.cat([flat_u[slot], flat_u[next_slot[follows]]])
+    excluded_cols = torch.cat([excluded_items, excluded_items + u])
+    logits = logits.index_put((excluded_rows, excluded_cols), torch.tensor(lowest, dtype=sim.dtype, device=dev))
+    neg_lse = logits.logsumexp(dim=1)  # (P,)
 
-    s_pos = sim[anchors, partners]  # (pairs,)
+    s_pos = sim[anchors, col[partners]]  # (pairs,)
     return (torch.logaddexp(s_pos, neg_lse[anchors]) - s_pos).mean()
 
 

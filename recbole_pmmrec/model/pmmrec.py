@@ -203,8 +203,8 @@ class PMMRec(SequentialRecommender):
 
         if self.w_nicl > 0:
             head = self.heads["nicl"]
-            loss = loss + self.w_nicl * nicl_loss(head(items.text_vec)[inverse], head(items.image_vec)[inverse], ids,
-                                                  items.has_text[inverse], items.has_image[inverse], self.nicl_tau)
+            loss = loss + self.w_nicl * nicl_loss(head(items.text_vec), head(items.image_vec), items.has_text,
+                                                  items.has_image, ids, inverse, self.nicl_tau)
         if self.w_nid > 0 or self.w_rcl > 0:
             src_b, src_l, is_noise = corrupt_window(ids, self.nid_ratio)
             noisy_out = self.user_encoder(slot_emb[src_b, src_l], valid_in)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recbole_pmmrec.errors import PMMRecConfigError
-from recbole_pmmrec.model.fusion import MergeAttentionFusion, masked_mean, pool_modalities
+from recbole_pmmrec.model.fusion import MergeAttentionFusion, masked_mean, pool_modalities, pool_token_groups
 
 D, HEADS, LT, LV = 16, 2, 5, 3
 
@@ -163,3 +163,42 @@ def test_fused_gelu_is_recboles_gelu_in_one_kernel():
     act = relu.intermediate_act_fn
     fused_gelu(relu)
     assert relu.intermediate_act_fn is act
+
+
+def _groups_reference(x, mask, groups):
+    """Per item: its valid tokens in order, cut into `groups` runs (floor(r * groups / n)), each averaged."""
+    out = []
+    for row, valid in zip(x, mask):
+        tokens = row[valid]
+        n = tokens.shape[0]
+        if n <= groups:
+            out.append([t for t in tokens])
+        else:
+            members = [[] for _ in range(groups)]
+            for r in range(n):
+                members[r * groups // n].append(tokens[r])
+            out.append([torch.stack(m).mean(dim=0) for m in members])
+    return out
+
+
+def test_pool_token_groups_averages_runs_of_valid_tokens_in_order():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 11, 4, generator=g, dtype=torch.float64)
+    lengths = torch.tensor([11, 9, 5, 4, 1, 0])
+    mask = torch.arange(11)[None] < lengths[:, None]
+    mask[1, 2] = False  # a hole: ranks count valid tokens only
+    pooled, valid, counts = pool_token_groups(x, mask, 4)
+    assert pooled.shape == (6, 4, 4) and valid.shape == counts.shape == (6, 4)
+    want = _groups_reference(x, mask, 4)
+    for i, groups in enumerate(want):
+        assert int(valid[i].sum()) == len(groups) and bool(valid[i, :len(groups)].all())  # valid groups first
+        for j, vec in enumerate(groups):
+            torch.testing.assert_close(pooled[i, j], vec)
+    assert counts[0].tolist() == [3, 3, 3, 2] and counts[3].tolist() == [1, 1, 1, 1] and counts[5].sum() == 0
+    # the size-weighted mean of the groups is the mean of the valid tokens
+    weighted = (pooled * counts[..., None]).sum(1) / counts.sum(1, keepdim=True).clamp(min=1)
+    torch.testing.assert_close(weighted, masked_mean(x, mask))
+    # more groups than tokens: every token is its own group
+    same, valid_all, ones = pool_token_groups(x, mask, 50)
+    assert same.shape[1] == 11
+    torch.testing.assert_close(same[valid_all], x[mask])

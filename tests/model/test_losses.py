@@ -106,6 +106,33 @@ def test_nip_masks_padding_same_user_items_and_target_duplicates():
 # ------------------------------------------------------------------------------------------ NICL
 
 
+def nicl_reference_tensor(text_vec, image_vec, ids, has_text, has_image, tau):
+    """:func:`nicl_reference` in differentiable tensor ops (one anchor at a time), for gradient checks."""
+    b_size, width = ids.shape
+    vecs = [F.normalize(text_vec, dim=-1), F.normalize(image_vec, dim=-1)]
+    has = [has_text, has_image]
+
+    def present(m, b, l):
+        return 0 <= l < width and ids[b, l] != 0 and bool(has[m][b, l])
+
+    terms = []
+    for m in range(2):
+        for b in range(b_size):
+            for l in range(width):
+                if not present(m, b, l):
+                    continue
+                anchor, next_item = int(ids[b, l]), int(ids[b, l + 1]) if l + 1 < width else 0
+                negs = [vecs[m2][b2, l2] for b2 in range(b_size) if b2 != b for l2 in range(width)
+                        for m2 in range(2) if present(m2, b2, l2) and int(ids[b2, l2]) != anchor
+                        and not (next_item != 0 and int(ids[b2, l2]) == next_item)]
+                for l_pos in (l, l + 1):
+                    if present(1 - m, b, l_pos):
+                        s_p = vecs[m][b, l] @ vecs[1 - m][b, l_pos] / tau
+                        s_n = torch.stack(negs) @ vecs[m][b, l] / tau if negs else s_p.new_zeros(0)
+                        terms.append(torch.logsumexp(torch.cat([s_p[None], s_n]), 0) - s_p)
+    return torch.stack(terms).mean()
+
+
 def nicl_reference(text_vec, image_vec, ids, has_text, has_image, tau):
     b_size, width = ids.shape
     vecs = [F.normalize(text_vec, dim=-1), F.normalize(image_vec, dim=-1)]
@@ -144,52 +171,76 @@ def nicl_reference(text_vec, image_vec, ids, has_text, has_image, tau):
 
 
 def _nicl_inputs(seed=0, p=6):
+    """Per-item vectors and modality flags (rows = item ids 0..N_ITEMS-1), as the item tower gives them."""
     g = torch.Generator().manual_seed(seed)
-    text = torch.randn(4, 6, p, generator=g, dtype=F64, requires_grad=True)
-    image = torch.randn(4, 6, p, generator=g, dtype=F64, requires_grad=True)
-    has_text = torch.rand(4, 6, generator=g) > 0.2
-    has_image = torch.rand(4, 6, generator=g) > 0.3
+    text = torch.randn(N_ITEMS, p, generator=g, dtype=F64, requires_grad=True)
+    image = torch.randn(N_ITEMS, p, generator=g, dtype=F64, requires_grad=True)
+    has_text = torch.rand(N_ITEMS, generator=g) > 0.2
+    has_image = torch.rand(N_ITEMS, generator=g) > 0.3
     return text, image, has_text, has_image
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+def _nicl(text, image, has_text, has_image, ids, tau=0.1):
+    """nicl_loss on the batch's distinct items, the way the model calls it."""
+    uniq, inverse = torch.unique(ids, return_inverse=True)
+    return nicl_loss(text[uniq], image[uniq], has_text[uniq], has_image[uniq], ids, inverse, tau)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_nicl_matches_loop_reference(seed):
     text, image, has_text, has_image = _nicl_inputs(seed)
-    got = nicl_loss(text, image, IDS, has_text, has_image, tau=0.1)
-    want = nicl_reference(text.detach(), image.detach(), IDS, has_text, has_image, 0.1)
-    assert abs(got.item() - want) < 1e-5
+    want = nicl_reference(text.detach()[IDS], image.detach()[IDS], IDS, has_text[IDS], has_image[IDS], 0.1)
+    got = _nicl(text, image, has_text, has_image, IDS)
+    assert abs(got.item() - want) < 1e-9
+    # rows = the whole catalogue (loss_type CE), inverse = ids: the same loss
+    whole = nicl_loss(text, image, has_text, has_image, IDS, IDS, 0.1)
+    assert abs(whole.item() - want) < 1e-9
     got.backward()
     assert torch.isfinite(text.grad).all() and text.grad.abs().sum() > 0 and image.grad.abs().sum() > 0
 
 
+def test_nicl_gradient_matches_loop_reference():
+    text, image, has_text, has_image = _nicl_inputs(5)
+    got = torch.autograd.grad(_nicl(text, image, has_text, has_image, IDS), (text, image))
+
+    def reference(t, i):
+        return nicl_reference_tensor(t[IDS], i[IDS], IDS, has_text[IDS], has_image[IDS], 0.1)
+
+    want = torch.autograd.grad(reference(text, image), (text, image))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
 def test_nicl_ignores_padding_and_missing_modalities():
     text, image, has_text, has_image = _nicl_inputs(3)
-    base = nicl_loss(text, image, IDS, has_text, has_image)
-    absent_t = ~has_text | (IDS == 0)
-    absent_v = ~has_image | (IDS == 0)
-    text2 = torch.where(absent_t[..., None], torch.randn_like(text) * 50, text)
-    image2 = torch.where(absent_v[..., None], torch.randn_like(image) * 50, image)
-    torch.testing.assert_close(nicl_loss(text2, image2, IDS, has_text, has_image), base)
+    base = _nicl(text, image, has_text, has_image, IDS)
+    text2 = torch.where(~has_text[:, None], torch.randn_like(text) * 50, text)
+    image2 = torch.where(~has_image[:, None], torch.randn_like(image) * 50, image)
+    text2[0], image2[0] = 99.0, -99.0  # the padding row
+    torch.testing.assert_close(_nicl(text2, image2, has_text, has_image, IDS), base)
 
 
 def test_nicl_has_no_negatives_within_a_user_or_among_false_negatives():
     text, image, _, _ = _nicl_inputs(4)
-    ones = torch.ones(4, 6, dtype=torch.bool)
+    ones = torch.ones(N_ITEMS, dtype=torch.bool)
     # a single user: no other users, so every term is log(e^s / e^s) = 0
-    assert abs(nicl_loss(text[:1], image[:1], IDS[:1], ones[:1], ones[:1]).item()) < 1e-12
-    # user 1 holds only item 7 (text only, so it anchors nothing); for user 0 = [3, 7] that item is the
-    # next item of anchor 3 and the item of anchor 7: a false negative that never enters a denominator
+    assert abs(_nicl(text, image, ones, ones, IDS[:1]).item()) < 1e-12
+    # user 1 holds only item 7, which for user 0 = [3, 7] is the next item of anchor 3 and the item of anchor 7:
+    # a false negative that never enters user 0's denominators. User 1's own anchors (7) see item 3 as negative.
     ids = torch.tensor([[3, 7, 0, 0, 0, 0], [7, 0, 0, 0, 0, 0]])
-    has_image = torch.tensor([[True] * 6, [False] * 6])
-    moved = text[:2].detach().clone()
-    moved[1, 0] = torch.randn(text.shape[-1], dtype=F64) * 10
-    base = nicl_loss(text[:2], image[:2], ids, ones[:2], has_image)
-    torch.testing.assert_close(nicl_loss(moved, image[:2], ids, ones[:2], has_image), base)
-    ids[1, 0] = 8  # a different item is a true negative: moving it changes the loss
-    before = nicl_loss(text[:2], image[:2], ids, ones[:2], has_image)
-    assert abs((nicl_loss(moved, image[:2], ids, ones[:2], has_image) - before).item()) > 1e-3
+    z = {k: F.normalize(v.detach(), dim=-1) for k, v in (("t", text), ("v", image))}
+
+    def term(a, pos, negs):
+        s_p = float(a @ pos) / 0.1
+        return _logsumexp([s_p] + [float(a @ n) / 0.1 for n in negs]) - s_p
+
+    t3, v3, t7, v7 = z["t"][3], z["v"][3], z["t"][7], z["v"][7]
+    terms = [term(t3, v3, []), term(t3, v7, []), term(v3, t3, []), term(v3, t7, []),  # user 0: no true negative
+             term(t7, v7, []), term(v7, t7, []),
+             term(t7, v7, [t3, v3]), term(v7, t7, [t3, v3])]  # user 1: item 3 of user 0
+    assert abs(_nicl(text, image, ones, ones, ids).item() - sum(terms) / len(terms)) < 1e-9
     # no image anywhere: no pair, a zero that keeps the graph
-    empty = nicl_loss(text, image, IDS, ones, torch.zeros_like(ones))
+    empty = _nicl(text, image, ones, torch.zeros_like(ones), IDS)
     assert empty.item() == 0.0 and empty.requires_grad
 
 

@@ -296,3 +296,38 @@ def test_eval_item_dtype_bfloat16_changes_only_the_evaluation_item_pass(synth, p
         assert torch.equal(model.item_vectors(), exact)  # no dropout: training mode gives the exact vectors
     with pytest.raises(Exception, match="eval_item_dtype"):
         build(synth, pmmrec_config, eval_item_dtype="float16")
+
+
+def test_text_tokens_pools_the_fusion_text_and_keeps_the_text_mean(synth, pmmrec_config):
+    """``text_tokens``: the fusion reads runs of consecutive text tokens, averaged; the catalogue's precomputed
+    groups (frozen text, cached) equal pooling each batch; ``~`` feeds every token; NICL's text vector stays the
+    mean over all text tokens either way."""
+    from recbole_pmmrec.errors import PMMRecConfigError
+    from recbole_pmmrec.model.fusion import masked_mean
+
+    common = dict(cache_dtype="float32", fusion_dropout=0.0)
+    _, pooled, *_ = build(synth, pmmrec_config, text_tokens=3, **common)
+    _, full, *_ = build(synth, pmmrec_config, text_tokens=None, **common)
+    full.load_state_dict(pooled.state_dict())
+    pooled.eval(), full.eval()
+    tower = pooled.item_tower
+    assert tower.text_grouped is not None and full.item_tower.text_grouped is None
+    ids = torch.arange(1, pooled.n_items)
+    with torch.no_grad():
+        pre = tower(ids)
+        groups = tower.text_grouped
+        tower.text_grouped = None  # pool each batch instead
+        per_batch = tower(ids)
+        tower.text_grouped = groups
+        every = full.item_tower(ids)
+        states, mask = tower._states("text", ids)
+        mean_text = tower.text_encoder.proj(masked_mean(states, mask)) * tower.has_text[ids][:, None]
+    assert int(groups[1].sum(dim=1).max()) == 3 and int(mask.sum(dim=1).max()) > 3  # pooling acts on this data
+    for part in ("vectors", "text_vec", "image_vec"):
+        torch.testing.assert_close(getattr(pre, part), getattr(per_batch, part), atol=1e-5, rtol=1e-5)
+    assert (pre.vectors - every.vectors).abs().max() > 1e-4  # the fusion reads other tokens
+    torch.testing.assert_close(pre.text_vec, mean_text, atol=1e-5, rtol=1e-4)  # linear projection: the exact mean
+    torch.testing.assert_close(every.text_vec, mean_text, atol=1e-5, rtol=1e-4)
+    for bad in (0, -2, 2.5, "eight"):
+        with pytest.raises(PMMRecConfigError, match="text_tokens"):
+            build(synth, pmmrec_config, text_tokens=bad)
