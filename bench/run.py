@@ -93,7 +93,11 @@ BASELINES = {
     "FDSA": {"selected_features": ["genres"], "pooling_mode": "mean"},
     "Pop": {},
 }
-QUALITY_ORDER = ["PMMRec", "SASRec", "PMMRec text-only", "GRU4Rec", "FDSA", "PMMRec image-only", "Pop",
+# baselines whose early stopping and checkpoint follow validation NDCG@10 with the input history removed (the rule
+# PMMRec ranks by) instead of RecBole's score; the label's model is the part before the first space
+SELECT = {"SASRec hr-selected": "history_removed"}
+BASELINES.update({label: dict(BASELINES[label.split(" ")[0]]) for label in SELECT})
+QUALITY_ORDER = ["PMMRec", "SASRec", "SASRec hr-selected", "PMMRec text-only", "GRU4Rec", "FDSA", "PMMRec image-only", "Pop",
                  "PMMRec w/o NICL", "PMMRec w/o NID", "PMMRec with RCL", "BERT4Rec"]
 COLD_ORDER = ["PMMRec", "SASRec", "PMMRec text-only", "GRU4Rec", "FDSA", "PMMRec image-only", "BERT4Rec"]
 
@@ -101,7 +105,7 @@ COLD_ORDER = ["PMMRec", "SASRec", "PMMRec text-only", "GRU4Rec", "FDSA", "PMMRec
 def model_of(label: str) -> tuple[str, dict]:
     if label in PMMREC:
         return "PMMRec", dict(PMMREC[label])
-    return label, dict(BASELINES[label])
+    return label.split(" ")[0], dict(BASELINES[label])
 
 
 # ---------------------------------------------------------------------------- running one spec
@@ -113,6 +117,8 @@ def run_key(spec: dict, with_tag: bool = True) -> str:
              "tag": spec.get("tag") if with_tag else None,  # runs with the same config but another purpose (cache build fresh / warm)
              "n_epochs": spec.get("n_epochs"),
              "config": {k: v for k, v in sorted(spec["config"].items()) if k not in paths}}
+    if spec.get("select"):  # checkpoint selection rule (bench/worker.py); absent = RecBole's, as in older keys
+        ident["select"] = spec["select"]
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -261,6 +267,8 @@ def part_fits(part: str, labels: list[str], seeds: list[int], args, work: Path, 
             model, overrides = model_of(label)
             cfg = base_config(args, work, seed=seed, **overrides, **extra)
             spec = {"label": label, "model": model, "dataset": DATASET, "config": cfg, "mode": "fit"}
+            if label in SELECT:
+                spec["select"] = SELECT[label]
             key = run_key(spec, with_tag=False)
             done = find_done(key)
             if done is not None and not args.fresh:

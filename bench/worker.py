@@ -219,6 +219,13 @@ def run(spec: dict, out_path: Path) -> dict:
 
     # ---- fit: RecBole's loop, timed; stopped at an epoch boundary once the wall-time budget is spent
     valid_metric = config["valid_metric"].lower()
+    # spec["select"] = "history_removed": early stopping and the checkpoint follow validation NDCG@10 with the
+    # input history removed (the rule PMMRec ranks by), instead of RecBole's score
+    select = spec.get("select") or "recbole"
+    if select not in ("recbole", "history_removed"):
+        raise ValueError(f"spec select={select!r}: use 'recbole' or 'history_removed'")
+    if select == "history_removed" and (not hasattr(model, "ITEM_SEQ") or valid_metric != "ndcg@10"):
+        raise ValueError("select 'history_removed' needs a sequential model and valid_metric NDCG@10")
     clock = {"start": None, "extra": 0.0}
     budget = fit_budget(spec, config)
     r["max_fit_s"] = budget
@@ -253,6 +260,9 @@ def run(spec: dict, out_path: Path) -> dict:
                 point["valid_cold"], point["valid_warm"] = rank_metrics(ranks[cold]), rank_metrics(ranks[~cold])
             if removed:  # validation NDCG@10 with the input history removed: every model under one protocol
                 point["valid_history_removed"] = rank_metrics(removed[0])["ndcg@10"]
+        if select == "history_removed":  # RecBole's fit stops and keeps its best model by the score returned
+            point["score_recbole"], point["score"] = point["score"], point["valid_history_removed"]
+            score = point["score"]
         point["extra_s"] = time.perf_counter() - t
         clock["extra"] += point["extra_s"]
         rec.save()

@@ -239,3 +239,20 @@ def test_time_to_quality_under_one_protocol():
     assert sp["pmmrec_ttq"] == pytest.approx(10 / 30)  # RecBole's own numbers: SASRec's best 0.06 at 30 s
     del sas["curve"][0]["valid_history_removed"]  # older runs: no same-protocol ratio
     assert "pmmrec_ttq_hr" not in report.speed_numbers({"runs": [sas, pmm]})
+
+
+def test_worker_selects_by_history_removed_validation_when_asked(synth, quick_config, tmp_path):
+    """spec select 'history_removed': RecBole's fit stops and keeps its checkpoint by validation NDCG@10 with the
+    input history removed; the curve keeps RecBole's own score beside it."""
+    cfg = quick_config(synth, epochs=4, stopping_step=10, seed=1)
+    spec = {"label": "SASRec hr-selected", "model": "SASRec", "dataset": synth.name, "config": cfg, "mode": "fit",
+            "select": "history_removed"}
+    r = worker.run(spec, tmp_path / "out.json")
+    assert r["status"] == "done" and len(r["curve"]) == 4
+    for point in r["curve"]:
+        assert point["score"] == point["valid_history_removed"]
+        assert point["score_recbole"] == point["valid"]["ndcg@10"]
+    best = max(r["curve"], key=lambda p: p["score"])
+    assert r["best_valid"]["score"] == best["score"]
+    with pytest.raises(ValueError, match="select"):
+        worker.run(dict(spec, select="test"), tmp_path / "bad.json")
