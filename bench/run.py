@@ -61,7 +61,6 @@ V02 = {**V03, "exclude_history": False}
 V01 = {**V02, "w_rcl": 0.1}
 _STRIDES = {" stride 5": {"train_window_stride": 5}, " stride 10": {"train_window_stride": 10}}
 # settings tried against a default (not in the table)
-PMMREC["PMMRec no debias"] = {"nip_debias": False}  # in-batch logits without -log q(i): popularity-neutral scores
 PMMREC["PMMRec v0.4 stride 10"] = {**V04, **_STRIDES[" stride 10"]}
 PMMREC.update({"PMMRec v0.4" + suffix: {**V04, **keys} for suffix, keys in SUITE.items()})
 PMMREC.update({"PMMRec v0.3" + suffix: {**V03, **keys} for suffix, keys in SUITE.items()})
