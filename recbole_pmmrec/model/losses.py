@@ -136,6 +136,7 @@ def nicl_loss(
         ids: (B, L+1) item ids, 0 = padding.
         inverse: (B, L+1) the row of ``text_vec`` / ``image_vec`` holding each slot's item (``torch.unique(ids,
             return_inverse=True)``'s second output, or ``ids`` itself when the rows are the whole catalogue).
+        tau: temperature.
 
     Vectors are L2-normalised here; ``s(x, y) = cos(x, y) / tau``. A *node* is a (slot, modality) pair; it
     is present iff the slot's item is not padding and has the modality. Our grouping [ours, unpublished]:
