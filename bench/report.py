@@ -684,13 +684,21 @@ def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _scaling_keys(scaling: dict) -> str:
+    """When the scaling runs were made (their model keys are the defaults of that day)."""
+    meta = scaling.get("meta") or {}
+    parts = [f"commit {meta['commit']}" if meta.get("commit") else "", f"{meta['date']}" if meta.get("date") else ""]
+    return ", ".join(p for p in parts if p) or "date not recorded"
+
+
 def section_scaling(scaling: dict, sc: dict, plots_dir: Path, md_dir: Path) -> str:
     lines = ["## Scaling", "",
              "Synthetic data (`recbole_pmmrec.synthetic.make_synthetic_dataset`, 30–70 interactions per user, "
              "text only) with a random 1-layer BERT (hidden 64) as the frozen text encoder, so the numbers measure "
-             "the recommender's own cost (cached states, item tower, user encoder, NIP + NID + RCL), not a large "
-             "encoder. Epoch time is the faster of two training epochs; peak RSS covers loading, cache build and "
-             "training.", "",
+             "the recommender's own cost (cached states, item tower, user encoder, and the default's objectives "
+             "for one modality: NIP + NID), not a large encoder. The model keys are the defaults of the day the "
+             "runs were made (" + _scaling_keys(scaling) + "; `train_window_stride: 5` since v0.4). Epoch time is the faster of two training epochs; peak RSS "
+             "covers loading, cache build and training.", "",
              "| interactions | items | training windows | s / epoch | peak RSS | data + cache s | generate s |",
              "|---|---|---|---|---|---|---|"]
     for r in sc["rows"]:
