@@ -181,10 +181,11 @@ class PMMRec(SequentialRecommender):
             ids = interaction["window"]  # (B, L+1)
         else:
             ids = next_item_window(item_seq, item_seq_len, interaction[self.POS_ITEM_ID])
+        batch_items, batch_inverse = torch.unique(ids, return_inverse=True)  # the batch's distinct items
         if self.loss_type == "CE":  # the softmax needs every item's vector: encode the catalogue once
             uniq, inverse = torch.arange(self.n_items, device=ids.device), ids
-        else:
-            uniq, inverse = torch.unique(ids, return_inverse=True)  # each item encoded once per batch
+        else:  # each item encoded once per batch
+            uniq, inverse = batch_items, batch_inverse
         items = self.item_tower(uniq)
         slot_emb = items.vectors[inverse]  # (B, L+1, d)
         valid_in = ids[:, :-1] > 0
@@ -203,8 +204,10 @@ class PMMRec(SequentialRecommender):
 
         if self.w_nicl > 0:
             head = self.heads["nicl"]
-            loss = loss + self.w_nicl * nicl_loss(head(items.text_vec), head(items.image_vec), items.has_text,
-                                                  items.has_image, ids, inverse, self.nicl_tau)
+            rows = batch_items if self.loss_type == "CE" else slice(None)  # NICL compares the batch's items only
+            loss = loss + self.w_nicl * nicl_loss(head(items.text_vec[rows]), head(items.image_vec[rows]),
+                                                  items.has_text[rows], items.has_image[rows], ids, batch_inverse,
+                                                  self.nicl_tau)
         if self.w_nid > 0 or self.w_rcl > 0:
             src_b, src_l, is_noise = corrupt_window(ids, self.nid_ratio)
             noisy_out = self.user_encoder(slot_emb[src_b, src_l], valid_in)

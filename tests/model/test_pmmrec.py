@@ -226,6 +226,26 @@ def test_ce_loss_is_the_full_catalogue_cross_entropy_at_every_position(synth, pm
     assert torch.allclose(loss, expected, atol=1e-5)
 
 
+def test_ce_loss_nicl_compares_the_batch_items_and_equals_the_catalogue_form(synth, pmmrec_config):
+    """With CE the tower encodes the whole catalogue; NICL still compares only the batch's items, and gives the
+    loss it would over the catalogue's rows (``inverse = ids``)."""
+    from recbole_pmmrec.model.losses import nicl_loss
+
+    _, model, train, *_ = build(synth, pmmrec_config, loss_type="CE", w_nicl=1.0, w_nid=0, w_rcl=0)
+    batch = first_batch(train)
+    model.eval()
+    with torch.no_grad():
+        with_nicl = model.calculate_loss(batch)
+        model.w_nicl = 0.0
+        without = model.calculate_loss(batch)
+        items = model.item_tower(torch.arange(model.n_items))
+        head = model.heads["nicl"]
+        whole = nicl_loss(head(items.text_vec), head(items.image_vec), items.has_text, items.has_image,
+                          batch["window"], batch["window"], model.nicl_tau)
+    assert whole > 0
+    assert torch.allclose(with_nicl - without, whole, atol=1e-5)
+
+
 @pytest.mark.parametrize("modalities", [["text", "image"], ["text"]])
 def test_item_feature_dropout_acts_in_training_only(synth, pmmrec_config, modalities):
     """``item_feature_dropout`` perturbs the item vectors while training (fused and pooled paths) and leaves
