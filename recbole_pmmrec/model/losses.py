@@ -162,8 +162,9 @@ def nicl_loss(
     has = torch.stack([has_text, has_image]).bool()  # (2, U)
     present = (has[:, flat_u] & (flat_ids != 0)[None]).reshape(-1)  # (2S,) node k = m * S + slot, m = 0 text, 1 image
     nodes = present.nonzero(as_tuple=True)[0]  # (P,)
+    rows = torch.arange(nodes.numel(), device=dev)  # node index k
     node_to_idx = torch.full((2 * s,), -1, dtype=torch.long, device=dev)
-    node_to_idx[nodes] = torch.arange(nodes.numel(), device=dev)
+    node_to_idx[nodes] = rows
 
     # positives of node k: the same slot in the other modality, and the next slot in the other modality
     slot = nodes % s  # (P,)
@@ -171,7 +172,7 @@ def nicl_loss(
     other = (nodes + s) % (2 * s)
     same_idx = node_to_idx[other]  # (P,), -1 = absent
     next_idx = torch.where(has_next, node_to_idx[(other + 1).clamp(max=2 * s - 1)], torch.full_like(other, -1))
-    anchors = torch.cat([torch.arange(nodes.numel(), device=dev)[same_idx >= 0], (next_idx >= 0).nonzero()[:, 0]])
+    anchors = torch.cat([rows[same_idx >= 0], (next_idx >= 0).nonzero()[:, 0]])
     partners = torch.cat([same_idx[same_idx >= 0], next_idx[next_idx >= 0]])
     if anchors.numel() == 0:
         return _zero(text_vec, image_vec)
@@ -191,7 +192,6 @@ def nicl_loss(
     count = (total[None] - in_user).to(sim.dtype)  # (B, 2U)
     log_count = torch.where(count > 0, count.clamp(min=1).log(), torch.full_like(count, lowest))
     logits = sim + log_count[user]  # (P, 2U)
-    rows = torch.arange(nodes.numel(), device=dev)
     next_slot = (slot + 1).clamp(max=s - 1)
     follows = has_next & (flat_ids[next_slot] != 0)
     excluded_rows = torch.cat([rows, rows[follows]]).repeat(2)
