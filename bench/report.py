@@ -355,23 +355,23 @@ def section_targets(sp: dict, q: dict, cs: dict, sc: dict) -> str:
         a, b = mean_std(pm["test"]["ndcg@10"])[0], mean_std(sa["test"]["ndcg@10"])[0]
         final = not (pm["budget"] or sa["budget"]) and min(pm["n"], sa["n"]) >= 3
         note = "" if final else " (budget-capped or < 3 seeds: no verdict)"
-        hp, hs = ([x for x in r["history_removed"] if x is not None] for r in (pm, sa))
-        if hp and hs:  # the same comparison under one rule: input history removed for both
-            ha, hb = mean_std(hp)[0], mean_std(hs)[0]
-            hfinal = final and min(len(hp), len(hs)) >= 3
-            hnote = "" if hfinal else " (< 3 seeds with this record: no verdict)"
-            lines.append(row(f"test NDCG@10, PMMRec vs SASRec, both with the input history removed (mean of "
-                             f"{len(hp)} / {len(hs)} seeds)", ">= SASRec", f"{ha:.4f} vs {hb:.4f} ({ha / hb:.2f}x){hnote}",
-                             (ha >= hb) if hfinal else None))
-        hr_sel = q.get("SASRec hr-selected")
-        hsel = [x for x in hr_sel["history_removed"] if x is not None] if hr_sel else []
-        if hp and hsel:  # SASRec also stopped and selected by that rule
-            ha, hb = mean_std(hp)[0], mean_std(hsel)[0]
-            sfinal = final and not hr_sel["budget"] and min(len(hp), len(hsel)) >= 3
-            snote = "" if sfinal else " (budget-capped or < 3 seeds: no verdict)"
-            lines.append(row(f"test NDCG@10, PMMRec vs SASRec hr-selected (SASRec stopped and selected by validation "
-                             f"with the history removed; mean of {len(hp)} / {len(hsel)} seeds)", ">= SASRec",
-                             f"{ha:.4f} vs {hb:.4f} ({ha / hb:.2f}x){snote}", (ha >= hb) if sfinal else None))
+        hp = [x for x in pm["history_removed"] if x is not None]
+
+        def one_rule(baseline, title, base_final, note):  # PMMRec against a baseline, input history removed for both
+            hb_all = [x for x in baseline["history_removed"] if x is not None] if baseline else []
+            if not (hp and hb_all):
+                return
+            ha, hb = mean_std(hp)[0], mean_std(hb_all)[0]
+            ok = base_final and min(len(hp), len(hb_all)) >= 3
+            lines.append(row(title.format(len(hp), len(hb_all)), ">= SASRec",
+                             f"{ha:.4f} vs {hb:.4f} ({ha / hb:.2f}x){'' if ok else note}", (ha >= hb) if ok else None))
+
+        one_rule(sa, "test NDCG@10, PMMRec vs SASRec, both with the input history removed (mean of {} / {} seeds)",
+                 final, " (< 3 seeds with this record: no verdict)")
+        hr_sel = q.get("SASRec hr-selected")  # SASRec also stopped and selected by that rule
+        one_rule(hr_sel, "test NDCG@10, PMMRec vs SASRec hr-selected (SASRec stopped and selected by validation with "
+                 "the history removed; mean of {} / {} seeds)", final and not (hr_sel or {}).get("budget"),
+                 " (budget-capped or < 3 seeds: no verdict)")
         lines.append(row(f"test NDCG@10, PMMRec vs SASRec, each as RecBole evaluates it (mean of {pm['n']} / "
                          f"{sa['n']} seeds)", ">= SASRec",
                          f"{a:.4f} vs {b:.4f} ({a / b:.2f}x){note}", (a >= b) if final else None))
@@ -684,7 +684,7 @@ def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _scaling_keys(scaling: dict) -> str:
+def _scaling_when(scaling: dict) -> str:
     """When the scaling runs were made (their model keys are the defaults of that day)."""
     meta = scaling.get("meta") or {}
     parts = [f"commit {meta['commit']}" if meta.get("commit") else "", f"{meta['date']}" if meta.get("date") else ""]
@@ -697,8 +697,8 @@ def section_scaling(scaling: dict, sc: dict, plots_dir: Path, md_dir: Path) -> s
              "text only) with a random 1-layer BERT (hidden 64) as the frozen text encoder, so the numbers measure "
              "the recommender's own cost (cached states, item tower, user encoder, and the default's objectives "
              "for one modality: NIP + NID), not a large encoder. The model keys are the defaults of the day the "
-             "runs were made (" + _scaling_keys(scaling) + "; `train_window_stride: 5` since v0.4). Epoch time is the faster of two training epochs; peak RSS "
-             "covers loading, cache build and training.", "",
+             "runs were made (" + _scaling_when(scaling) + "; `train_window_stride: 5` since v0.4). Epoch time "
+             "is the faster of two training epochs; peak RSS covers loading, cache build and training.", "",
              "| interactions | items | training windows | s / epoch | peak RSS | data + cache s | generate s |",
              "|---|---|---|---|---|---|---|"]
     for r in sc["rows"]:
