@@ -184,14 +184,17 @@ class ItemTower(nn.Module):
 
     def _group_text(self) -> tuple[Tensor, Tensor, Tensor]:
         """Every item's pooled text groups (tokens, mask, sizes), from the cached states, in chunks."""
-        parts = []
+        tokens = mask = sizes = None
+        g = min(self.text_groups, self.features["text_mask"].shape[1])  # at most one group per token
         for start in range(0, self.n_items, 4096):
-            states, mask = self._states("text", torch.arange(start, min(start + 4096, self.n_items)))
-            parts.append(pool_token_groups(states, mask, self.text_groups))
-        width = max(p[0].shape[1] for p in parts)  # chunks of short texts may have fewer columns
-        pad = [tuple(torch.nn.functional.pad(t, (0, 0, 0, width - t.shape[1]) if t.dim() == 3 else
-                                             (0, width - t.shape[1])) for t in p) for p in parts]
-        return tuple(torch.cat([p[i] for p in pad]) for i in range(3))
+            ids = torch.arange(start, min(start + 4096, self.n_items))
+            t, m, c = pool_token_groups(*self._states("text", ids), self.text_groups)
+            if tokens is None:  # a chunk of short texts may have fewer than g columns: the rest stay padding
+                tokens = t.new_zeros(self.n_items, g, t.shape[2])
+                mask, sizes = m.new_zeros(self.n_items, g), c.new_zeros(self.n_items, g)
+            width = t.shape[1]
+            tokens[ids, :width], mask[ids, :width], sizes[ids, :width] = t, m, c
+        return tokens, mask, sizes
 
     def _text_groups(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The text tokens that enter the fusion (N, G, D), their mask and the number of encoder tokens each
