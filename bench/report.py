@@ -14,6 +14,7 @@ import re
 import statistics
 from pathlib import Path
 
+MAIN_DATASET = "ml100k-posters"  # bench/run.py DATASET: runs on another data set get rows of their own
 SECTIONS = ["intro", "targets", "quality", "coldstart", "speed", "scaling"]
 GB = 1024**3
 MAIN_METRICS = ("recall@10", "ndcg@10", "mrr@10")
@@ -56,10 +57,17 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def run_label(run: dict) -> str:
+    """A run's row: its label, plus " on DATASET" for a run on another data set than the suite's."""
+    label = run.get("label", run["spec"]["model"])
+    dataset = run["spec"].get("dataset", MAIN_DATASET)
+    return label if dataset == MAIN_DATASET else f"{label} on {dataset}"
+
+
 def by_label(runs: list[dict]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for r in runs:
-        out.setdefault(r.get("label", r["spec"]["model"]), []).append(r)
+        out.setdefault(run_label(r), []).append(r)
     return out
 
 
@@ -217,7 +225,7 @@ def plot_curves(runs: list[dict], path: Path, x: str, title: str) -> bool:
     for r in runs:
         pts = [p for p in r["curve"] if "score" in p]
         xs = [p["epoch"] + 1 for p in pts] if x == "epoch" else [p["wall_s"] for p in pts]
-        ax.plot(xs, [p["score"] for p in pts], marker="o", ms=3, label=r.get("label"))
+        ax.plot(xs, [p["score"] for p in pts], marker="o", ms=3, label=run_label(r))
     ax.set_xlabel("epoch" if x == "epoch" else "wall seconds since training started (train + validation)")
     ax.set_ylabel("validation NDCG@10")
     ax.set_title(title)

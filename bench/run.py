@@ -266,7 +266,7 @@ def part_fits(part: str, labels: list[str], seeds: list[int], args, work: Path, 
         for label in labels:
             model, overrides = model_of(label)
             cfg = base_config(args, work, seed=seed, **overrides, **extra)
-            spec = {"label": label, "model": model, "dataset": DATASET, "config": cfg, "mode": "fit"}
+            spec = {"label": label, "model": model, "dataset": args.dataset, "config": cfg, "mode": "fit"}
             if label in SELECT:
                 spec["select"] = SELECT[label]
             key = run_key(spec, with_tag=False)
@@ -473,6 +473,9 @@ def parse_args(argv=None):
                          "over two invocations)")
     ap.add_argument("--data-dir", type=Path, default=Path("/tmp/pmmrec_data"),
                     help="data_path holding ml100k-posters/ (converted by dataset_tools)")
+    ap.add_argument("--dataset", default=DATASET,
+                    help="quality / cold start: another data set under --data-dir (converted by dataset_tools), "
+                         "reported in rows of its own; speed and scaling always use " + DATASET)
     ap.add_argument("--work-dir", type=Path, default=Path("/tmp/pmmrec_bench"),
                     help="checkpoints, logs, caches and synthetic data (outside the repository)")
     ap.add_argument("--quick", action="store_true", help="few models, 2 epochs, small scaling sizes")
@@ -514,10 +517,15 @@ def main(argv=None) -> int:
     run_spec.max_fit_s = args.max_fit_s
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
+    if args.dataset != DATASET and args.part not in ("quality", "coldstart"):
+        raise SystemExit(f"--dataset applies to quality and coldstart only (speed and scaling use {DATASET})")
     if args.part in ("speed", "quality", "coldstart", "all"):
-        if not (args.data_dir / DATASET / f"{DATASET}.inter").exists():
-            print(f"no {DATASET} under {args.data_dir}: convert it first with\n  python -m dataset_tools.convert "
-                  f"movielens-posters --input PATH/ml100k_posters --output {args.data_dir}", file=sys.stderr)
+        name = args.dataset
+        if not (args.data_dir / name / f"{name}.inter").exists():
+            how = (f"movielens-posters --input PATH/ml100k_posters --output {args.data_dir}" if name == DATASET else
+                   f"FORMAT --input PATH --output {args.data_dir} --name {name}  (formats: --help)")
+            print(f"no {name} under {args.data_dir}: convert it first with\n  python -m dataset_tools.convert {how}",
+                  file=sys.stderr)
             return 2
     parts = ["speed", "quality", "coldstart", "scaling"] if args.part == "all" else [args.part]
     for part in parts:

@@ -222,6 +222,19 @@ def test_cold_by_epoch_pools_validation_hits_over_seeds():
     assert "| selected | 2 | 3 / 150 | 0.0200 | 0.1100 | 0.18 |" in text  # seed 2020's epoch 2, seed 2021's epoch 1
 
 
+def test_runs_on_another_dataset_get_rows_of_their_own():
+    """bench/run.py --dataset: a cold-start run on another data set is neither pooled with the suite's runs of the
+    same label nor taken for them in the targets."""
+    main = fit_run("PMMRec", "q", [0.05], 10, 1, 1.0, cold=(0.02, 0.2))
+    other = fit_run("PMMRec", "q", [0.05], 10, 1, 1.0, cold=(0.15, 0.2))
+    other["spec"]["dataset"] = "microlens-50k"
+    rows = report.quality_table_rows([main, other])
+    assert rows["PMMRec"]["n"] == 1 and rows["PMMRec"]["cold"]["recall@10"] == [0.02]
+    assert rows["PMMRec on microlens-50k"]["cold"]["recall@10"] == [0.15]
+    text = report.section_coldstart({"runs": [main, other]})
+    assert "| PMMRec on microlens-50k | 1 |" in text and "| PMMRec | 1 |" in text
+
+
 def test_time_to_quality_under_one_protocol():
     """With ``valid_history_removed`` on both curves, time to quality is also computed on it (SASRec's best under
     that rule, PMMRec's first epoch at or above it)."""
