@@ -21,6 +21,7 @@ import concurrent.futures
 import datetime
 import fcntl
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -122,6 +123,20 @@ def run_key(spec: dict, with_tag: bool = True) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def defaults_digest(model: str, dataset: str) -> str:
+    """Digest of the defaults a run of ``model`` on ``dataset`` starts from: this project's overall, model and data
+    set ``.yaml`` properties (parsed, so comments do not count) and the RecBole version, whose own model defaults a
+    baseline takes. ``run_key`` holds only a run's overrides, so a finished run is reused only while its digest
+    matches: after a default changes, the same overrides make another model."""
+    import yaml  # a dependency of recbole
+
+    props = REPO / "properties"
+    files = [props / "overall.yaml", props / "model" / f"{model}.yaml", props / "dataset" / f"{dataset}.yaml"]
+    parsed = {f.relative_to(REPO).as_posix(): yaml.safe_load(f.read_text()) for f in files if f.is_file()}
+    parsed["recbole"] = importlib.metadata.version("recbole")
+    return hashlib.sha256(json.dumps(parsed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def base_config(args, work: Path, **extra) -> dict:
     cfg = {"data_path": str(args.data_dir), "checkpoint_dir": str(work / "saved"), "log_dir": str(work / "log"),
            "tensorboard_dir": str(work / "tb"), "cache_dir": str(work / "cache"), "show_progress": False,
@@ -147,6 +162,7 @@ def run_spec(spec: dict, work: Path, timeout: float, threads: int | None = None)
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         spec = dict(spec, threads=threads)
     label = spec.get("label", spec["model"])
+    defaults = defaults_digest(spec["model"], spec["dataset"])  # what the worker reads as it starts
     print(f"[bench] {label} ({spec.get('mode', 'fit')}) ... log: {log_file}", flush=True)
     t0 = time.perf_counter()
     with open(log_file, "w") as log:
@@ -161,6 +177,7 @@ def run_spec(spec: dict, work: Path, timeout: float, threads: int | None = None)
             timed_out = True
     record = json.loads(out_file.read_text()) if out_file.exists() else {"spec": spec, "status": "error"}
     record["key"], record["reuse_key"], record["label"] = key, run_key(spec, with_tag=False), label
+    record["defaults"] = defaults
     record["process_s"] = time.perf_counter() - t0
     record["children_max_rss_bytes"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     if timed_out:
@@ -204,11 +221,18 @@ def slim(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in ("traceback",)}
 
 
-def find_done(key: str, parts=("speed", "quality", "coldstart")) -> dict | None:
+def find_done(key: str, defaults: str, parts=("speed", "quality", "coldstart")) -> dict | None:
+    """A finished run with this reuse key that started from the same defaults (``defaults_digest``), or None."""
+    stale = None
     for part in parts:
         for rec in load_results(part)["runs"]:
             if rec.get("reuse_key", rec.get("key")) == key and rec.get("status") == "done":
-                return rec
+                if rec.get("defaults") == defaults:
+                    return rec
+                stale = rec
+    if stale is not None:
+        print(f"[bench] run {key} ({stale.get('label')}) finished with other defaults (properties/*.yaml or the "
+              f"RecBole version changed since): not reused", flush=True)
     return None
 
 
@@ -270,7 +294,7 @@ def part_fits(part: str, labels: list[str], seeds: list[int], args, work: Path, 
             if label in SELECT:
                 spec["select"] = SELECT[label]
             key = run_key(spec, with_tag=False)
-            done = find_done(key)
+            done = find_done(key, defaults_digest(model, args.dataset))
             if done is not None and not args.fresh:
                 print(f"[bench] {label} seed {seed}: reusing finished run {key}")
                 if not any(r.get("reuse_key", r.get("key")) == key for r in load_results(part)["runs"]):
@@ -285,7 +309,7 @@ def part_fits(part: str, labels: list[str], seeds: list[int], args, work: Path, 
             if not mine:
                 print(f"[bench] {spec['label']} seed {seed}: another process is running {key}; skipped", flush=True)
                 return
-            done = None if args.fresh else find_done(key)
+            done = None if args.fresh else find_done(key, defaults_digest(spec["model"], spec["dataset"]))
             if done is not None:  # finished by another lane while this one waited
                 add_run(part, dict(done, label=spec["label"]))
                 return

@@ -183,6 +183,34 @@ def test_add_run_keeps_every_record_when_threads_of_one_process_write_at_once(tm
     assert keys == {f"k{i}" for start in (0, 100, 200) for i in range(start, start + 25)}
 
 
+def test_a_finished_run_is_reused_only_with_the_same_defaults(tmp_path, monkeypatch):
+    """run_key holds a run's overrides only: after a .yaml default changes, a finished run of the same overrides is
+    another model and must be rerun, not reused."""
+    import run
+
+    monkeypatch.setattr(run, "RESULTS", Path(tmp_path))
+    now = run.defaults_digest("PMMRec", "ml100k-posters")
+    assert now == run.defaults_digest("PMMRec", "ml100k-posters")
+    assert now != run.defaults_digest("SASRec", "ml100k-posters") != run.defaults_digest("SASRec", "microlens-50k")
+    run.add_run("quality", {"key": "a", "reuse_key": "r", "status": "done", "defaults": "older"})
+    assert run.find_done("r", now) is None
+    run.add_run("quality", {"key": "b", "reuse_key": "r", "status": "done", "defaults": now})
+    assert run.find_done("r", now)["key"] == "b"
+
+    props = tmp_path / "properties" / "model"
+    props.mkdir(parents=True)
+    yaml_text = (run.REPO / "properties" / "model" / "PMMRec.yaml").read_text()
+    (props / "PMMRec.yaml").write_text(yaml_text + "\n# a comment does not change the defaults\n")
+    (tmp_path / "properties" / "overall.yaml").write_text((run.REPO / "properties" / "overall.yaml").read_text())
+    (tmp_path / "properties" / "dataset").mkdir()
+    (tmp_path / "properties" / "dataset" / "ml100k-posters.yaml").write_text(
+        (run.REPO / "properties" / "dataset" / "ml100k-posters.yaml").read_text())
+    monkeypatch.setattr(run, "REPO", tmp_path)
+    assert run.defaults_digest("PMMRec", "ml100k-posters") == now
+    (props / "PMMRec.yaml").write_text(yaml_text.replace("text_tokens: 8 ", "text_tokens: 16"))
+    assert run.defaults_digest("PMMRec", "ml100k-posters") != now
+
+
 def test_a_run_key_is_claimed_by_one_process_at_a_time(tmp_path):
     """Two bench/run.py lanes asked for the same run: the second skips it instead of running it twice."""
     import run
