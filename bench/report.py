@@ -313,6 +313,11 @@ python bench/run.py all --data-dir /tmp/pmmrec_data --seeds 3     # or one part:
 python bench/run.py report                                       # rewrite this file from bench/results/*.json
 ```
 
+`--dataset NAME` runs the quality or cold-start part on another converted data set (for example
+`microlens-50k`, converted by `python -m dataset_tools.convert microlens ... --name microlens-50k`); its runs get
+rows of their own, labelled "... on NAME". A finished run is reused only if it started from the same `.yaml`
+defaults and RecBole version as the invocation (`defaults` in its record).
+
 Every number below is computed by `bench/report.py` from the JSON under `bench/results/` (nothing is typed
 in by hand). Each run is its own subprocess. Machine of the last run: {meta.get('cpus', '?')}
 CPUs, no GPU, started {date}, load average at start {fmt(load[0], 1) if load else '—'} (shared with other
