@@ -397,6 +397,14 @@ def section_targets(sp: dict, q: dict, cs: dict, sc: dict) -> str:
                          f"{c:.4f} / {w:.4f} = {c / w:.2f}" if w else "—", (c / w >= 0.5) if w else None))
     else:
         lines.append(row("PMMRec Recall@10 on cold / warm targets", ">= 0.5", "not run", None))
+    for label, r in cs.items():  # the same protocol on other data sets (bench/run.py --dataset)
+        if label.startswith("PMMRec") and " on " in label and "cold" in r:
+            c, w = mean_std(r["cold"]["recall@10"])[0], mean_std(r["warm"]["recall@10"])[0]
+            ok = (c / w >= 0.5) if w and r["n"] >= 3 and not r["budget"] else None
+            lines.append(row(f"{label}: Recall@10 on cold targets / warm targets ({r['n']} seed{'s' * (r['n'] > 1)}, "
+                             f"~{round(mean_std(r['n_cold'])[0])} cold rows each)", ">= 0.5",
+                             (f"{c:.4f} / {w:.4f} = {c / w:.2f}" if w else "—")
+                             + ("" if ok is not None else " (budget-capped or < 3 seeds: no verdict)"), ok))
     return "\n".join(lines) + "\n"
 
 

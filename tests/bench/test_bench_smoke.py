@@ -261,6 +261,10 @@ def test_runs_on_another_dataset_get_rows_of_their_own():
     assert rows["PMMRec on microlens-50k"]["cold"]["recall@10"] == [0.15]
     text = report.section_coldstart({"runs": [main, other]})
     assert "| PMMRec on microlens-50k | 1 |" in text and "| PMMRec | 1 |" in text
+    targets = report.section_targets({}, {}, rows, {})
+    assert "| PMMRec Recall@10 on cold targets / warm targets | >= 0.5 | 0.0200 / 0.2000 = 0.10 | **missed** |" in targets
+    assert "PMMRec on microlens-50k: Recall@10 on cold targets / warm targets (1 seed, ~10 cold rows each) | >= 0.5 | " \
+           "0.1500 / 0.2000 = 0.75 (budget-capped or < 3 seeds: no verdict) | — |" in targets
 
 
 def test_time_to_quality_under_one_protocol():
