@@ -85,8 +85,8 @@ BOTTOM = ".backbone.bottom."  # frozen encoder bottoms: identified by their iden
 
 # Architecture keys recorded in the header (the rest of the config is not needed to load weights).
 CONFIG_KEYS = (
-    "modalities", "hidden_size", "fusion_heads", "fusion_dropout", "item_feature_dropout", "n_layers",
-    "n_heads", "inner_size", "hidden_dropout_prob", "attn_dropout_prob", "hidden_act", "layer_norm_eps",
+    "modalities", "hidden_size", "fusion_heads", "fusion_dropout", "item_feature_dropout", "modality_dropout",
+    "n_layers", "n_heads", "inner_size", "hidden_dropout_prob", "attn_dropout_prob", "hidden_act", "layer_norm_eps",
     "initializer_range", "MAX_ITEM_LIST_LENGTH", "projection", "text_encoder", "text_fields", "text_max_length",
     "text_lowercase", "text_tokens", "text_train_layers", "image_encoder", "image_size", "image_grid",
     "image_train_layers",

@@ -136,6 +136,17 @@ class ItemTower(nn.Module):
         # rely on any few feature dimensions to tell an item apart, so its vectors follow the content more
         # smoothly (a regulariser aimed at items never seen in training; 0 = off).
         self.feature_dropout = nn.Dropout(p)
+        # With two modalities, the chance (per item and training step) that the fusion sees only one of an item's
+        # two modalities, text or image at random: the fused vector must then follow each modality on its own,
+        # not only their combination (aimed at items never seen in training; 0 = off; NICL still sees both).
+        q = float(config["modality_dropout"] or 0.0)
+        if not 0.0 <= q < 1.0:
+            raise PMMRecConfigError(f"modality_dropout={q}: must be in [0, 1)")
+        if q > 0 and len(self.modalities) < 2:
+            logging.getLogger(__name__).warning("modality_dropout=%s ignored: modalities=%s has one", q,
+                                                list(self.modalities))
+            q = 0.0
+        self.modality_dropout = q
         # With two modalities, the text tokens that enter the fusion are averaged in at most this many runs of
         # consecutive tokens (~ = every token): the fusion layer's cost grows with its token count.
         groups = config["text_tokens"]
@@ -291,7 +302,12 @@ class ItemTower(nn.Module):
         image_tokens, _ = self._encoder_tokens("image", ids)
         text_tokens = self.text_encoder.proj(self.feature_dropout(text_tokens))  # (N, Lt, d)
         image_tokens = self.image_encoder.proj(self.feature_dropout(image_tokens))  # (N, Lv, d)
-        vec = self.fusion(text_tokens, text_mask, image_tokens, has_text, has_image)
+        fuse_text, fuse_image = has_text, has_image
+        if self.training and self.modality_dropout > 0:
+            drop = has_text & has_image & (torch.rand(ids.shape, device=ids.device) < self.modality_dropout)
+            drop_text = drop & (torch.rand(ids.shape, device=ids.device) < 0.5)
+            fuse_text, fuse_image = has_text & ~drop_text, has_image & ~(drop & ~drop_text)
+        vec = self.fusion(text_tokens, text_mask, image_tokens, fuse_text, fuse_image)
         # NICL's text vector: the mean over the item's text tokens (pooled groups weighted by their size)
         weights = weights * has_text[:, None].to(weights.dtype)
         text_vec = (text_tokens * weights[..., None]).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp(min=1)

@@ -267,6 +267,41 @@ def test_item_feature_dropout_acts_in_training_only(synth, pmmrec_config, modali
         build(synth, pmmrec_config, modalities=modalities, item_feature_dropout=1.0)
 
 
+def test_modality_dropout_fuses_one_modality_of_some_items_in_training_only(synth, pmmrec_config):
+    """``modality_dropout``: while training, each item's fused vector is that of both modalities, or of its text
+    alone, or of its image alone (about half of the dropped items each way); evaluation is unchanged."""
+    _, model, *_ = build(synth, pmmrec_config, fusion_dropout=0.0, modality_dropout=0.6)
+    tower, ids = model.item_tower, torch.arange(1, model.n_items)
+    has_text, has_image = tower.has_text.clone(), tower.has_image.clone()
+
+    def vectors(training: bool, p: float, text: bool = True, image: bool = True) -> torch.Tensor:
+        model.train(training)
+        tower.modality_dropout = p
+        tower.has_text, tower.has_image = has_text & text, has_image & image
+        try:
+            with torch.no_grad():
+                return tower(ids).vectors
+        finally:
+            tower.has_text, tower.has_image = has_text, has_image
+
+    both, text_only, image_only = vectors(True, 0.0), vectors(True, 0.0, image=False), vectors(True, 0.0, text=False)
+    assert torch.equal(vectors(False, 0.6), vectors(False, 0.0))  # evaluation: every item fuses both
+    counts = torch.zeros(3)
+    for _ in range(10):
+        got = vectors(True, 0.6)
+        kind = torch.stack([(got - ref).abs().amax(dim=1) < 1e-5 for ref in (both, text_only, image_only)], dim=1)
+        two = has_text[ids] & has_image[ids]
+        assert bool(kind[two].any(dim=1).all())  # every item: one of the three fusions
+        assert bool(kind[~two, 0].all())  # an item with one modality keeps it
+        counts += kind[two].float().sum(dim=0)
+    share = counts / counts.sum()
+    assert 0.3 < share[0] < 0.5 and 0.2 < share[1] < 0.4 and 0.2 < share[2] < 0.4, share
+    with pytest.raises(Exception, match="modality_dropout"):
+        build(synth, pmmrec_config, modality_dropout=1.0)
+    _, text_model, *_ = build(synth, pmmrec_config, modalities=["text"], modality_dropout=0.5)
+    assert text_model.item_tower.modality_dropout == 0.0  # one modality: nothing to drop (logged)
+
+
 def test_exclude_history_removes_exactly_the_input_items_from_the_ranking(synth, pmmrec_config):
     """``exclude_history`` (default True): the items of each row's input sequence score -inf in full ranking and in
     ``predict``; every other score is the plain dot product (the switch changes nothing else)."""
