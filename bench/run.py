@@ -64,6 +64,7 @@ _STRIDES = {" stride 5": {"train_window_stride": 5}, " stride 10": {"train_windo
 # settings tried against a default (not in the issue's table)
 PMMREC["PMMRec v0.4 stride 10"] = {**V04, **_STRIDES[" stride 10"]}
 PMMREC["PMMRec modality dropout 0.5"] = {"modality_dropout": 0.5}  # aimed at cold start (v0.5.1)
+PMMREC["PMMRec text skip"] = {"text_skip": True}  # aimed at cold start (v0.5.1)
 PMMREC.update({"PMMRec v0.4" + suffix: {**V04, **keys} for suffix, keys in SUITE.items()})
 PMMREC.update({"PMMRec v0.3" + suffix: {**V03, **keys} for suffix, keys in SUITE.items()})
 _V02_LABELS = {

@@ -147,6 +147,9 @@ class ItemTower(nn.Module):
                                                 list(self.modalities))
             q = 0.0
         self.modality_dropout = q
+        # With two modalities: add the mean of the item's projected text tokens to the fused vector, a text path
+        # around the fusion layer (a new item then keeps what a text-only tower would give it).
+        self.text_skip = bool(config["text_skip"])
         # With two modalities, the text tokens that enter the fusion are averaged in at most this many runs of
         # consecutive tokens (~ = every token): the fusion layer's cost grows with its token count.
         groups = config["text_tokens"]
@@ -312,6 +315,8 @@ class ItemTower(nn.Module):
         weights = weights * has_text[:, None].to(weights.dtype)
         text_vec = (text_tokens * weights[..., None]).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp(min=1)
         image_vec = image_tokens.mean(dim=1)
+        if self.text_skip:
+            vec = vec + text_vec
         return ItemBatch(vec, text_vec, image_vec, has_text, has_image)
 
     def backbones(self) -> list[nn.Module]:

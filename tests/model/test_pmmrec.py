@@ -302,6 +302,20 @@ def test_modality_dropout_fuses_one_modality_of_some_items_in_training_only(synt
     assert text_model.item_tower.modality_dropout == 0.0  # one modality: nothing to drop (logged)
 
 
+def test_text_skip_adds_the_mean_text_token_to_the_fused_vector(synth, pmmrec_config):
+    """``text_skip``: the item vector is the fusion's output plus the mean of the item's projected text tokens
+    (zero for an item without text); off, it is the fusion's output alone."""
+    _, model, *_ = build(synth, pmmrec_config, text_skip=True)
+    tower, ids = model.item_tower.eval(), torch.arange(1, model.n_items)
+    with torch.no_grad():
+        on = tower(ids)
+        tower.text_skip = False
+        off = tower(ids)
+    assert torch.allclose(on.vectors, off.vectors + off.text_vec, atol=1e-6)
+    assert off.text_vec.abs().sum(dim=1).gt(0).any()  # the path adds something
+    assert torch.equal(off.text_vec[~off.has_text], torch.zeros_like(off.text_vec[~off.has_text]))
+
+
 def test_exclude_history_removes_exactly_the_input_items_from_the_ranking(synth, pmmrec_config):
     """``exclude_history`` (default True): the items of each row's input sequence score -inf in full ranking and in
     ``predict``; every other score is the plain dot product (the switch changes nothing else)."""
