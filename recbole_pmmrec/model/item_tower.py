@@ -150,6 +150,10 @@ class ItemTower(nn.Module):
         # With two modalities: add the mean of the item's projected text tokens to the fused vector, a text path
         # around the fusion layer (a new item then keeps what a text-only tower would give it).
         self.text_skip = bool(config["text_skip"])
+        if self.text_skip and len(self.modalities) < 2:
+            logging.getLogger(__name__).warning("text_skip ignored: modalities=%s has no fusion to go around",
+                                                list(self.modalities))
+            self.text_skip = False
         # With two modalities, the text tokens that enter the fusion are averaged in at most this many runs of
         # consecutive tokens (~ = every token): the fusion layer's cost grows with its token count.
         groups = config["text_tokens"]

@@ -314,6 +314,8 @@ def test_text_skip_adds_the_mean_text_token_to_the_fused_vector(synth, pmmrec_co
     assert torch.allclose(on.vectors, off.vectors + off.text_vec, atol=1e-6)
     assert off.text_vec.abs().sum(dim=1).gt(0).any()  # the path adds something
     assert torch.equal(off.text_vec[~off.has_text], torch.zeros_like(off.text_vec[~off.has_text]))
+    _, text_model, *_ = build(synth, pmmrec_config, modalities=["text"], text_skip=True)
+    assert text_model.item_tower.text_skip is False  # one modality: no fusion to go around (logged)
 
 
 def test_exclude_history_removes_exactly_the_input_items_from_the_ranking(synth, pmmrec_config):
