@@ -66,6 +66,16 @@ def build_encoder(config, modality: str):
     raise PMMRecConfigError(f"unknown modality {modality!r}")
 
 
+def two_modality_setting(key: str, value, off, modalities, why: str):
+    """``value`` of a setting that acts only with text and image; with one modality it is ``off`` instead, and
+    the log says so (naming the key and ``why``)."""
+    if value != off and len(modalities) < 2:
+        logging.getLogger(__name__).warning("%s=%s ignored: %s, and modalities=%s has one", key, value, why,
+                                            list(modalities))
+        return off
+    return value
+
+
 def projection(in_dim: int, hidden_size: int, kind: str) -> nn.Module:
     """``linear`` (the authors' code) or ``mlp`` ([ours]: Linear-GELU-Linear, more capacity for frozen encoders)."""
     if kind == "linear":
@@ -142,18 +152,12 @@ class ItemTower(nn.Module):
         q = float(config["modality_dropout"] or 0.0)
         if not 0.0 <= q < 1.0:
             raise PMMRecConfigError(f"modality_dropout={q}: must be in [0, 1)")
-        if q > 0 and len(self.modalities) < 2:
-            logging.getLogger(__name__).warning("modality_dropout=%s ignored: modalities=%s has one", q,
-                                                list(self.modalities))
-            q = 0.0
-        self.modality_dropout = q
+        self.modality_dropout = two_modality_setting("modality_dropout", q, 0.0, self.modalities,
+                                                     "it drops one of two modalities")
         # With two modalities: add the mean of the item's projected text tokens to the fused vector, a text path
         # around the fusion layer (a new item then keeps what a text-only tower would give it).
-        self.text_skip = bool(config["text_skip"])
-        if self.text_skip and len(self.modalities) < 2:
-            logging.getLogger(__name__).warning("text_skip ignored: modalities=%s has no fusion to go around",
-                                                list(self.modalities))
-            self.text_skip = False
+        self.text_skip = two_modality_setting("text_skip", bool(config["text_skip"]), False, self.modalities,
+                                              "it goes around the fusion of two modalities")
         # With two modalities, the text tokens that enter the fusion are averaged in at most this many runs of
         # consecutive tokens (~ = every token): the fusion layer's cost grows with its token count.
         groups = config["text_tokens"]

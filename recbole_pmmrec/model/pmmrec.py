@@ -23,7 +23,6 @@ pre-training heads of NICL and NID).
 
 from __future__ import annotations
 
-import logging
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +35,7 @@ from recbole_pmmrec.data.dataloader import next_item_window
 from recbole_pmmrec.distributed import gather_rows, is_distributed
 from recbole_pmmrec.errors import PMMRecConfigError
 from recbole_pmmrec.model.fusion import fused_gelu
-from recbole_pmmrec.model.item_tower import ItemTower
+from recbole_pmmrec.model.item_tower import ItemTower, two_modality_setting
 from recbole_pmmrec.model.losses import corrupt_window, nicl_loss, nid_loss, nip_loss, popularity_log_q, rcl_loss
 
 
@@ -103,11 +102,8 @@ class PMMRec(SequentialRecommender):
                                         config["attn_dropout_prob"], config["hidden_act"], config["layer_norm_eps"])
         # --- pre-training heads
         self.heads = nn.ModuleDict()
-        if self.w_nicl > 0 and len(self.item_tower.modalities) < 2:
-            logging.getLogger(__name__).warning(
-                "w_nicl=%s ignored: NICL aligns text and image, and modalities=%s has one",
-                self.w_nicl, list(self.item_tower.modalities))
-            self.w_nicl = 0.0
+        self.w_nicl = two_modality_setting("w_nicl", self.w_nicl, 0.0, self.item_tower.modalities,
+                                           "NICL aligns text and image")
         if self.w_nicl > 0:
             self.heads["nicl"] = nn.Sequential(nn.Linear(self.hidden_size, self.hidden_size), nn.GELU(),
                                                nn.Linear(self.hidden_size, self.hidden_size))
