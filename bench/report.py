@@ -150,6 +150,7 @@ def quality_table_rows(runs: list[dict]) -> dict[str, dict]:
     rows = {}
     for label, rs in by_label(done(runs)).items():
         rows[label] = {"n": len(rs), "seeds": sorted(r.get("seed") for r in rs),
+                       "dataset": rs[0]["spec"].get("dataset", MAIN_DATASET),  # one per row (run_label)
                        "test": {m: [r["test"]["all"][m] for r in rs] for m in MAIN_METRICS},
                        "test_recbole": [r.get("test_recbole", {}).get("ndcg@10") for r in rs],
                        "history_removed": [r["test"].get("all_history_removed", {}).get("ndcg@10") for r in rs],
@@ -398,7 +399,7 @@ def section_targets(sp: dict, q: dict, cs: dict, sc: dict) -> str:
     else:
         lines.append(row("PMMRec Recall@10 on cold / warm targets", ">= 0.5", "not run", None))
     for label, r in cs.items():  # the same protocol on other data sets (bench/run.py --dataset)
-        if label.startswith("PMMRec") and " on " in label and "cold" in r:
+        if label.startswith("PMMRec") and r["dataset"] != MAIN_DATASET and "cold" in r:
             c, w = mean_std(r["cold"]["recall@10"])[0], mean_std(r["warm"]["recall@10"])[0]
             ok = (c / w >= 0.5) if w and r["n"] >= 3 and not r["budget"] else None
             lines.append(row(f"{label}: Recall@10 on cold targets / warm targets ({r['n']} seed{'s' * (r['n'] > 1)}, "
