@@ -27,8 +27,10 @@ PENALTIES = (10.0, 100.0, 1000.0)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = (np.argsort(np.argsort(x, kind="stable"), kind="stable").astype(float) for x in (a, b))
-    return float(np.corrcoef(ra, rb)[0, 1])  # ties in b (many items share a count) get arbitrary ranks
+    """Spearman's rank correlation; tied values (many items share a count) get their average rank."""
+    from scipy.stats import spearmanr  # a dependency of recbole
+
+    return float(spearmanr(a, b).statistic)
 
 
 def ridge_cv(x: np.ndarray, y: np.ndarray, penalty: float, folds: int = 10, seed: int = 0) -> np.ndarray:
