@@ -65,6 +65,8 @@ _STRIDES = {" stride 5": {"train_window_stride": 5}, " stride 10": {"train_windo
 PMMREC["PMMRec v0.4 stride 10"] = {**V04, **_STRIDES[" stride 10"]}
 PMMREC["PMMRec modality dropout 0.5"] = {"modality_dropout": 0.5}  # aimed at cold start (v0.5.1)
 PMMREC["PMMRec text skip"] = {"text_skip": True}  # aimed at cold start (v0.5.1)
+PMMREC["PMMRec late fusion"] = {"text_skip": True, "image_skip": True}  # both skips (v0.5.2)
+PMMREC["PMMRec coarse fusion"] = {"image_grid": 1, "text_tokens": 1}  # one token per modality enters the fusion
 PMMREC.update({"PMMRec v0.4" + suffix: {**V04, **keys} for suffix, keys in SUITE.items()})
 PMMREC.update({"PMMRec v0.3" + suffix: {**V03, **keys} for suffix, keys in SUITE.items()})
 _V02_LABELS = {

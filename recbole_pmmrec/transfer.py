@@ -88,8 +88,8 @@ CONFIG_KEYS = (
     "modalities", "hidden_size", "fusion_heads", "fusion_dropout", "item_feature_dropout", "modality_dropout",
     "n_layers", "n_heads", "inner_size", "hidden_dropout_prob", "attn_dropout_prob", "hidden_act", "layer_norm_eps",
     "initializer_range", "MAX_ITEM_LIST_LENGTH", "projection", "text_encoder", "text_fields", "text_max_length",
-    "text_lowercase", "text_tokens", "text_skip", "text_train_layers", "image_encoder", "image_size", "image_grid",
-    "image_train_layers",
+    "text_lowercase", "text_tokens", "text_skip", "image_skip", "text_train_layers", "image_encoder", "image_size",
+    "image_grid", "image_train_layers",
     "image_checkpoint", "encoder_mode", "exclude_history", "loss_type", "nip_debias", "w_nicl", "nicl_tau",
     "w_nid", "nid_ratio", "w_rcl", "rcl_tau", "train_window", "learning_rate", "weight_decay", "epochs", "seed",
 )

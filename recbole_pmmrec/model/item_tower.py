@@ -158,6 +158,10 @@ class ItemTower(nn.Module):
         # around the fusion layer (a new item then keeps what a text-only tower would give it).
         self.text_skip = two_modality_setting("text_skip", bool(config["text_skip"]), False, self.modalities,
                                               "it goes around the fusion of two modalities")
+        # The same for the image: add the mean of the item's projected image tokens (zero for an item without an
+        # image). With both skips the item vector is a late fusion, text + image, plus the fusion layer's output.
+        self.image_skip = two_modality_setting("image_skip", bool(config["image_skip"]), False, self.modalities,
+                                               "it goes around the fusion of two modalities")
         # With two modalities, the text tokens that enter the fusion are averaged in at most this many runs of
         # consecutive tokens (~ = every token): the fusion layer's cost grows with its token count.
         groups = config["text_tokens"]
@@ -325,6 +329,8 @@ class ItemTower(nn.Module):
         image_vec = image_tokens.mean(dim=1)
         if self.text_skip:
             vec = vec + text_vec
+        if self.image_skip:
+            vec = vec + image_vec * has_image[:, None].to(image_vec.dtype)
         return ItemBatch(vec, text_vec, image_vec, has_text, has_image)
 
     def backbones(self) -> list[nn.Module]:

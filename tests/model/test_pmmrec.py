@@ -302,20 +302,25 @@ def test_modality_dropout_fuses_one_modality_of_some_items_in_training_only(synt
     assert text_model.item_tower.modality_dropout == 0.0  # one modality: nothing to drop (logged)
 
 
-def test_text_skip_adds_the_mean_text_token_to_the_fused_vector(synth, pmmrec_config):
-    """``text_skip``: the item vector is the fusion's output plus the mean of the item's projected text tokens
-    (zero for an item without text); off, it is the fusion's output alone."""
-    _, model, *_ = build(synth, pmmrec_config, text_skip=True)
+@pytest.mark.parametrize("modality", ["text", "image"])
+def test_skip_adds_the_mean_modality_token_to_the_fused_vector(synth, pmmrec_config, modality):
+    """``text_skip`` / ``image_skip``: the item vector is the fusion's output plus the mean of the item's projected
+    text (image) tokens, zero for an item without that modality; off, it is the fusion's output alone."""
+    key, present = f"{modality}_skip", f"has_{modality}"
+    _, model, *_ = build(synth, pmmrec_config, **{key: True})
     tower, ids = model.item_tower.eval(), torch.arange(1, model.n_items)
+    getattr(tower, present)[ids[:3]] = False  # three items lack the modality (the synthetic data has all of both)
     with torch.no_grad():
         on = tower(ids)
-        tower.text_skip = False
+        setattr(tower, key, False)
         off = tower(ids)
-    assert torch.allclose(on.vectors, off.vectors + off.text_vec, atol=1e-6)
-    assert off.text_vec.abs().sum(dim=1).gt(0).any()  # the path adds something
-    assert torch.equal(off.text_vec[~off.has_text], torch.zeros_like(off.text_vec[~off.has_text]))
-    _, text_model, *_ = build(synth, pmmrec_config, modalities=["text"], text_skip=True)
-    assert text_model.item_tower.text_skip is False  # one modality: no fusion to go around (logged)
+    path = getattr(off, f"{modality}_vec") * getattr(off, present)[:, None]
+    assert torch.allclose(on.vectors, off.vectors + path, atol=1e-6)
+    assert path.abs().sum(dim=1).gt(0).any()  # the path adds something
+    absent = ~getattr(off, present)
+    assert absent.sum() == 3 and torch.equal(on.vectors[absent], off.vectors[absent])  # nothing added without it
+    _, one_model, *_ = build(synth, pmmrec_config, modalities=[modality], **{key: True})
+    assert getattr(one_model.item_tower, key) is False  # one modality: no fusion to go around (logged)
 
 
 def test_exclude_history_removes_exactly_the_input_items_from_the_ranking(synth, pmmrec_config):
