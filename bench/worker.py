@@ -93,6 +93,59 @@ def target_ranks(trainer, eval_data, history_removed: bool = False):
     return out + (torch.cat(removed),) if history_removed else out
 
 
+OFFSET_STEPS = tuple(k / 10 for k in range(-30, 31))  # new-item offsets, in units of the score scale below
+
+
+def offset_ranks(trainer, eval_data, new_items, steps, scale=None):
+    """0-based rank of each row's target when ``steps[k] * scale`` is added to the score of every item in
+    ``new_items`` (items without a training interaction), for each k: (len(steps), N) ranks, the targets (N,)
+    and ``scale`` (given, or else from these rows, in a first pass: the median over the rows of the 10th-highest
+    score minus the median score). A tie with the target is not counted (float scores rarely tie). Scores as in
+    ``target_ranks`` (the trainer's full-ranking scores, history masked); one batch of them at a time."""
+    import torch
+
+    def batches():
+        trainer.model.eval()
+        with torch.no_grad():
+            for batch in eval_data:
+                _, scores, pos_u, pos_i = trainer._full_sort_batch_eval(batch)
+                yield scores.cpu()[pos_u].double(), pos_i.cpu()
+
+    if scale is None:
+        spans = []
+        for rows, _ in batches():
+            finite = torch.where(torch.isfinite(rows), rows, torch.tensor(float("nan"), dtype=rows.dtype))
+            spans.append(rows.topk(10, dim=1).values[:, -1] - finite.nanmedian(dim=1).values)
+        scale = float(torch.cat(spans).median())
+    ranks, targets = [], []
+    for rows, pos_i in batches():
+        per_step = []
+        for step in steps:
+            shifted = rows + (new_items.double() * step * scale)[None, :]
+            per_step.append((shifted > shifted[torch.arange(len(pos_i)), pos_i][:, None]).sum(dim=1))
+        ranks.append(torch.stack(per_step))
+        targets.append(pos_i)
+    return torch.cat(ranks, dim=1), torch.cat(targets), scale
+
+
+def new_item_offset(trainer, valid_data, test_data, dataset) -> dict:
+    """Diagnostic: the score offset for items without a training interaction that maximises validation NDCG@10
+    (all rows), chosen from ``OFFSET_STEPS``, and the test metrics (all, cold, warm rows) with it."""
+    new_items = dataset.train_item_counts == 0
+    new_items[0] = False
+    valid_ranks, _, scale = offset_ranks(trainer, valid_data, new_items, OFFSET_STEPS)
+    ndcg = [rank_metrics(r)["ndcg@10"] for r in valid_ranks]
+    best = max(range(len(OFFSET_STEPS)), key=lambda k: (ndcg[k], -abs(OFFSET_STEPS[k])))
+    zero = OFFSET_STEPS.index(0.0)
+    test_ranks, targets, _ = offset_ranks(trainer, test_data, new_items, (OFFSET_STEPS[best],), scale)
+    cold = dataset.cold_items[targets]
+    return {"step": OFFSET_STEPS[best], "scale": scale, "offset": OFFSET_STEPS[best] * scale,
+            "n_new_items": int(new_items.sum()), "valid_ndcg@10": {"chosen": ndcg[best], "zero": ndcg[zero]},
+            "valid_ndcg@10_by_step": dict(zip(OFFSET_STEPS, ndcg)),
+            "test": {"all": rank_metrics(test_ranks[0]), "cold": rank_metrics(test_ranks[0][cold]),
+                     "warm": rank_metrics(test_ranks[0][~cold])}}
+
+
 POPULARITY_BUCKETS = ((1, 10), (10, 50), (50, 150), (150, 10**9))
 
 
@@ -285,6 +338,10 @@ def run(spec: dict, out_path: Path) -> dict:
     r["test_eval_s"] = time.perf_counter() - t0
     r["test_recbole"] = {k: float(v) for k, v in dict(test_result).items()}
     r["test"] = split_metrics(trainer, test_data, dataset)
+    if sequential and cold_split is not None and hasattr(dataset, "train_item_counts"):
+        t0 = time.perf_counter()
+        r["new_item_offset"] = new_item_offset(trainer, valid_data, test_data, dataset)
+        r["new_item_offset"]["seconds"] = time.perf_counter() - t0
     scored = [p for p in r["curve"] if "score" in p]
     if scored:
         best = max(scored, key=lambda p: p["score"])

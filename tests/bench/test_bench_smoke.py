@@ -139,6 +139,36 @@ def test_rank_metrics_and_tie_breaking():
     assert by_lo[1]["score_warm"] == pytest.approx(0.35)  # item 1 (history-masked nowhere here)
 
 
+def test_new_item_offset_is_chosen_on_validation_and_applied_to_test():
+    """The cold-start diagnostic ``new_item_offset``: an offset added to the items without a training interaction,
+    in units of the score scale (median of the 10th-highest score minus the median score), chosen on the
+    validation rows by NDCG@10 and applied to the test rows."""
+    scores = torch.cat([torch.tensor([-math.inf]), torch.arange(1, 31, dtype=torch.float)])[None].repeat(2, 1)
+
+    class FakeTrainer:  # items 1..30 score 1..30 in both rows; targets: item 15 (new) and item 30
+        model = torch.nn.Linear(1, 1)
+
+        def _full_sort_batch_eval(self, batch):
+            return None, scores, torch.tensor([0, 1]), torch.tensor([15, 30])
+
+    new = torch.zeros(31, dtype=torch.bool)
+    new[15] = True
+    ranks, targets, scale = worker.offset_ranks(FakeTrainer(), [None], new, (0.0, 1.0, 2.5, 2.6))
+    assert scale == pytest.approx(21 - 15)  # 10th-highest 21, median 15
+    # the new target climbs past 15, 9, then every item (its tie with item 30 is not counted); past 30 it
+    # outranks the other row's target
+    assert ranks.tolist() == [[15, 0], [9, 0], [0, 0], [0, 1]] and targets.tolist() == [15, 30]
+
+    class FakeDataset:
+        train_item_counts = (~new).long()
+        cold_items = new
+
+    d = worker.new_item_offset(FakeTrainer(), [None], [None], FakeDataset())
+    assert d["step"] == 2.5 and d["offset"] == pytest.approx(15.0) and d["n_new_items"] == 1
+    assert d["valid_ndcg@10"] == {"zero": pytest.approx(0.5), "chosen": pytest.approx(1.0)}
+    assert d["test"]["cold"]["recall@10"] == 1.0 and d["test"]["warm"]["recall@10"] == 1.0
+
+
 def _add_many(results_dir, start, n):
     import run
 
