@@ -501,11 +501,46 @@ def section_coldstart(cold: dict) -> str:
     lines += _budget_note(rows, runs)
     lines += _cold_by_epoch(runs)
     lines += _cold_diagnosis(runs)
+    lines += _new_item_offset(runs)
     lines += _not_run_note(rows, "COLD_ORDER")
     bad = status_line(runs)
     if bad:
         lines += ["", f"Not finished: {bad}."]
     return "\n".join(lines) + "\n"
+
+
+def _new_item_offset(runs: list[dict]) -> list[str]:
+    """The runs that recorded the ``new_item_offset`` diagnostic: the offset for items without a training
+    interaction chosen on validation, and the test rows with it (cold hits pooled over the runs)."""
+    groups = {label: [r for r in rs if "new_item_offset" in r] for label, rs in by_label(done(runs)).items()}
+    groups = {label: rs for label, rs in groups.items() if rs}
+    if not groups:
+        return []
+    mean = statistics.fmean
+    lines = ["", "Would a score offset for new items help? (`bench/worker.py`, `new_item_offset`.) After training, "
+                 "an offset is added to the score of every item without a training interaction, chosen from -3 to 3 "
+                 "score scales (a scale: the median over the rows of the 10th-highest score minus the median score) "
+                 "to maximise validation NDCG@10 over all rows, then applied to the test rows. A negative offset "
+                 "means new items score too high for how often they are the target. Per run: the chosen offset in "
+                 "scales; cold hits and warm Recall@10 without / with it.", "",
+              "| model | runs | offset (scales) per run | validation NDCG@10 without / with | cold hits without / with | "
+              "Recall@10 warm without / with | NDCG@10 all without / with |",
+              "|---|---|---|---|---|---|---|"]
+    for label, rs in sorted(groups.items()):
+        o = [r["new_item_offset"] for r in rs]
+        n_cold = sum(r["test"]["cold"]["n"] for r in rs)
+        before = _hits([r["test"]["cold"]["recall@10"] for r in rs], [r["test"]["cold"]["n"] for r in rs])
+        after = _hits([x["test"]["cold"]["recall@10"] for x in o], [x["test"]["cold"]["n"] for x in o])
+        steps = " / ".join(f"{x['step']:+.1f}" for x in o)
+        lines.append(
+            f"| {label} | {len(rs)} | {steps} | "
+            f"{fmt(mean([x['valid_ndcg@10']['zero'] for x in o]), 4)} / "
+            f"{fmt(mean([x['valid_ndcg@10']['chosen'] for x in o]), 4)} | {before} / {after} of {n_cold} | "
+            f"{fmt(mean([r['test']['warm']['recall@10'] for r in rs]))} / "
+            f"{fmt(mean([x['test']['warm']['recall@10'] for x in o]))} | "
+            f"{fmt(mean([r['test']['all']['ndcg@10'] for r in rs]), 4)} / "
+            f"{fmt(mean([x['test']['all']['ndcg@10'] for x in o]), 4)} |")
+    return lines
 
 
 def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -54,6 +54,11 @@ def results(tmp_path):
         "median_rank": {"cold": 530.0, "warm": 152.0}, "target_popularity_median": {"cold": 66.0, "warm": 123.0},
         "buckets": [{"lo": 1, "hi": 10, "n_cold": 60, "n_warm": 470, "score_cold": -0.571, "score_warm": -0.738},
                     {"lo": 150, "hi": 10**9, "n_cold": 11, "n_warm": 190, "score_cold": -0.227, "score_warm": 0.073}]}
+    diagnosed["new_item_offset"] = {  # with the offset: 3 of the 10 cold rows hit (1 without), warm 0.25
+        "step": -0.4, "scale": 2.0, "offset": -0.8, "n_new_items": 5,
+        "valid_ndcg@10": {"zero": 0.05, "chosen": 0.06},
+        "test": {"all": {"n": 100, "recall@10": 0.255, "ndcg@10": 0.12},
+                 "cold": {"n": 10, "recall@10": 0.3, "ndcg@10": 0.1}, "warm": {"n": 90, "recall@10": 0.25}}}
     cold = {"runs": [diagnosed,
                      fit_run("SASRec", None, [0.1], 1, 1, 1, cold=(0.0, 0.3))]}
     scaling = {"runs": [{"label": f"s{i}", "status": "done", "n_inter": n, "n_items": n // 10, "n_train_rows": n // 20,
@@ -85,6 +90,7 @@ def test_report_sections_ratios_and_plots(results, tmp_path):
     # cold start ratio 0.1 / 0.3
     assert "0.1000 / 0.3000 = 0.33" in text
     assert "| PMMRec | 1 | 530 / 152 | 66 / 123 | -0.571 / -0.738 (60 cold) | -0.227 / 0.073 (11 cold) |" in text
+    assert "| PMMRec | 1 | -0.4 | 0.0500 / 0.0600 | 1 / 3 of 10 | 0.30 / 0.25 | 0.0500 / 0.1200 |" in text
     # scaling: epoch time exactly linear -> slope 1
     assert "**1.00**" in text
     # other sections survive, ours come before them, plots exist and are referenced
