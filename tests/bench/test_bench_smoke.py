@@ -354,3 +354,15 @@ def test_content_popularity_ridge_finds_a_linear_signal_and_not_noise():
     # cross-validated predictions of pure noise lean slightly negative (each fold's training mean excludes it)
     assert abs(cp.spearman(cp.ridge_cv(x, noise, 10.0), noise)) < 0.35
     assert cp.spearman(np.array([1.0, 2.0, 3.0]), np.array([10.0, 30.0, 20.0])) == pytest.approx(0.5)
+
+
+def test_cold_start_takes_two_extra_seeds_and_quality_does_not():
+    import argparse
+
+    import run
+
+    args = argparse.Namespace(seed_list=[2023, 2024], seeds=1)
+    assert run.run_seeds(args, run.SEEDS + run.COLD_EXTRA_SEEDS) == [2023, 2024]
+    with pytest.raises(SystemExit, match="2023"):
+        run.run_seeds(args)
+    assert run.run_seeds(argparse.Namespace(seed_list=None, seeds=2)) == [2020, 2021]
