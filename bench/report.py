@@ -536,8 +536,8 @@ def _new_item_offset(runs: list[dict]) -> list[str]:
             f"| {label} | {len(rs)} | {steps} | "
             f"{fmt(mean([x['valid_ndcg@10']['zero'] for x in o]), 4)} / "
             f"{fmt(mean([x['valid_ndcg@10']['chosen'] for x in o]), 4)} | {before} / {after} of {n_cold} | "
-            f"{fmt(mean([r['test']['warm']['recall@10'] for r in rs]))} / "
-            f"{fmt(mean([x['test']['warm']['recall@10'] for x in o]))} | "
+            f"{fmt(mean([r['test']['warm']['recall@10'] for r in rs]), 3)} / "
+            f"{fmt(mean([x['test']['warm']['recall@10'] for x in o]), 3)} | "
             f"{fmt(mean([r['test']['all']['ndcg@10'] for r in rs]), 4)} / "
             f"{fmt(mean([x['test']['all']['ndcg@10'] for x in o]), 4)} |")
     return lines
