@@ -317,7 +317,9 @@ python bench/run.py report                                       # rewrite this 
 `--dataset NAME` runs the quality or cold-start part on another converted data set (for example
 `microlens-50k`, converted by `python -m dataset_tools.convert microlens ... --name microlens-50k`); its runs get
 rows of their own, labelled "... on NAME". A finished run is reused only if it started from the same `.yaml`
-defaults and RecBole version as the invocation (`defaults` in its record).
+defaults and RecBole version as the invocation (`defaults` in its record). `--seed-list` picks seeds; the
+cold-start part also takes 2023 and 2024, because each seed has only ~87 cold test rows here (its tables
+pool every seed of a model and say how many).
 
 Every number below is computed by `bench/report.py` from the JSON under `bench/results/` (nothing is typed
 in by hand). Each run is its own subprocess. Machine of the last run: {meta.get('cpus', '?')}
