@@ -47,8 +47,9 @@ def ridge_cv(x: np.ndarray, y: np.ndarray, penalty: float, folds: int = 10, seed
 
 
 def features(dataset) -> dict[str, np.ndarray]:
-    """Mean-pooled frozen encoder features of the real items (rows 1..n-1), per modality the dataset prepared."""
-    import torch
+    """Mean-pooled frozen encoder features of the real items (rows 1..n-1), per modality the dataset prepared
+    (the item tower's own ``masked_mean``: text over its valid tokens, image over every grid token)."""
+    from recbole_pmmrec.model.fusion import masked_mean
 
     feats = dataset.item_features
     out = {}
@@ -58,8 +59,7 @@ def features(dataset) -> dict[str, np.ndarray]:
         states, mask = feats[f"{modality}_states"], feats[f"{modality}_mask"]
         states = states.to_tensor() if hasattr(states, "to_tensor") else states
         states = states.float().reshape(states.shape[0], -1, states.shape[-1])
-        weights = mask.float().reshape(states.shape[0], -1) if modality == "text" else torch.ones(states.shape[:2])
-        pooled = (states * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
+        pooled = masked_mean(states, mask.reshape(states.shape[0], -1) if modality == "text" else None)
         present = feats[f"has_{modality}"].bool()
         out[modality] = (pooled.numpy()[1:], present.numpy()[1:])
     return out

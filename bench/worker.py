@@ -63,6 +63,20 @@ def rank_of_target(rows, pos_i):
     return ((rows > target) | ((rows == target) & lower_id)).sum(dim=1)
 
 
+def scored_rows(trainer, eval_data):
+    """Per evaluation batch: (batch, rows, pos_u, pos_i), where ``rows`` (N, n_items) are the trainer's own
+    full-ranking scores of the batch's rows on the CPU (history items and padding masked as RecBole does) and
+    ``pos_i`` (N,) their targets; the model in eval mode, without gradients."""
+    import torch
+
+    trainer.model.eval()
+    with torch.no_grad():
+        for batch in eval_data:
+            _, scores, pos_u, pos_i = trainer._full_sort_batch_eval(batch)
+            pos_u = pos_u.cpu()
+            yield batch, scores.cpu()[pos_u], pos_u, pos_i.cpu()
+
+
 def target_ranks(trainer, eval_data, history_removed: bool = False):
     """0-based rank of each evaluation row's target under the trainer's own full-ranking scores (history
     items and padding masked as RecBole does). Ties are broken by item id, lower first (as a stable
@@ -73,22 +87,17 @@ def target_ranks(trainer, eval_data, history_removed: bool = False):
     protocol), for any sequential model."""
     import torch
 
-    trainer.model.eval()
     ranks, targets, removed = [], [], []
     score_sum = score_n = 0
-    with torch.no_grad():
-        for batch in eval_data:
-            _, scores, pos_u, pos_i = trainer._full_sort_batch_eval(batch)
-            scores, pos_u, pos_i = scores.cpu(), pos_u.cpu(), pos_i.cpu()
-            rows = scores[pos_u]  # (N, n_items)
-            ranks.append(rank_of_target(rows, pos_i))
-            if history_removed:
-                seq = batch[0][trainer.model.ITEM_SEQ].cpu()[pos_u]
-                removed.append(rank_of_target(rows.scatter(1, seq, float("-inf")), pos_i))
-            targets.append(pos_i)
-            ok = torch.isfinite(rows)
-            score_sum = score_sum + torch.where(ok, rows, torch.zeros(())).double().sum(dim=0)
-            score_n = score_n + ok.sum(dim=0)
+    for batch, rows, pos_u, pos_i in scored_rows(trainer, eval_data):
+        ranks.append(rank_of_target(rows, pos_i))
+        if history_removed:
+            seq = batch[0][trainer.model.ITEM_SEQ].cpu()[pos_u]
+            removed.append(rank_of_target(rows.scatter(1, seq, float("-inf")), pos_i))
+        targets.append(pos_i)
+        ok = torch.isfinite(rows)
+        score_sum = score_sum + torch.where(ok, rows, torch.zeros(())).double().sum(dim=0)
+        score_n = score_n + ok.sum(dim=0)
     out = torch.cat(ranks), torch.cat(targets), score_sum / score_n.clamp(min=1)
     return out + (torch.cat(removed),) if history_removed else out
 
@@ -105,11 +114,8 @@ def offset_ranks(trainer, eval_data, new_items, steps, scale=None):
     import torch
 
     def batches():
-        trainer.model.eval()
-        with torch.no_grad():
-            for batch in eval_data:
-                _, scores, pos_u, pos_i = trainer._full_sort_batch_eval(batch)
-                yield scores.cpu()[pos_u].double(), pos_i.cpu()
+        for _, rows, _, pos_i in scored_rows(trainer, eval_data):
+            yield rows.double(), pos_i
 
     if scale is None:
         spans = []
