@@ -617,10 +617,14 @@ def _cold_diagnosis(runs: list[dict]) -> list[str]:
              "data set), and the mean score of cold vs warm items within popularity buckets (over every test "
              "row where the item is a candidate). Where warm items of the same popularity score higher than cold "
              "ones, the model has fitted the warm items' own popularity from their content during training, "
-             "which it cannot do for an item it never trained on.", "",
+             "which it cannot do for an item it never trained on. The last column ranks each cold target among "
+             "the items without a training interaction only (`among_new_items`): whether the model tells cold "
+             "items apart, whatever it makes of them against the trained ones; a random ranking gets about "
+             "10 / (new items) of them in the top 10.", "",
              "| model | runs | median rank cold / warm | target popularity cold / warm | "
-             + " | ".join(f"score cold / warm, popularity {n}" for n in names) + " |",
-             "|---|---|---|---|" + "---|" * len(names)]
+             + " | ".join(f"score cold / warm, popularity {n}" for n in names)
+             + " | cold target among the new items: median rank, recall@10 (random) |",
+             "|---|---|---|---|" + "---|" * len(names) + "---|"]
     for label, ds in by.items():
         cells = []
         for i in range(len(buckets)):
@@ -631,8 +635,22 @@ def _cold_diagnosis(runs: list[dict]) -> list[str]:
         lines.append(f"| {label} | {len(ds)} | {mean([d['median_rank']['cold'] for d in ds]):.0f} / "
                      f"{mean([d['median_rank']['warm'] for d in ds]):.0f} | "
                      f"{mean([d['target_popularity_median']['cold'] for d in ds]):.0f} / "
-                     f"{mean([d['target_popularity_median']['warm'] for d in ds]):.0f} | " + " | ".join(cells) + " |")
+                     f"{mean([d['target_popularity_median']['warm'] for d in ds]):.0f} | " + " | ".join(cells)
+                     + f" | {_among_new(ds)} |")
     return lines
+
+
+def _among_new(ds: list[dict]) -> str:
+    """Pooled ``among_new_items`` of one model's runs: mean median rank, recall@10 over all cold rows."""
+    xs = [d["among_new"] for d in ds if d.get("among_new", {}).get("n_rows")]
+    if not xs:
+        return "–"
+    rows = sum(x["n_rows"] for x in xs)
+    hits = sum(round(x["recall@10"] * x["n_rows"]) for x in xs)
+    n_new = statistics.fmean(x["n_new_items"] for x in xs)
+    runs = f", {len(xs)} of the runs" if len(xs) < len(ds) else ""
+    return (f"{statistics.fmean(x['median_rank'] for x in xs):.0f} of {n_new:.0f}, "
+            f"{hits / rows:.2f} ({hits}/{rows}{runs}; random {10 / n_new:.2f})")
 
 
 def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:

@@ -102,6 +102,35 @@ def target_ranks(trainer, eval_data, history_removed: bool = False):
     return out + (torch.cat(removed),) if history_removed else out
 
 
+def ranks_among(trainer, eval_data, items):
+    """0-based rank of each row's target among ``items`` (a boolean mask over the items) only: the other items
+    are not ranked, so for a target outside ``items`` the value means nothing. Scores and ties as in
+    ``target_ranks``. Returns (ranks, targets)."""
+    import torch
+
+    ranks, targets = [], []
+    for _, rows, _, pos_i in scored_rows(trainer, eval_data):
+        ranks.append(rank_of_target(rows.masked_fill(~items[None, :], float("-inf")), pos_i))
+        targets.append(pos_i)
+    return torch.cat(ranks), torch.cat(targets)
+
+
+def among_new_items(trainer, eval_data, dataset) -> dict:
+    """Diagnostic for the rows whose target is a cold item: its rank among the items without a training
+    interaction only (the cold items, and any item first seen after training). It measures whether the model
+    tells cold items apart from each other, apart from where it places them against the trained items; an ID
+    model can only rank them at random (recall@10 about 10 / n_new_items)."""
+    new = dataset.train_item_counts == 0  # a new tensor
+    new[0] = False  # padding
+    ranks, targets = ranks_among(trainer, eval_data, new)
+    cold = dataset.cold_items[targets]
+    out = {"n_new_items": int(new.sum()), "n_rows": int(cold.sum())}
+    if bool(cold.any()):
+        out["median_rank"] = float(ranks[cold].double().median())
+        out["recall@10"] = float((ranks[cold] < 10).double().mean())
+    return out
+
+
 OFFSET_STEPS = tuple(k / 10 for k in range(-30, 31))  # new-item offsets, in units of the score scale below
 
 
@@ -189,6 +218,8 @@ def split_metrics(trainer, eval_data, dataset) -> dict:
         out["cold"], out["warm"] = rank_metrics(ranks[cold]), rank_metrics(ranks[~cold])
         if bool(cold.any()) and bool((~cold).any()):
             out["diagnosis"] = cold_diagnosis(ranks, targets, mean_score, cold_items, dataset)
+            if hasattr(dataset, "train_item_counts"):
+                out["diagnosis"]["among_new"] = among_new_items(trainer, eval_data, dataset)
     return out
 
 

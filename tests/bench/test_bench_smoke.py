@@ -53,7 +53,8 @@ def results(tmp_path):
     diagnosed["test"]["diagnosis"] = {
         "median_rank": {"cold": 530.0, "warm": 152.0}, "target_popularity_median": {"cold": 66.0, "warm": 123.0},
         "buckets": [{"lo": 1, "hi": 10, "n_cold": 60, "n_warm": 470, "score_cold": -0.571, "score_warm": -0.738},
-                    {"lo": 150, "hi": 10**9, "n_cold": 11, "n_warm": 190, "score_cold": -0.227, "score_warm": 0.073}]}
+                    {"lo": 150, "hi": 10**9, "n_cold": 11, "n_warm": 190, "score_cold": -0.227, "score_warm": 0.073}],
+        "among_new": {"n_new_items": 50, "n_rows": 10, "median_rank": 7.0, "recall@10": 0.6}}
     diagnosed["new_item_offset"] = {  # with the offset: 3 of the 10 cold rows hit (1 without), warm 0.25
         "step": -0.4, "scale": 2.0, "offset": -0.8, "n_new_items": 5,
         "valid_ndcg@10": {"zero": 0.05, "chosen": 0.06},
@@ -89,7 +90,7 @@ def test_report_sections_ratios_and_plots(results, tmp_path):
     assert text.index("| SASRec | 1 |") < checks < text.index("| PMMRec CE | 1 |")
     # cold start ratio 0.1 / 0.3
     assert "0.1000 / 0.3000 = 0.33" in text
-    assert "| PMMRec | 1 | 530 / 152 | 66 / 123 | -0.571 / -0.738 (60 cold) | -0.227 / 0.073 (11 cold) |" in text
+    assert "| PMMRec | 1 | 530 / 152 | 66 / 123 | -0.571 / -0.738 (60 cold) | -0.227 / 0.073 (11 cold) | 7 of 50, 0.60 (6/10; random 0.20) |" in text
     assert "| PMMRec | 1 | -0.4 | 0.0500 / 0.0600 | 1 / 3 of 10 | 0.300 / 0.250 | 0.0500 / 0.1200 |" in text
     # scaling: epoch time exactly linear -> slope 1
     assert "**1.00**" in text
@@ -143,6 +144,33 @@ def test_rank_metrics_and_tie_breaking():
     assert by_lo[10]["n_cold"] == 1 and by_lo[10]["score_cold"] == pytest.approx(0.35)  # mean of 0.5, 0.2
     assert by_lo[150]["score_warm"] == pytest.approx(0.2) and by_lo[150]["score_cold"] is None
     assert by_lo[1]["score_warm"] == pytest.approx(0.35)  # item 1 (history-masked nowhere here)
+
+
+def test_among_new_items_ranks_cold_targets_against_new_items_only():
+    """The cold-start diagnostic ``among_new_items``: a cold target's rank among the items without a training
+    interaction (trained items are not ranked), over the rows whose target is cold."""
+    scores = torch.tensor([[-math.inf, 0.5, 0.5, 0.9, 0.1, 0.7],
+                           [-math.inf, 0.2, 0.2, 0.2, 0.3, 0.1],
+                           [-math.inf, 0.9, 0.1, 0.8, 0.6, 0.7]])
+
+    class FakeTrainer:
+        model = torch.nn.Linear(1, 1)
+
+        def _full_sort_batch_eval(self, batch):
+            return None, scores, torch.tensor([0, 1, 2]), torch.tensor([2, 2, 5])
+
+    class FakeDataset:  # items 2, 4, 5 have no training interaction; 2 and 5 are the cold items
+        train_item_counts = torch.tensor([0, 3, 0, 5, 0, 0])
+        cold_items = torch.tensor([False, False, True, False, False, True])
+
+    new = torch.tensor([False, False, True, False, True, True])
+    ranks, targets = worker.ranks_among(FakeTrainer(), [None], new)
+    # row 0: of items 2, 4, 5 only item 5 (0.7) beats item 2 (0.5); row 1: item 4 (0.3) does; row 2: item 5 is
+    # first among new items although trained items 1 and 3 score higher
+    assert ranks.tolist() == [1, 1, 0] and targets.tolist() == [2, 2, 5]
+    d = worker.among_new_items(FakeTrainer(), [None], FakeDataset())
+    assert d == {"n_new_items": 3, "n_rows": 3, "median_rank": 1.0, "recall@10": 1.0}
+    assert FakeDataset.train_item_counts[0] == 0  # the mask is a copy: padding is not changed in the data set
 
 
 def test_new_item_offset_is_chosen_on_validation_and_applied_to_test():
