@@ -134,6 +134,15 @@ def among_new_items(trainer, eval_data, dataset) -> dict:
 OFFSET_STEPS = tuple(k / 10 for k in range(-30, 31))  # new-item offsets, in units of the score scale below
 
 
+def score_spans(rows):
+    """Per row of scores (masked items at -inf): the 10th-highest score minus the median finite score. Their
+    median over the rows is the "score scale" of the new-item diagnostics."""
+    import torch
+
+    finite = torch.where(torch.isfinite(rows), rows, torch.tensor(float("nan"), dtype=rows.dtype))
+    return rows.topk(10, dim=1).values[:, -1] - finite.nanmedian(dim=1).values
+
+
 def offset_ranks(trainer, eval_data, new_items, steps, scale=None):
     """0-based rank of each row's target when ``steps[k] * scale`` is added to the score of every item in
     ``new_items`` (items without a training interaction), for each k: (len(steps), N) ranks, the targets (N,)
@@ -147,11 +156,7 @@ def offset_ranks(trainer, eval_data, new_items, steps, scale=None):
             yield rows.double(), pos_i
 
     if scale is None:
-        spans = []
-        for rows, _ in batches():
-            finite = torch.where(torch.isfinite(rows), rows, torch.tensor(float("nan"), dtype=rows.dtype))
-            spans.append(rows.topk(10, dim=1).values[:, -1] - finite.nanmedian(dim=1).values)
-        scale = float(torch.cat(spans).median())
+        scale = float(torch.cat([score_spans(rows) for rows, _ in batches()]).median())
     ranks, targets = [], []
     for rows, pos_i in batches():
         per_step = []
