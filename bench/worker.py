@@ -147,8 +147,8 @@ def offset_ranks(trainer, eval_data, new_items, steps, scale=None):
     """0-based rank of each row's target when ``steps[k] * scale`` is added to the score of every item in
     ``new_items`` (items without a training interaction), for each k: (len(steps), N) ranks, the targets (N,)
     and ``scale`` (given, or else from these rows, in a first pass: the median over the rows of the 10th-highest
-    score minus the median score). A tie with the target is not counted (float scores rarely tie). Scores as in
-    ``target_ranks`` (the trainer's full-ranking scores, history masked); one batch of them at a time."""
+    score minus the median score). Scores and ties as in ``target_ranks`` (the trainer's full-ranking scores,
+    history masked; ties by item id); one batch of them at a time."""
     import torch
 
     def batches():
@@ -162,7 +162,7 @@ def offset_ranks(trainer, eval_data, new_items, steps, scale=None):
         per_step = []
         for step in steps:
             shifted = rows + (new_items.double() * step * scale)[None, :]
-            per_step.append((shifted > shifted[torch.arange(len(pos_i)), pos_i][:, None]).sum(dim=1))
+            per_step.append(rank_of_target(shifted, pos_i))
         ranks.append(torch.stack(per_step))
         targets.append(pos_i)
     return torch.cat(ranks, dim=1), torch.cat(targets), scale

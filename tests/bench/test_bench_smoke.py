@@ -189,18 +189,22 @@ def test_new_item_offset_is_chosen_on_validation_and_applied_to_test():
     new[15] = True
     ranks, targets, scale = worker.offset_ranks(FakeTrainer(), [None], new, (0.0, 1.0, 2.5, 2.6))
     assert scale == pytest.approx(21 - 15)  # 10th-highest 21, median 15
-    # the new target climbs past 15, 9, then every item (its tie with item 30 is not counted); past 30 it
-    # outranks the other row's target
-    assert ranks.tolist() == [[15, 0], [9, 0], [0, 0], [0, 1]] and targets.tolist() == [15, 30]
+    # the new target climbs past 15, then 9 items; at 2.5 it ties with item 30 and, the lower id, goes first
+    # (ties by item id, as everywhere in the worker), which also puts it above the other row's target
+    assert ranks.tolist() == [[15, 0], [9, 0], [0, 1], [0, 1]] and targets.tolist() == [15, 30]
 
     class FakeDataset:
         train_item_counts = (~new).long()
         cold_items = new
 
     d = worker.new_item_offset(FakeTrainer(), [None], [None], FakeDataset())
-    assert d["step"] == 2.5 and d["offset"] == pytest.approx(15.0) and d["n_new_items"] == 1
-    assert d["valid_ndcg@10"] == {"zero": pytest.approx(0.5), "chosen": pytest.approx(1.0)}
-    assert d["test"]["cold"]["recall@10"] == 1.0 and d["test"]["warm"]["recall@10"] == 1.0
+    # no offset puts both targets first: from 2.5 on item 15 also displaces item 30. The best, second in one row
+    # and first in the other, starts at 2.4 (15 + 14.4 passes item 29), the smallest such step
+    assert d["step"] == 2.4 and d["offset"] == pytest.approx(14.4) and d["n_new_items"] == 1
+    half = (1 + 1 / math.log2(3)) / 2
+    assert d["valid_ndcg@10"] == {"zero": pytest.approx(0.5), "chosen": pytest.approx(half)}
+    assert d["test"]["cold"]["recall@10"] == 1.0 and d["test"]["cold"]["mrr@10"] == 0.5
+    assert d["test"]["warm"]["mrr@10"] == 1.0
 
 
 def _add_many(results_dir, start, n):
