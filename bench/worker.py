@@ -159,13 +159,44 @@ def offset_ranks(trainer, eval_data, new_items, steps, scale=None):
         scale = float(torch.cat([score_spans(rows) for rows, _ in batches()]).median())
     ranks, targets = [], []
     for rows, pos_i in batches():
-        per_step = []
-        for step in steps:
-            shifted = rows + (new_items.double() * step * scale)[None, :]
-            per_step.append(rank_of_target(shifted, pos_i))
-        ranks.append(torch.stack(per_step))
+        ranks.append(torch.cat([shifted_ranks(rows[i:i + 1024], pos_i[i:i + 1024], new_items,
+                                              [step * scale for step in steps])
+                                for i in range(0, len(pos_i), 1024)], dim=1))
         targets.append(pos_i)
     return torch.cat(ranks, dim=1), torch.cat(targets), scale
+
+
+def shifted_ranks(rows, pos_i, new_items, shifts):
+    """``rank_of_target(rows + shift * new_items, pos_i)`` for each shift: (len(shifts), N), without building a
+    shifted score matrix per shift. Each row's trained and new items are sorted once; a shift then moves only
+    the threshold a group is compared with (a trained target's against new items, a new target's against trained
+    items), so a shift costs two binary searches per row. Rows where an item ties with the target are ranked
+    directly, so ties go by item id exactly as in ``rank_of_target``; a cross-group comparison can differ from
+    the direct sum only in the last bit of a float."""
+    import torch
+
+    n_items = rows.shape[1]
+    is_new = new_items.bool()
+    sorted_trained = rows.masked_fill(is_new[None, :], float("-inf")).sort(dim=1).values
+    sorted_new = rows.masked_fill(~is_new[None, :], float("-inf")).sort(dim=1).values
+    target = rows[torch.arange(len(pos_i)), pos_i]
+    target_new = is_new[pos_i]
+
+    def above_and_equal(sorted_rows, threshold):
+        threshold = threshold[:, None].contiguous()
+        right = torch.searchsorted(sorted_rows, threshold, right=True)[:, 0]
+        return n_items - right, right - torch.searchsorted(sorted_rows, threshold)[:, 0]
+
+    out = []
+    for shift in shifts:
+        above_t, equal_t = above_and_equal(sorted_trained, torch.where(target_new, target + shift, target))
+        above_n, equal_n = above_and_equal(sorted_new, torch.where(target_new, target, target - shift))
+        rank = above_t + above_n
+        tied = equal_t + equal_n > 1  # the target equals itself once
+        if bool(tied.any()):
+            rank[tied] = rank_of_target(rows[tied] + is_new.to(rows.dtype)[None, :] * shift, pos_i[tied])
+        out.append(rank)
+    return torch.stack(out)
 
 
 def new_item_offset(trainer, valid_data, test_data, dataset) -> dict:

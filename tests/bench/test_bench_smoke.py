@@ -173,6 +173,21 @@ def test_among_new_items_ranks_cold_targets_against_new_items_only():
     assert FakeDataset.train_item_counts[0] == 0  # the mask is a copy: padding is not changed in the data set
 
 
+def test_shifted_ranks_equal_ranking_the_shifted_scores():
+    """``shifted_ranks`` (sorted once, a binary search per shift) gives ``rank_of_target`` of the shifted scores,
+    ties by item id included: integer scores make exact ties within and across the two groups."""
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randint(-6, 7, (200, 40), generator=g).double()
+    rows[:, 0] = -math.inf  # padding
+    rows[torch.rand(200, 40, generator=g) < 0.1] = -math.inf  # history items
+    pos_i = torch.randint(1, 40, (200,), generator=g)
+    new = torch.rand(40, generator=g) < 0.3
+    new[0] = False
+    shifts = [-3.0, -1.0, 0.0, 0.5, 2.0, 7.0]
+    expected = torch.stack([worker.rank_of_target(rows + new.double()[None, :] * d, pos_i) for d in shifts])
+    assert torch.equal(worker.shifted_ranks(rows, pos_i, new, shifts), expected)
+
+
 def test_new_item_offset_is_chosen_on_validation_and_applied_to_test():
     """The cold-start diagnostic ``new_item_offset``: an offset added to the items without a training interaction,
     in units of the score scale (median of the 10th-highest score minus the median score), chosen on the
