@@ -650,7 +650,7 @@ def _among_new(ds: list[dict]) -> str:
     n_new = statistics.fmean(x["n_new_items"] for x in xs)
     runs = f", {len(xs)} of the runs" if len(xs) < len(ds) else ""
     return (f"{statistics.fmean(x['median_rank'] for x in xs):.0f} of {n_new:.0f}, "
-            f"{hits / rows:.2f} ({hits}/{rows}{runs}; random {10 / n_new:.2f})")
+            f"{hits / rows:.2f} ({hits}/{rows}{runs}; random {10 / n_new:.2g})")
 
 
 def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:

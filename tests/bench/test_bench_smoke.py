@@ -90,7 +90,7 @@ def test_report_sections_ratios_and_plots(results, tmp_path):
     assert text.index("| SASRec | 1 |") < checks < text.index("| PMMRec CE | 1 |")
     # cold start ratio 0.1 / 0.3
     assert "0.1000 / 0.3000 = 0.33" in text
-    assert "| PMMRec | 1 | 530 / 152 | 66 / 123 | -0.571 / -0.738 (60 cold) | -0.227 / 0.073 (11 cold) | 7 of 50, 0.60 (6/10; random 0.20) |" in text
+    assert "| PMMRec | 1 | 530 / 152 | 66 / 123 | -0.571 / -0.738 (60 cold) | -0.227 / 0.073 (11 cold) | 7 of 50, 0.60 (6/10; random 0.2) |" in text
     assert "| PMMRec | 1 | -0.4 | 0.0500 / 0.0600 | 1 / 3 of 10 | 0.300 / 0.250 | 0.0500 / 0.1200 |" in text
     # scaling: epoch time exactly linear -> slope 1
     assert "**1.00**" in text
