@@ -41,7 +41,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from content_popularity import features  # noqa: E402
-from worker import rank_metrics, rank_of_target, score_spans, scored_rows  # noqa: E402
+from worker import (new_item_mask, rank_among, rank_metrics, rank_of_target, remove_checkpoints,  # noqa: E402
+                    score_spans, scored_rows)
 
 OFFSETS = tuple(k / 10 for k in range(-30, 31, 2))  # b, in score scales
 PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)  # a, in score scales per standard deviation of the prior
@@ -86,10 +87,7 @@ def train_and_score(seed: int, args) -> dict:
     for modality, (pooled, present) in features(dataset).items():  # items 1..n-1
         out[f"{modality}_features"] = torch.as_tensor(pooled)
         out[f"has_{modality}"] = torch.as_tensor(present)
-    saved = getattr(trainer, "saved_model_file", None)
-    for path in (saved, saved[:-4] + ".latest.pth") if saved else ():
-        if os.path.exists(path):
-            os.remove(path)  # checkpoints are not results
+    remove_checkpoints(trainer)
     return out
 
 
@@ -166,22 +164,16 @@ def mean_scores(rows: torch.Tensor) -> torch.Tensor:
     return torch.where(ok, rows.double(), torch.zeros((), dtype=torch.float64)).sum(0) / ok.sum(0).clamp(min=1)
 
 
-def among(rows: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """Target ranks among ``items`` only (as ``ranks_among`` in the worker, on stored rows)."""
-    return rank_of_target(rows.masked_fill(~items[None, :], float("-inf")), targets)
-
-
 def analyse(d: dict) -> dict:
     cold_items = d["cold_items"].bool()
-    new = d["train_item_counts"] == 0
-    new[0] = False
+    new = new_item_mask(d["train_item_counts"])
     n = len(new)
     vr, vt, tr, tt = d["valid_rows"], d["valid_targets"], d["test_rows"], d["test_targets"]
     cold_test = cold_items[tt]
     scale = float(score_spans(vr.double()).median())
     out = {"n_new_items": int(new.sum()), "n_cold_test_rows": int(cold_test.sum()), "scale": scale,
            "fit_s": float(d["fit_s"]), "model": split(ranks_with(tr, tt, torch.zeros(n)), cold_test)}
-    model_among = among(tr, tt, new)[cold_test]
+    model_among = rank_among(tr, tt, new)[cold_test]
     out["among_new"] = {"model": {"median_rank": float(model_among.double().median()),
                                   "recall@10": float((model_among < 10).double().mean())},
                         "random_recall@10": 10 / int(new.sum())}
@@ -200,7 +192,7 @@ def analyse(d: dict) -> dict:
         z = torch.zeros(n, dtype=torch.float64)
         z[1:] = ridge_prior(x, y, fit)  # items without an image have a zero image feature here
         prior_rows = torch.where(torch.isfinite(tr), z[None, :].float(), tr)  # the model's history mask
-        prior_among = among(prior_rows, tt, new)[cold_test]
+        prior_among = rank_among(prior_rows, tt, new)[cold_test]
         out["among_new"][f"prior_{label}"] = {"median_rank": float(prior_among.double().median()),
                                               "recall@10": float((prior_among < 10).double().mean())}
         out["content_prior"][label] = choose(vr, vt, tr, tt, cold_test, new, z, PRIOR_WEIGHTS, OFFSETS, scale)

@@ -102,17 +102,29 @@ def target_ranks(trainer, eval_data, history_removed: bool = False):
     return out + (torch.cat(removed),) if history_removed else out
 
 
+def rank_among(rows, pos_i, items):
+    """``rank_of_target`` among ``items`` (a boolean mask over the items) only: the other items are not ranked,
+    so for a target outside ``items`` the value means nothing."""
+    return rank_of_target(rows.masked_fill(~items[None, :], float("-inf")), pos_i)
+
+
 def ranks_among(trainer, eval_data, items):
-    """0-based rank of each row's target among ``items`` (a boolean mask over the items) only: the other items
-    are not ranked, so for a target outside ``items`` the value means nothing. Scores and ties as in
-    ``target_ranks``. Returns (ranks, targets)."""
+    """``rank_among`` for every evaluation row, scores as in ``target_ranks``. Returns (ranks, targets)."""
     import torch
 
     ranks, targets = [], []
     for _, rows, _, pos_i in scored_rows(trainer, eval_data):
-        ranks.append(rank_of_target(rows.masked_fill(~items[None, :], float("-inf")), pos_i))
+        ranks.append(rank_among(rows, pos_i, items))
         targets.append(pos_i)
     return torch.cat(ranks), torch.cat(targets)
+
+
+def new_item_mask(train_item_counts):
+    """Items without a training interaction (the cold items, and any item first seen after training); a new
+    tensor, padding excluded."""
+    new = train_item_counts == 0
+    new[0] = False
+    return new
 
 
 def among_new_items(trainer, eval_data, dataset) -> dict:
@@ -120,8 +132,7 @@ def among_new_items(trainer, eval_data, dataset) -> dict:
     interaction only (the cold items, and any item first seen after training). It measures whether the model
     tells cold items apart from each other, apart from where it places them against the trained items; an ID
     model can only rank them at random (recall@10 about 10 / n_new_items)."""
-    new = dataset.train_item_counts == 0  # a new tensor
-    new[0] = False  # padding
+    new = new_item_mask(dataset.train_item_counts)
     ranks, targets = ranks_among(trainer, eval_data, new)
     cold = dataset.cold_items[targets]
     out = {"n_new_items": int(new.sum()), "n_rows": int(cold.sum())}
@@ -202,8 +213,7 @@ def shifted_ranks(rows, pos_i, new_items, shifts):
 def new_item_offset(trainer, valid_data, test_data, dataset) -> dict:
     """Diagnostic: the score offset for items without a training interaction that maximises validation NDCG@10
     (all rows), chosen from ``OFFSET_STEPS``, and the test metrics (all, cold, warm rows) with it."""
-    new_items = dataset.train_item_counts == 0
-    new_items[0] = False
+    new_items = new_item_mask(dataset.train_item_counts)
     valid_ranks, _, scale = offset_ranks(trainer, valid_data, new_items, OFFSET_STEPS)
     ndcg = [rank_metrics(r)["ndcg@10"] for r in valid_ranks]
     best = max(range(len(OFFSET_STEPS)), key=lambda k: (ndcg[k], -abs(OFFSET_STEPS[k])))
@@ -419,14 +429,19 @@ def run(spec: dict, out_path: Path) -> dict:
     if scored:
         best = max(scored, key=lambda p: p["score"])
         r["best_valid"] = {"epoch": best["epoch"], "score": best["score"], "wall_s": best["wall_s"]}
-    if getattr(trainer, "saved_model_file", None) and os.path.exists(trainer.saved_model_file):
-        for path in (trainer.saved_model_file, trainer.saved_model_file[:-4] + ".latest.pth"):
-            if os.path.exists(path):
-                os.remove(path)  # checkpoints are not results; keep the work dir small
+    remove_checkpoints(trainer)
     r["status"] = "done"
     r["total_s"] = time.perf_counter() - t_all
     rec.save()
     return r
+
+
+def remove_checkpoints(trainer) -> None:
+    """Delete the trainer's best and latest checkpoint files: they are not results; keep the work dir small."""
+    saved = getattr(trainer, "saved_model_file", None)
+    for path in (saved, saved[:-4] + ".latest.pth") if saved else ():
+        if os.path.exists(path):
+            os.remove(path)
 
 
 def main(argv=None) -> int:
