@@ -44,6 +44,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from worker import remove_checkpoints  # noqa: E402
 
 SOURCE, TARGET = "microlens-50k", "ml100k-posters"
 RAW = {SOURCE: ("microlens", "/work/shared/data/microlens50k_text"),
@@ -206,9 +209,7 @@ class Session:
         else:
             valid_result = trainer.evaluate(valid, load_best_model=False)
             test_result = trainer.evaluate(test, load_best_model=False)
-        saved_file = getattr(trainer, "saved_model_file", None)
-        if saved_file and os.path.exists(saved_file):
-            os.remove(saved_file)  # the pickled trainer checkpoint is not needed after the best-model reload
+        remove_checkpoints(trainer)  # the pickled trainer checkpoints are not needed after the best-model reload
         if save_to is not None:
             save_pretrained(model, save_to, config, [name])
         row = {

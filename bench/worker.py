@@ -77,46 +77,39 @@ def scored_rows(trainer, eval_data):
             yield batch, scores.cpu()[pos_u], pos_u, pos_i.cpu()
 
 
-def target_ranks(trainer, eval_data, history_removed: bool = False):
+def target_ranks(trainer, eval_data, history_removed: bool = False, among=None):
     """0-based rank of each evaluation row's target under the trainer's own full-ranking scores (history
     items and padding masked as RecBole does). Ties are broken by item id, lower first (as a stable
     descending sort, and in practice RecBole's ``torch.topk``, orders them). Returns (ranks, targets,
     mean_scores): ``mean_scores`` (n_items,) is each item's mean score over the rows where it is a candidate
     (not masked as history), for the cold diagnosis. ``history_removed``: a fourth value, the ranks from the
     same scores when the items of each row's input sequence are not ranked (the authors' evaluation
-    protocol), for any sequential model."""
+    protocol), for any sequential model. ``among`` (a boolean mask over the items): one more value after
+    those, ``rank_among`` these items from the same scores (one scoring pass for all of them)."""
     import torch
 
-    ranks, targets, removed = [], [], []
+    ranks, targets, removed, subset = [], [], [], []
     score_sum = score_n = 0
     for batch, rows, pos_u, pos_i in scored_rows(trainer, eval_data):
         ranks.append(rank_of_target(rows, pos_i))
         if history_removed:
             seq = batch[0][trainer.model.ITEM_SEQ].cpu()[pos_u]
             removed.append(rank_of_target(rows.scatter(1, seq, float("-inf")), pos_i))
+        if among is not None:
+            subset.append(rank_among(rows, pos_i, among))
         targets.append(pos_i)
         ok = torch.isfinite(rows)
         score_sum = score_sum + torch.where(ok, rows, torch.zeros(())).double().sum(dim=0)
         score_n = score_n + ok.sum(dim=0)
     out = torch.cat(ranks), torch.cat(targets), score_sum / score_n.clamp(min=1)
-    return out + (torch.cat(removed),) if history_removed else out
+    out += (torch.cat(removed),) if history_removed else ()
+    return out + (torch.cat(subset),) if among is not None else out
 
 
 def rank_among(rows, pos_i, items):
     """``rank_of_target`` among ``items`` (a boolean mask over the items) only: the other items are not ranked,
     so for a target outside ``items`` the value means nothing."""
     return rank_of_target(rows.masked_fill(~items[None, :], float("-inf")), pos_i)
-
-
-def ranks_among(trainer, eval_data, items):
-    """``rank_among`` for every evaluation row, scores as in ``target_ranks``. Returns (ranks, targets)."""
-    import torch
-
-    ranks, targets = [], []
-    for _, rows, _, pos_i in scored_rows(trainer, eval_data):
-        ranks.append(rank_among(rows, pos_i, items))
-        targets.append(pos_i)
-    return torch.cat(ranks), torch.cat(targets)
 
 
 def new_item_mask(train_item_counts):
@@ -127,15 +120,14 @@ def new_item_mask(train_item_counts):
     return new
 
 
-def among_new_items(trainer, eval_data, dataset) -> dict:
+def among_new_items(ranks, targets, dataset) -> dict:
     """Diagnostic for the rows whose target is a cold item: its rank among the items without a training
-    interaction only (the cold items, and any item first seen after training). It measures whether the model
-    tells cold items apart from each other, apart from where it places them against the trained items; an ID
-    model can only rank them at random (recall@10 about 10 / n_new_items)."""
-    new = new_item_mask(dataset.train_item_counts)
-    ranks, targets = ranks_among(trainer, eval_data, new)
+    interaction only (the cold items, and any item first seen after training; ``ranks`` from ``target_ranks``
+    with ``among=new_item_mask(dataset.train_item_counts)``). It measures whether the model tells cold items
+    apart from each other, apart from where it places them against the trained items; an ID model can only
+    rank them at random (recall@10 about 10 / n_new_items)."""
     cold = dataset.cold_items[targets]
-    out = {"n_new_items": int(new.sum()), "n_rows": int(cold.sum())}
+    out = {"n_new_items": int(new_item_mask(dataset.train_item_counts).sum()), "n_rows": int(cold.sum())}
     if bool(cold.any()):
         out["median_rank"] = float(ranks[cold].double().median())
         out["recall@10"] = float((ranks[cold] < 10).double().mean())
@@ -254,18 +246,20 @@ def cold_diagnosis(ranks, targets, mean_score, cold_items, dataset) -> dict:
 def split_metrics(trainer, eval_data, dataset) -> dict:
     """Test metrics for all rows, rows whose target is a cold item, and the rest."""
     sequential = hasattr(trainer.model, "ITEM_SEQ")  # sequential models: also with the input history removed
-    ranks, targets, mean_score, *removed = target_ranks(trainer, eval_data, history_removed=sequential)
     cold_items = getattr(dataset, "cold_items", None)
+    diagnose = cold_items is not None and bool(cold_items.any()) and hasattr(dataset, "train_item_counts")
+    among = new_item_mask(dataset.train_item_counts) if diagnose else None
+    ranks, targets, mean_score, *more = target_ranks(trainer, eval_data, history_removed=sequential, among=among)
     out = {"all": rank_metrics(ranks)}
-    if removed:
-        out["all_history_removed"] = rank_metrics(removed[0])
+    if sequential:
+        out["all_history_removed"] = rank_metrics(more[0])
     if cold_items is not None and bool(cold_items.any()):
         cold = cold_items[targets]
         out["cold"], out["warm"] = rank_metrics(ranks[cold]), rank_metrics(ranks[~cold])
         if bool(cold.any()) and bool((~cold).any()):
             out["diagnosis"] = cold_diagnosis(ranks, targets, mean_score, cold_items, dataset)
             if hasattr(dataset, "train_item_counts"):
-                out["diagnosis"]["among_new"] = among_new_items(trainer, eval_data, dataset)
+                out["diagnosis"]["among_new"] = among_new_items(more[-1], targets, dataset)
     return out
 
 
@@ -438,8 +432,10 @@ def run(spec: dict, out_path: Path) -> dict:
 
 def remove_checkpoints(trainer) -> None:
     """Delete the trainer's best and latest checkpoint files: they are not results; keep the work dir small."""
+    from recbole_pmmrec.trainer import latest_file_of
+
     saved = getattr(trainer, "saved_model_file", None)
-    for path in (saved, saved[:-4] + ".latest.pth") if saved else ():
+    for path in (saved, latest_file_of(saved)) if saved else ():
         if os.path.exists(path):
             os.remove(path)
 

@@ -164,11 +164,12 @@ def test_among_new_items_ranks_cold_targets_against_new_items_only():
         cold_items = torch.tensor([False, False, True, False, False, True])
 
     new = torch.tensor([False, False, True, False, True, True])
-    ranks, targets = worker.ranks_among(FakeTrainer(), [None], new)
+    ranks, targets, _, subset = worker.target_ranks(FakeTrainer(), [None], among=new)
     # row 0: of items 2, 4, 5 only item 5 (0.7) beats item 2 (0.5); row 1: item 4 (0.3) does; row 2: item 5 is
     # first among new items although trained items 1 and 3 score higher
-    assert ranks.tolist() == [1, 1, 0] and targets.tolist() == [2, 2, 5]
-    d = worker.among_new_items(FakeTrainer(), [None], FakeDataset())
+    assert subset.tolist() == [1, 1, 0] and targets.tolist() == [2, 2, 5]
+    assert ranks.tolist() == [3, 2, 2]  # the ranks among all items come from the same pass
+    d = worker.among_new_items(subset, targets, FakeDataset())
     assert d == {"n_new_items": 3, "n_rows": 3, "median_rank": 1.0, "recall@10": 1.0}
     assert FakeDataset.train_item_counts[0] == 0  # the mask is a copy: padding is not changed in the data set
 
