@@ -70,6 +70,9 @@ PMMREC["PMMRec modality dropout 0.5"] = {"modality_dropout": 0.5}  # aimed at co
 PMMREC["PMMRec text skip"] = {"text_skip": True}  # aimed at cold start (v0.5.1)
 PMMREC["PMMRec late fusion"] = {"text_skip": True, "image_skip": True}  # both skips (v0.5.2)
 PMMREC["PMMRec coarse fusion"] = {"image_grid": 1, "text_tokens": 1}  # one token per modality enters the fusion
+# tried on MicroLens-50K (19,220 items, where the in-batch softmax sees a small share of the catalogue per step)
+PMMREC["PMMRec text-only mlp"] = {"modalities": ["text"], "projection": "mlp"}  # more item-tower capacity
+PMMREC["PMMRec text-only CE"] = {"modalities": ["text"], "loss_type": "CE"}  # full-catalogue softmax
 PMMREC.update({"PMMRec v0.4" + suffix: {**V04, **keys} for suffix, keys in SUITE.items()})
 PMMREC.update({"PMMRec v0.3" + suffix: {**V03, **keys} for suffix, keys in SUITE.items()})
 _V02_LABELS = {
