@@ -836,7 +836,8 @@ def _keys_text(keys: dict) -> str:
 
 def _v01_note(config: dict) -> str:
     """"`w_rcl: 0.1`, the default until 2026-11-30; " for a run made with ``run.V01``'s old defaults."""
-    old = {k: v for k, v in _run_attr("V01", {}).items() if config.get(k) == v}
+    # a key the run's config does not name is the current default (old runs had theirs written in)
+    old = {k: v for k, v in _run_attr("V01", {}).items() if k in config and config[k] == v}
     return _keys_text(old) + ", the default until 2026-11-30; " if old else ""
 
 

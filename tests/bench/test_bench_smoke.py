@@ -414,3 +414,12 @@ def test_cold_start_takes_two_extra_seeds_and_quality_does_not():
     with pytest.raises(SystemExit, match="2023"):
         run.run_seeds(args)
     assert run.run_seeds(argparse.Namespace(seed_list=None, seeds=2)) == [2020, 2021]
+
+
+def test_old_default_note_names_only_keys_the_run_wrote():
+    """The speed section's note on old defaults: a key a run's config does not name is the current default,
+    even where the old default's value is None (``text_tokens``)."""
+    assert report._v01_note({}) == ""
+    note = report._v01_note({"w_rcl": 0.1, "text_tokens": None, "modalities": ["text"]})
+    assert "w_rcl" in note and "text_tokens" in note and "default until" in note
+    assert "text_tokens" not in report._v01_note({"w_rcl": 0.1})
