@@ -120,14 +120,14 @@ def new_item_mask(train_item_counts):
     return new
 
 
-def among_new_items(ranks, targets, dataset) -> dict:
+def among_new_items(ranks, targets, cold_items, new_items) -> dict:
     """Diagnostic for the rows whose target is a cold item: its rank among the items without a training
-    interaction only (the cold items, and any item first seen after training; ``ranks`` from ``target_ranks``
-    with ``among=new_item_mask(dataset.train_item_counts)``). It measures whether the model tells cold items
-    apart from each other, apart from where it places them against the trained items; an ID model can only
-    rank them at random (recall@10 about 10 / n_new_items)."""
-    cold = dataset.cold_items[targets]
-    out = {"n_new_items": int(new_item_mask(dataset.train_item_counts).sum()), "n_rows": int(cold.sum())}
+    interaction only (``new_items``, from ``new_item_mask``: the cold items, and any item first seen after
+    training; ``ranks`` from ``target_ranks`` with ``among=new_items``). It measures whether the model tells
+    cold items apart from each other, apart from where it places them against the trained items; an ID model
+    can only rank them at random (recall@10 about 10 / n_new_items)."""
+    cold = cold_items[targets]
+    out = {"n_new_items": int(new_items.sum()), "n_rows": int(cold.sum())}
     if bool(cold.any()):
         out["median_rank"] = float(ranks[cold].double().median())
         out["recall@10"] = float((ranks[cold] < 10).double().mean())
@@ -247,19 +247,19 @@ def split_metrics(trainer, eval_data, dataset) -> dict:
     """Test metrics for all rows, rows whose target is a cold item, and the rest."""
     sequential = hasattr(trainer.model, "ITEM_SEQ")  # sequential models: also with the input history removed
     cold_items = getattr(dataset, "cold_items", None)
-    diagnose = cold_items is not None and bool(cold_items.any()) and hasattr(dataset, "train_item_counts")
-    among = new_item_mask(dataset.train_item_counts) if diagnose else None
-    ranks, targets, mean_score, *more = target_ranks(trainer, eval_data, history_removed=sequential, among=among)
+    has_cold = cold_items is not None and bool(cold_items.any())
+    new = new_item_mask(dataset.train_item_counts) if has_cold and hasattr(dataset, "train_item_counts") else None
+    ranks, targets, mean_score, *more = target_ranks(trainer, eval_data, history_removed=sequential, among=new)
     out = {"all": rank_metrics(ranks)}
     if sequential:
         out["all_history_removed"] = rank_metrics(more[0])
-    if cold_items is not None and bool(cold_items.any()):
+    if has_cold:
         cold = cold_items[targets]
         out["cold"], out["warm"] = rank_metrics(ranks[cold]), rank_metrics(ranks[~cold])
         if bool(cold.any()) and bool((~cold).any()):
             out["diagnosis"] = cold_diagnosis(ranks, targets, mean_score, cold_items, dataset)
-            if hasattr(dataset, "train_item_counts"):
-                out["diagnosis"]["among_new"] = among_new_items(more[-1], targets, dataset)
+            if new is not None:
+                out["diagnosis"]["among_new"] = among_new_items(more[-1], targets, cold_items, new)
     return out
 
 

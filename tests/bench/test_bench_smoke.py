@@ -169,7 +169,8 @@ def test_among_new_items_ranks_cold_targets_against_new_items_only():
     # first among new items although trained items 1 and 3 score higher
     assert subset.tolist() == [1, 1, 0] and targets.tolist() == [2, 2, 5]
     assert ranks.tolist() == [3, 2, 2]  # the ranks among all items come from the same pass
-    d = worker.among_new_items(subset, targets, FakeDataset())
+    d = worker.among_new_items(subset, targets, FakeDataset.cold_items,
+                               worker.new_item_mask(FakeDataset.train_item_counts))
     assert d == {"n_new_items": 3, "n_rows": 3, "median_rank": 1.0, "recall@10": 1.0}
     assert FakeDataset.train_item_counts[0] == 0  # the mask is a copy: padding is not changed in the data set
 
