@@ -75,7 +75,7 @@ def train_and_score(seed: int, args) -> dict:
     t0 = time.perf_counter()
     trainer.fit(train, valid, saved=True, show_progress=False)
     fit_s = time.perf_counter() - t0
-    trainer.evaluate(valid, load_best_model=True, show_progress=False)  # loads the best checkpoint
+    trainer.load_best_model()
     out = {"cold_items": dataset.cold_items.clone(), "train_item_counts": dataset.train_item_counts.clone(),
            "popularity": popularity, "fit_s": torch.tensor(fit_s)}
     for name, data in (("valid", valid), ("test", test)):

@@ -259,15 +259,21 @@ class OwnCheckpointMixin:
             self.logger.warning(f"resuming from {resume_file} with a config that differs in {changed[:20]}: "
                                 f"the continued run is not the one the checkpoint started")
 
+    def load_best_model(self, model_file=None) -> str:
+        """Load the weights of ``model_file`` (default: this run's best checkpoint) into the model, without
+        evaluating anything; returns the path read. Every rank of a distributed run must call it."""
+        distributed.barrier()  # rank 0 may still be writing the best checkpoint
+        path = model_file or self.saved_model_file
+        checkpoint = self._load_own(path)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.logger.info(f"Loading model structure and parameters from {path}")
+        return path
+
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if load_best_model and eval_data:
-            distributed.barrier()  # rank 0 may still be writing the best checkpoint
-            path = model_file or self.saved_model_file
-            checkpoint = self._load_own(path)
-            self.model.load_state_dict(checkpoint["state_dict"])
-            self.model.load_other_parameter(checkpoint.get("other_parameter"))
-            self.logger.info(f"Loading model structure and parameters from {path}")
+            self.load_best_model(model_file)
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
 

@@ -80,6 +80,25 @@ def test_trainer_reloads_its_best_checkpoint(synth, quick_config):
     assert result["checkpoint"] and 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
 
 
+def test_load_best_model_restores_the_best_checkpoint_without_evaluating(synth, quick_config):
+    """``trainer.load_best_model()`` puts the best checkpoint's weights back after training moved on."""
+    from recbole_pmmrec.quick_start import load_config
+    from recbole_pmmrec.utils import create_dataset, data_preparation, get_model, get_trainer
+
+    config = load_config("SASRec", "synth", config_dict=quick_config(synth, epochs=2))
+    dataset = create_dataset(config)
+    train, valid, _ = data_preparation(config, dataset)
+    model = get_model("SASRec")(config, train._dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], "SASRec")(config, model)
+    trainer.fit(train, valid, saved=True)
+    saved = torch.load(trainer.saved_model_file, weights_only=False)["state_dict"]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    assert trainer.load_best_model() == trainer.saved_model_file
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+
+
 def test_package_never_imports_ray_or_recbole_quick_start():
     code = ("import sys, recbole_pmmrec.quick_start, recbole_pmmrec.utils, recbole_pmmrec.trainer;"
             "bad=[m for m in ('ray','recbole.quick_start','thop') if m in sys.modules]; print(bad); assert not bad")
