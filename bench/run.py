@@ -74,7 +74,7 @@ PMMREC["PMMRec coarse fusion"] = {"image_grid": 1, "text_tokens": 1}  # one toke
 PMMREC["PMMRec text-only mlp"] = {"modalities": ["text"], "projection": "mlp"}  # more item-tower capacity
 PMMREC["PMMRec text-only CE"] = {"modalities": ["text"], "loss_type": "CE"}  # full-catalogue softmax
 PMMREC["PMMRec mlp"] = {"projection": "mlp"}  # the same on ml100k-posters, text + image
-PMMREC["PMMRec image-only mlp"] = {"modalities": ["image"], "projection": "mlp"}
+PMMREC["PMMRec image-only mlp"] = {**SUITE[" image-only"], "projection": "mlp"}
 PMMREC.update({"PMMRec v0.4" + suffix: {**V04, **keys} for suffix, keys in SUITE.items()})
 PMMREC.update({"PMMRec v0.3" + suffix: {**V03, **keys} for suffix, keys in SUITE.items()})
 _V02_LABELS = {
