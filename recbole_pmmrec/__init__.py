@@ -4,4 +4,4 @@ from recbole_pmmrec import compat as _compat
 
 _compat.apply()
 
-__version__ = "0.5.4"
+__version__ = "0.5.5"
