@@ -1,7 +1,7 @@
 """Converters from raw recommendation data to RecBole atomic files plus an image folder.
 
 Run ``python -m dataset_tools.convert FORMAT --output DIR ...``; see ``dataset_tools/README.md``.
-Formats: ``movielens-posters``, ``microlens``, ``pmmrec``, ``amazon2018``.
+Formats: ``movielens-posters``, ``microlens``, ``pmmrec``, ``amazon2018``, ``tsv``, ``merge``.
 """
 
 __version__ = "1.0.0"

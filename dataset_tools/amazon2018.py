@@ -7,9 +7,10 @@ Files::
     --image-dir DIR              optional: DIR/<asin>.jpg (or .jpeg/.png/.webp)
 
 Both files are streamed line by line. A line that is not JSON is read with ``ast.literal_eval``
-(some 2018 meta files hold Python dict literals; never ``eval``); a line that is neither is
-dropped and counted (an error with ``--strict``). Exact duplicate reviews (same user, item, time)
-are dropped unless ``--keep-duplicates``. Only the meta of reviewed items is kept in memory.
+(some 2018 meta files hold Python dict literals; never ``eval``); a line that is neither, or one
+nested too deeply to read, is dropped and counted (an error with ``--strict``). A review whose
+``unixReviewTime`` is missing or not a finite number is dropped as ``interaction_bad_timestamp``.
+Exact duplicate reviews (same user, item, time) are dropped unless ``--keep-duplicates``. Only the meta of reviewed items is kept in memory.
 Text fields: ``title``, ``brand``, ``categories`` (joined with ``, ``), ``description`` (a list is
 joined), all with HTML tags removed. ``--kcore K`` (default 5, 0 = off) keeps the iterative
 K-core of users and items, after items without meta or content are removed.
@@ -26,9 +27,9 @@ from typing import Iterator
 
 from recbole_pmmrec.errors import PMMRecDataError
 
-from dataset_tools.base import ItemRecord, Report, SourceDataset, progress
-from dataset_tools.images import file_ref, find_image_file
-from dataset_tools.text import clean_text, iter_lines, strip_html
+from dataset_tools.base import BAD_TIMESTAMP, ItemRecord, Report, SourceDataset, parse_timestamp, progress
+from dataset_tools.images import folder_image
+from dataset_tools.text import clean_text, count_entities, iter_lines, strip_html
 from dataset_tools.tokens import is_safe_token
 
 FORMAT = "amazon2018"
@@ -58,6 +59,9 @@ def iter_records(path: Path, report: Report, encoding: str | None, quiet: bool, 
             continue
         try:
             record = json.loads(text)
+        except RecursionError:  # valid JSON or not, nested beyond the interpreter's recursion limit
+            report.bad_input(f"{what}_unparseable_line", f"{path}, line {line}: nested too deeply to read")
+            continue
         except json.JSONDecodeError:
             try:
                 record = ast.literal_eval(text)  # literals only: no names, calls or attributes
@@ -71,11 +75,11 @@ def iter_records(path: Path, report: Report, encoding: str | None, quiet: bool, 
         yield line, record
 
 
-def _text(value) -> str:
-    """A string, or a list of strings, as one HTML-free line."""
-    if isinstance(value, (list, tuple)):
-        return clean_text(" ".join(strip_html(v) for v in value if isinstance(v, str)))
-    return strip_html(value) if isinstance(value, str) else ""
+def _text(value, report: Report | None = None, where: str | None = None) -> str:
+    """A string, or a list of strings, as one HTML-free line (character references counted per field)."""
+    parts = [v for v in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(v, str)]
+    count_entities(" ".join(parts), report, where)
+    return clean_text(" ".join(strip_html(v) for v in parts))
 
 
 def read(args: argparse.Namespace, report: Report) -> SourceDataset:
@@ -92,10 +96,9 @@ def read(args: argparse.Namespace, report: Report) -> SourceDataset:
         if not isinstance(user, str) or not isinstance(item, str) or not user or not item:
             report.bad_input("review_missing_field", f"{args.reviews}, line {line}: no reviewerID/asin")
             continue
-        try:
-            stamp = float(stamp)
-        except (TypeError, ValueError):
-            report.bad_input("review_missing_field", f"{args.reviews}, line {line}: unixReviewTime {stamp!r}")
+        stamp, raw = parse_timestamp(stamp), stamp
+        if stamp is None:
+            report.bad_input(BAD_TIMESTAMP, f"{args.reviews}, line {line}, key unixReviewTime: {raw!r} is not a finite number")
             continue
         if not args.keep_duplicates:
             key = (user, item, stamp)
@@ -116,18 +119,23 @@ def read(args: argparse.Namespace, report: Report) -> SourceDataset:
         category = meta.get("category", meta.get("categories"))
         if isinstance(category, list) and category and isinstance(category[0], list):  # 2014 style: list of paths
             category = [c for path in category for c in path]
-        categories = ", ".join(t for t in (_text(c) for c in (category if isinstance(category, list) else [category])) if t)
+        category = category if isinstance(category, list) else [category]
+        where = f"{Path(args.meta).name}:{line}"
+        count_entities(" ".join(c for c in category if isinstance(c, str)), report, f"{where} categories")
+        categories = ", ".join(t for t in (_text(c) for c in category) if t)
         image = None
         if image_dir is not None:
-            path = find_image_file(image_dir, item) if is_safe_token(item) else None
             if not is_safe_token(item):  # never look up a path built from an unsafe token
                 report.drop("image_lookup_skipped_unsafe_token", example=repr(item))
-            elif path is None:
-                report.drop("image_missing", example=f"{image_dir}/{item}.jpg")
-            image = file_ref(path) if path else None
+            else:
+                image = folder_image(image_dir, item)
+                if image is None:
+                    report.drop("image_missing", example=f"{image_dir}/{item}.jpg")
         src.items[item] = ItemRecord(
-            text={"title": _text(meta.get("title")), "brand": _text(meta.get("brand")),
-                  "categories": categories, "description": _text(meta.get("description"))},
+            text={"title": _text(meta.get("title"), report, f"{where} title"),
+                  "brand": _text(meta.get("brand"), report, f"{where} brand"),
+                  "categories": categories,
+                  "description": _text(meta.get("description"), report, f"{where} description")},
             image=image,
         )
     return src

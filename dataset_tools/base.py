@@ -8,6 +8,8 @@ reference, interactions as parallel lists) and counts everything it drops or rep
 from __future__ import annotations
 
 import logging
+import math
+import re
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -20,6 +22,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_EXAMPLES = 5  # examples kept per reason for the log and meta.json
+BAD_TIMESTAMP = "interaction_bad_timestamp"  # the drop reason of every reader, and of the writer's last check
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 class Report:
@@ -101,6 +105,26 @@ class SourceDataset:
     def close(self) -> None:
         while self.cleanup:
             self.cleanup.pop()()
+
+
+def parse_timestamp(value) -> float | None:
+    """A finite number from a text cell or a JSON value; ``None`` for anything else.
+
+    ``None`` for: a missing or empty value, ``nan``, ``inf``, a number that overflows to infinity
+    (``1e400``), a boolean, text that is not a plain decimal number (``1_000``, ``0x10``, ``12 May``).
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond the float range
+            return None
+    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        number = float(value)
+    else:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def progress(iterable: Iterable[T], quiet: bool, desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:

@@ -18,12 +18,12 @@ from PIL import Image
 
 from recbole_pmmrec.errors import PMMRecError
 
-from dataset_tools import amazon2018, merge, microlens, movielens_posters, pmmrec
+from dataset_tools import amazon2018, merge, microlens, movielens_posters, pmmrec, tsv
 from dataset_tools.base import Report
 from dataset_tools.images import ImageLimits
 from dataset_tools.writer import WriteOptions, check_name, check_output, write_dataset
 
-FORMATS = {m.FORMAT: m for m in (movielens_posters, microlens, pmmrec, amazon2018, merge)}
+FORMATS = {m.FORMAT: m for m in (movielens_posters, microlens, pmmrec, amazon2018, tsv, merge)}
 logger = logging.getLogger("dataset_tools")
 
 
@@ -63,6 +63,8 @@ def _default_name(args: argparse.Namespace) -> str:
         return module.DEFAULT_NAME
     if args.format == "amazon2018":
         return amazon2018.default_name(args.reviews)
+    if args.format == "tsv":
+        return tsv.default_name(args.input)
     base = Path(args.input).resolve().name if args.input else re.sub(r"_users$", "", Path(args.behaviors).stem)
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip(".-") or "pmmrec-dataset"
 

@@ -5,7 +5,8 @@ byte; anything else (CMYK, grayscale, palette, alpha, 16-bit, PNG/WebP/GIF/BMP/T
 converted to RGB and re-encoded (quality ``--jpeg-quality``). An image that cannot be used is
 rejected with a reason that the writer counts: ``image_missing``, ``image_empty``,
 ``image_unreadable`` (not an image format we accept), ``image_corrupt`` (truncated or broken
-data), ``image_too_large`` (more than ``--max-pixels`` pixels or ``--max-image-bytes`` bytes; the
+data), ``image_link_outside_folder`` (a link in the image folder that resolves outside it: refused,
+as the runner's ``resolve_image_path`` refuses it), ``image_too_large`` (more than ``--max-pixels`` pixels or ``--max-image-bytes`` bytes; the
 size is read from the header, so such an image is never allocated), ``image_unsupported_mode``.
 """
 
@@ -51,10 +52,21 @@ class ImageRef:
     read: Callable[[ImageLimits], "bytes | Image.Image"]
 
 
-def file_ref(path: Path) -> ImageRef:
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (ValueError, OSError, RuntimeError):  # outside, unreadable, or a link loop
+        return False
+    return True
+
+
+def file_ref(path: Path, root: Path | None = None) -> ImageRef:
+    """An image file; with ``root``, a path that resolves (through links) outside ``root`` is refused."""
     path = Path(path)
 
     def read(limits: ImageLimits) -> bytes:
+        if root is not None and not _inside(path, Path(root)):
+            raise ImageRejected("image_link_outside_folder", f"{path} resolves outside the image folder {root}; refused")
         if not path.is_file():
             raise ImageRejected("image_missing", f"{path} does not exist or is not a regular file")
         size = path.stat().st_size
@@ -77,6 +89,12 @@ def find_image_file(folder: Path, stem: str, suffixes: tuple[str, ...] = IMAGE_S
         if candidate.is_file():
             return candidate
     return None
+
+
+def folder_image(folder: Path, stem: str, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> ImageRef | None:
+    """The image of ``stem`` in ``folder`` (see :func:`find_image_file`), confined to ``folder``."""
+    path = find_image_file(folder, stem, suffixes)
+    return file_ref(path, root=folder) if path is not None else None
 
 
 def check_pixels(width: int, height: int, limits: ImageLimits, where: str) -> None:

@@ -5,7 +5,8 @@
 ``NAMEi_t`` (or ``PREFIXi_t`` with ``--prefixes``), so no user or item of one domain meets another's, and
 one training stream mixes the domains' users. Text fields are the union of the inputs' (in order of first
 appearance; a field an input lacks is empty for its items); images are copied (an RGB JPEG byte for byte)
-into ``NAME.images/`` (other formats become JPEG); timestamps are kept. ``NAME.meta.json`` lists the sources under ``source.datasets``
+into ``NAME.images/`` (other formats become JPEG); timestamps are kept (a row whose timestamp is
+not a finite number is dropped as ``interaction_bad_timestamp``, an error with ``--strict``). ``NAME.meta.json`` lists the sources under ``source.datasets``
 (name, prefix, folder, counts, file hashes).
 """
 
@@ -15,12 +16,13 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from recbole_pmmrec.errors import PMMRecDataError
 
-from dataset_tools.base import ItemRecord, Report, SourceDataset, progress
-from dataset_tools.images import file_ref, find_image_file
+from dataset_tools.base import BAD_TIMESTAMP, ItemRecord, Report, SourceDataset, parse_timestamp, progress
+from dataset_tools.images import folder_image
 from dataset_tools.tokens import SAFE_TOKEN
 
 FORMAT = "merge"
@@ -98,16 +100,15 @@ def read(args: argparse.Namespace, report: Report) -> SourceDataset:
             text = {f: row.get(f, "") for f in fields}
             image = None
             if image_dir.is_dir() and "/" not in token and "\\" not in token and not token.startswith("."):
-                found = find_image_file(image_dir, token)  # written tokens are file-name safe (or %-encoded)
-                image = file_ref(found) if found is not None else None
+                image = folder_image(image_dir, token)  # written tokens are file-name safe (or %-encoded)
             src.items[merged] = ItemRecord(text=text, image=image)
-        users = (prefix + "_" + inter["user_id"]).tolist()
-        item_ids = (prefix + "_" + inter["item_id"]).tolist()
-        try:
-            times = inter["timestamp"].astype(float).tolist()
-        except ValueError as exc:
-            raise PMMRecDataError(f"{folder / f'{name}.inter'}: a timestamp is not a number ({exc})") from exc
-        src.users += users
-        src.item_ids += item_ids
-        src.times += times
+        times = [parse_timestamp(t) for t in inter["timestamp"].tolist()]
+        finite = np.array([t is not None for t in times], dtype=bool)
+        for row in np.flatnonzero(~finite).tolist():  # line = row + 2 (the header is line 1)
+            report.bad_input(BAD_TIMESTAMP, f"{folder / f'{name}.inter'}, line {row + 2}, column timestamp: "
+                                            f"{inter['timestamp'].iat[row]!r} is not a finite number")
+        inter = inter[finite]
+        src.users += (prefix + "_" + inter["user_id"]).tolist()
+        src.item_ids += (prefix + "_" + inter["item_id"]).tolist()
+        src.times += [t for t in times if t is not None]
     return src

@@ -16,7 +16,7 @@ from pathlib import Path
 from recbole_pmmrec.errors import PMMRecDataError
 
 from dataset_tools.base import ItemRecord, Report, SourceDataset
-from dataset_tools.text import clean_text, iter_csv, read_sequences
+from dataset_tools.text import iter_csv, read_sequences, text_field
 
 FORMAT = "microlens"
 DEFAULT_NAME = "microlens-50k"
@@ -46,7 +46,7 @@ def read_titles(path: Path, src: SourceDataset, report: Report, encoding: str | 
         if item in src.items:
             report.drop("item_duplicate_row", example=f"{path.name}:{line} item {item}")
             continue
-        src.items[item] = ItemRecord(text={"title": clean_text(",".join(row[1:]))})
+        src.items[item] = ItemRecord(text={"title": text_field(",".join(row[1:]), report, f"{path.name}:{line}")})
 
 
 def read(args: argparse.Namespace, report: Report) -> SourceDataset:

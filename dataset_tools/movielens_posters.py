@@ -21,9 +21,9 @@ from pathlib import Path
 
 from recbole_pmmrec.errors import PMMRecDataError
 
-from dataset_tools.base import ItemRecord, Report, SourceDataset, progress
-from dataset_tools.images import file_ref, find_image_file
-from dataset_tools.text import clean_text, iter_csv, iter_lines
+from dataset_tools.base import BAD_TIMESTAMP, ItemRecord, Report, SourceDataset, parse_timestamp, progress
+from dataset_tools.images import folder_image
+from dataset_tools.text import clean_text, iter_csv, iter_lines, text_field
 from dataset_tools.tokens import is_safe_token
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _overviews(path: Path, report: Report, encoding: str | None) -> dict[str, st
         if movie in overviews:
             report.drop("tmdb_duplicate_row", example=f"{path.name}:{line} movie_id {movie}")
             continue
-        overviews[movie] = clean_text(row[text_col])
+        overviews[movie] = text_field(row[text_col], report, f"{path.name}:{line} overview")
     return overviews
 
 
@@ -107,12 +107,13 @@ def read(args: argparse.Namespace, report: Report) -> SourceDataset:
             continue
         flags = fields[5:]
         names = [genres[i] for i, flag in enumerate(flags) if flag.strip() == "1" and i < len(genres) and genres[i] != "unknown"]
-        poster = find_image_file(posters, movie, (".jpg", ".jpeg", ".png")) if is_safe_token(movie) else None
+        poster = folder_image(posters, movie, (".jpg", ".jpeg", ".png")) if is_safe_token(movie) else None
         if poster is None:
             report.drop("image_missing", example=f"{posters}/{movie}.jpg")
         src.items[movie] = ItemRecord(
-            text={"title": clean_text(fields[1]), "genres": clean_text(" ".join(names)), "overview": overviews.get(movie, "")},
-            image=file_ref(poster) if poster else None,
+            text={"title": text_field(fields[1], report, f"{u_item.name}:{line} title"),
+                  "genres": clean_text(" ".join(names)), "overview": overviews.get(movie, "")},
+            image=poster,
         )
     for line, text in progress(iter_lines(u_data, report, args.encoding), args.quiet, "u.data", unit="line"):
         fields = text.split("\t")
@@ -120,10 +121,9 @@ def read(args: argparse.Namespace, report: Report) -> SourceDataset:
             if text.strip():
                 report.bad_input("interaction_malformed_line", f"{u_data}, line {line}: {len(fields)} fields, expected 4")
             continue
-        try:
-            stamp = float(fields[3])
-        except ValueError:
-            report.bad_input("interaction_malformed_line", f"{u_data}, line {line}: timestamp {fields[3]!r}")
+        stamp = parse_timestamp(fields[3])
+        if stamp is None:
+            report.bad_input(BAD_TIMESTAMP, f"{u_data}, line {line}, column 4: timestamp {fields[3]!r} is not a finite number")
             continue
         src.add(fields[0].strip(), fields[1].strip(), stamp)
     return src

@@ -32,7 +32,7 @@ from recbole_pmmrec.errors import PMMRecDataError
 
 from dataset_tools.base import ItemRecord, Report, SourceDataset, progress
 from dataset_tools.images import ImageLimits, ImageRef, ImageRejected, check_pixels
-from dataset_tools.text import clean_text, iter_lines, read_sequences
+from dataset_tools.text import iter_lines, read_sequences, text_field
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def read(args: argparse.Namespace, report: Report) -> SourceDataset:
         if item in src.items:
             report.drop("item_duplicate_row", example=f"{texts.name}:{line} item {item}")
             continue
-        src.items[item] = ItemRecord(text={"title": clean_text(title)})
+        src.items[item] = ItemRecord(text={"title": text_field(title, report, f"{texts.name}:{line}")})
     if images is not None:
         env = open_lmdb(images)
         src.cleanup.append(env.close)

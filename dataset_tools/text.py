@@ -1,14 +1,21 @@
 """Reading text files line by line (plain or gzip, UTF-8 with a counted fallback) and cleaning cells.
 
-Every text cell written to an atomic file goes through :func:`clean_text`: control characters
-(tab, newline, CR, NUL ...) and Unicode line separators become spaces, runs of whitespace collapse
-to one space, so words stay space-separated (RecBole's ``token_seq``) and a cell never breaks a row.
+Every text cell written to an atomic file goes through :func:`clean_text` (the writer applies it
+once more): control characters (tab, newline, CR, NUL ...) and Unicode line separators become
+spaces, runs of whitespace collapse to one space, so words stay space-separated (RecBole's
+``token_seq``) and a cell never breaks a row.
+
+Readers take source text through :func:`text_field` (plain text) or :func:`strip_html` (HTML):
+both decode HTML character references (``&amp;``, ``&quot;``, ``&#39;``, ``&#x2605;``) and count
+each field that held one as the fallback ``html_entities_decoded``. Only references closed by ``;``
+are decoded: HTML5's legacy forms without it would turn ``Barnes&noble`` into ``Barnes¬ble``.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import html
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,6 +26,10 @@ from recbole_pmmrec.errors import PMMRecDataError
 from dataset_tools.base import Report
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_REFERENCE = r"(?:#[0-9]{1,8}|#[xX][0-9a-fA-F]{1,7}|[A-Za-z][A-Za-z0-9]{1,31});"  # after '&'
+_ENTITY = re.compile("&" + _REFERENCE)
+_BARE_AMPERSAND = re.compile(f"&(?!{_REFERENCE})")
+ENTITIES_DECODED = "html_entities_decoded"
 _BLOCK_TAGS = frozenset(["br", "p", "div", "li", "ul", "ol", "tr", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "table"])
 
 
@@ -27,6 +38,33 @@ def clean_text(value: str | None) -> str:
     if not value:
         return ""
     return " ".join(_CONTROL.sub(" ", value).split())
+
+
+def decode_entities(value: str) -> str:
+    """``value`` with its ``;``-terminated character references decoded (unknown names stay as they are)."""
+    return _ENTITY.sub(lambda m: html.unescape(m.group()), value) if "&" in value else value
+
+
+def count_entities(value: str, report: Report | None, where: str | None = None) -> bool:
+    """Whether decoding changes ``value``; if so, one ``html_entities_decoded`` in ``report`` (call it
+    once per field)."""
+    changed = decode_entities(value) != value
+    if changed and report is not None:
+        shown = _ENTITY.search(value).group()
+        report.fallback(ENTITIES_DECODED, example=f"{where}: {shown}" if where else shown)
+    return changed
+
+
+def text_field(value: str | None, report: Report | None = None, where: str | None = None) -> str:
+    """A plain-text source field: character references decoded (counted), then :func:`clean_text`.
+
+    ``&#10;`` or ``&#9;`` decode to control characters, which the cleaning turns into spaces.
+    """
+    if not value:
+        return ""
+    if count_entities(value, report, where):
+        value = decode_entities(value)
+    return clean_text(value)
 
 
 class _TextOnly(HTMLParser):
@@ -53,11 +91,13 @@ class _TextOnly(HTMLParser):
 
 
 def strip_html(value: str | None) -> str:
-    """Text content of an HTML fragment (tags, scripts and styles removed, entities decoded), cleaned."""
+    """Text content of an HTML fragment (tags, scripts and styles removed, references decoded as in
+    :func:`text_field`), cleaned. Count the field with :func:`count_entities`."""
     if not value:
         return ""
-    if "<" not in value and "&" not in value:
-        return clean_text(value)
+    if "<" not in value:
+        return text_field(value)
+    value = _BARE_AMPERSAND.sub("&amp;", value)  # a bare '&' stays itself, never a legacy reference
     parser = _TextOnly()
     parser.feed(value)
     parser.close()

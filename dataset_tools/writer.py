@@ -7,8 +7,11 @@ Output, in ``OUTPUT/NAME/``::
     NAME.images/    <item_id>.jpg  for items with a valid image
     NAME.meta.json  source, options, counts, drops and fallbacks per reason, renamed tokens
 
-Everything is written into a hidden temporary folder next to ``NAME/`` and renamed at the end, so
-an interrupted run never leaves a half-written dataset under the final name.
+Everything is written into a hidden temporary folder ``.NAME.tmp-<host>-<pid>-<random>`` next to
+``NAME/`` and renamed at the end, so an interrupted run never leaves a half-written dataset under the
+final name. A killed run can leave only that hidden folder; the next run of the same NAME removes it
+once it is stale: its process is gone (same host), or, for a folder of another host or without a
+pid, nothing in it changed for :data:`STALE_AFTER_S`. A live conversion's folder is never touched.
 
 Filtering, repeated until nothing changes: interactions with an item missing from the item source
 are dropped (``--strict``: an error); items with neither text nor a usable image are dropped with
@@ -20,8 +23,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -33,13 +39,17 @@ from recbole_pmmrec.errors import PMMRecDataError
 from recbole_pmmrec.hashing import file_sha256
 
 from dataset_tools import __version__
-from dataset_tools.base import Report, SourceDataset, progress
+from dataset_tools.base import BAD_TIMESTAMP, Report, SourceDataset, progress
 from dataset_tools.images import OUTPUT_SUFFIX, ImageLimits, ImageRejected, save_image
+from dataset_tools.text import clean_text
 from dataset_tools.tokens import SAFE_TOKEN, TokenMapper
 
 logger = logging.getLogger(__name__)
 
 NO_IMAGE, PENDING, VALID, REJECTED = 0, 1, 2, 3
+STALE_AFTER_S = 24 * 3600  # a staging folder of another host (or without a pid) untouched this long is stale
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40] or "host"
+_LOUD_REJECTIONS = ("image_too_large", "image_link_outside_folder")  # logged as warnings, the rest at debug
 
 
 @dataclass
@@ -58,7 +68,14 @@ def check_name(name: str) -> None:
 
 
 def check_output(final: Path, force: bool) -> None:
-    """Refuse to replace an existing, non-empty output folder unless ``force``."""
+    """Refuse an output folder that is a file (or lies below one), and an existing, non-empty
+    ``final`` unless ``force``."""
+    for folder in (final.parent, *final.parent.parents):  # the nearest existing one must be a folder
+        if folder.is_symlink() or folder.exists():
+            if not folder.is_dir():
+                raise PMMRecDataError(f"--output {final.parent}: {folder} exists and is not a folder; "
+                                      f"remove it or choose another --output")
+            break
     if final.is_symlink() or (final.exists() and not final.is_dir()):
         raise PMMRecDataError(f"output path {final} exists and is not a folder; remove it or choose another --name")
     if final.is_dir() and any(final.iterdir()) and not force:
@@ -66,6 +83,66 @@ def check_output(final: Path, force: bool) -> None:
             f"output folder {final} already exists and is not empty; pass --force to replace it, "
             f"or choose another --output / --name"
         )
+
+
+def _hidden_prefix(name: str, kind: str) -> str:
+    """``.NAME.tmp-<host>-<pid>-`` (``kind`` ``tmp``: staging; ``old``: a replaced dataset being removed)."""
+    return f".{name}.{kind}-{_HOST}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def _last_change(folder: Path) -> float:
+    """Newest modification time of ``folder`` and its direct entries (images land in a sub-folder)."""
+    times = [folder.lstat().st_mtime]
+    with os.scandir(folder) as entries:
+        times += [e.stat(follow_symlinks=False).st_mtime for e in entries]
+    return max(times)
+
+
+def remove_stale_staging(output: Path, name: str, now: float | None = None) -> list[str]:
+    """Remove the hidden folders of killed conversions of ``name`` in ``output``; returns their names.
+
+    Stale: ``.NAME.(tmp|old)-<host>-<pid>-*`` of this host whose process is gone; one of another
+    host, or an older pid-less ``.NAME.tmp-*``, unchanged for :data:`STALE_AFTER_S`. Anything else
+    (a live conversion, a folder we cannot read) is left alone.
+    """
+    pattern = re.compile(rf"\.{re.escape(name)}\.(?:tmp|old)-(?:([A-Za-z0-9]+)-([0-9]{{1,10}})-)?[a-z0-9_]+")
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = list(os.scandir(output))
+    except OSError:
+        return removed
+    for entry in entries:
+        found = pattern.fullmatch(entry.name)
+        if not found or entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+            continue
+        host, pid = found.group(1), found.group(2)
+        try:
+            if host == _HOST and pid is not None:
+                stale = not _alive(int(pid))
+            else:
+                stale = now - _last_change(Path(entry.path)) > STALE_AFTER_S
+        except OSError:
+            continue
+        if stale:
+            logger.warning("removing %s, left by a conversion of %r that was killed", entry.path, name)
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.name)
+    return removed
 
 
 def _kcore(users: np.ndarray, items: np.ndarray, alive: np.ndarray, k: int) -> np.ndarray:
@@ -83,9 +160,11 @@ def _kcore(users: np.ndarray, items: np.ndarray, alive: np.ndarray, k: int) -> n
 def _cell(text: str) -> str:
     """A text cell as pandas.read_csv (RecBole's reader) reads it back unchanged.
 
-    Cells never hold tabs or newlines (``text.clean_text``). pandas treats a quote as special only
-    at the start of a cell, so only a cell starting with ``"`` is quoted, CSV-style.
+    Cells never hold tabs or newlines: readers clean their text and the cell is cleaned once more
+    here (``text.clean_text``, idempotent), so no reader can break a row. pandas treats a quote as
+    special only at the start of a cell, so only a cell starting with ``"`` is quoted, CSV-style.
     """
+    text = clean_text(text)
     return '"' + text.replace('"', '""') + '"' if text.startswith('"') else text
 
 
@@ -117,10 +196,14 @@ class _Builder:
         return path
 
     def interactions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-        """Integer-coded interactions; those with an unknown item are dropped (or refused with --strict)."""
+        """Integer-coded interactions; those with an unknown item or a time that is not a finite number
+        (readers drop these first, naming file and line) are dropped (or refused with --strict)."""
         user_index: dict[str, int] = {}
         users, items, keep = [], [], []
-        for n, (user, item) in enumerate(zip(self.src.users, self.src.item_ids)):
+        for n, (user, item, stamp) in enumerate(zip(self.src.users, self.src.item_ids, self.src.times)):
+            if not (isinstance(stamp, (int, float)) and math.isfinite(stamp)):
+                self.report.bad_input(BAD_TIMESTAMP, f"interaction {n} ({user!r}, {item!r}): timestamp {stamp!r} is not a finite number")
+                continue
             i = self.item_index.get(item)
             if i is None:
                 self.report.bad_input("interaction_unknown_item", f"interaction {n} ({user!r}, {item!r}): item {item!r} is not in the item file")
@@ -140,7 +223,7 @@ class _Builder:
             except ImageRejected as err:
                 self.image_state[i] = REJECTED
                 self.report.drop(err.reason, example=err.detail)
-                log = logger.warning if err.reason == "image_too_large" else logger.debug
+                log = logger.warning if err.reason in _LOUD_REJECTIONS else logger.debug
                 log("item %s: image refused: %s", self.item_tokens[i], err)
                 continue
             self.image_state[i] = VALID
@@ -238,8 +321,12 @@ def write_dataset(src: SourceDataset, report: Report, output: Path, name: str, o
     output = Path(output)
     final = output / name
     check_output(final, opts.force)
-    output.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=output))
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        removed = remove_stale_staging(output, name)
+        staging = Path(tempfile.mkdtemp(prefix=_hidden_prefix(name, "tmp"), dir=output))
+    except OSError as err:
+        raise PMMRecDataError(f"cannot create the output folder {output} ({err.strerror or err}); choose another --output") from None
     try:
         meta = {
             "name": name,
@@ -250,6 +337,7 @@ def write_dataset(src: SourceDataset, report: Report, output: Path, name: str, o
             "options": opts.options,
             "text_fields": list(src.text_fields),
             "kcore": src.kcore,
+            "removed_stale_staging": removed,
         }
         meta.update(_Builder(src, report, opts, staging, name).write())
         meta["dropped"] = dict(sorted(report.dropped.items()))
@@ -272,7 +360,7 @@ def _publish(staging: Path, final: Path, force: bool) -> None:
     old = None
     if final.is_dir():
         if any(final.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            old = Path(tempfile.mkdtemp(prefix=_hidden_prefix(final.name, "old"), dir=final.parent))
             os.rename(final, old / final.name)
         else:
             final.rmdir()
