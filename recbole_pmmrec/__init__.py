@@ -1,7 +1,8 @@
-"""recbole-pmmrec: PMMRec, a pure multi-modality sequential recommender, as a RecBole plugin."""
+"""recbole-pmmrec: PMMRec, a pure multi-modality sequential recommender, as a RecBole plugin.
 
-from recbole_pmmrec import compat as _compat
+Train and evaluate with ``run_recbole_pmmrec.py`` (or :func:`recbole_pmmrec.quick_start.run_recbole_pmmrec`);
+the fixes that make recbole 1.2.1 run on today's libraries (:mod:`recbole_pmmrec.compat`) are applied by the
+config and the factories when they are first used, not by importing this package.
+"""
 
-_compat.apply()
-
-__version__ = "0.5.5"
+__version__ = "0.6.0.dev0"

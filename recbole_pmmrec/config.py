@@ -13,8 +13,12 @@ A key given in a config file, the config dict or on the command line that neithe
 knows (no yaml default, no ``config[...]`` read in their code) is logged as a warning that names the
 nearest known key (``config.unknown_keys``): a typo would otherwise be ignored silently.
 
+Every key the plugin reads is then parsed and checked once (:mod:`recbole_pmmrec.settings`): the typed
+values are written back into the config and kept as ``config.settings``; a wrong type or range is a
+``PMMRecConfigError`` naming the key, the value and what is allowed.
+
 With ``local_rank`` set (a worker of ``nproc > 1``), ``_init_device`` joins the process group through
-:func:`recbole_pmmrec.distributed.init_process_group` (``gloo`` on CPU as well as RecBole's ``nccl``).
+:func:`recbole_pmmrec.collectives.init_process_group` (``gloo`` on CPU as well as RecBole's ``nccl``).
 """
 
 from __future__ import annotations
@@ -22,15 +26,19 @@ from __future__ import annotations
 import difflib
 import functools
 import logging
-import os
 import re
 from pathlib import Path
 
-import recbole_pmmrec  # noqa: F401  (applies the compatibility fixes first)
-from recbole.config import Config as RecBoleConfig
-from recbole.utils import ModelType
+from recbole_pmmrec import compat
 
-from recbole_pmmrec.errors import PMMRecConfigError
+compat.apply()  # before recbole is imported: recbole 1.2.1 needs the numpy aliases at import time
+
+from recbole.config import Config as RecBoleConfig  # noqa: E402
+from recbole.utils import ModelType  # noqa: E402
+
+from recbole_pmmrec.collectives import init_process_group  # noqa: E402
+from recbole_pmmrec.errors import PMMRecConfigError  # noqa: E402
+from recbole_pmmrec.settings import KEY, RENAMED, REMOVED, Settings  # noqa: E402
 
 
 def properties_dir() -> Path:
@@ -73,7 +81,7 @@ def known_keys() -> frozenset:
     their code reads (``config["key"]`` / ``config.get("key")``), and RecBole's internal keys."""
     from recbole.utils import argument_list
 
-    keys = set(_INTERNAL_KEYS)
+    keys = set(_INTERNAL_KEYS) | set(KEY) | set(RENAMED) | set(REMOVED)
     for name in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
         keys.update(getattr(argument_list, name))
     for root in (RECBOLE_PROPERTIES, properties_dir()):
@@ -96,11 +104,24 @@ def nearest_key(key: str, keys=None) -> str | None:
 
 
 class Config(RecBoleConfig):
-    """RecBole ``Config`` that knows the plugin's models and yaml defaults."""
+    """RecBole ``Config`` that knows the plugin's yaml defaults and validates every plugin key once.
+
+    ``model`` is a model class (``recbole_pmmrec.utils.get_model`` resolves a name: ``load_config`` in
+    ``recbole_pmmrec.quick_start`` does both). ``config.settings`` holds the validated values.
+    """
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        compat.apply()
         super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
         self.unknown_keys = self._check_unknown_keys()
+        self.settings = Settings.from_config(self.final_config_dict, self.model)
+        self.final_config_dict.update(self.settings)
+
+    def resolve(self, reason: str, **values) -> None:
+        """Install values decided from the data (e.g. ``modalities``) and log the decision in one line."""
+        self.settings = self.settings.resolved(**values)
+        self.final_config_dict.update(values)
+        logger.info("%s (%s)", ", ".join(f"{k}={v}" for k, v in values.items()), reason)
 
     def _check_unknown_keys(self) -> dict:
         """{unknown key: nearest known key or None} over the user's config files, dict and command line."""
@@ -127,8 +148,6 @@ class Config(RecBoleConfig):
         config = self.final_config_dict
         world_size = int(config.get("world_size") or config.get("nproc") or 1)
         if "local_rank" in config and world_size > 1:
-            from recbole_pmmrec.distributed import init_process_group
-
             config["gpu_id"] = ",".join(map(str, config["gpu_id"])) if isinstance(config["gpu_id"], tuple) \
                 else str(config["gpu_id"])
             init_process_group(config)
@@ -137,16 +156,12 @@ class Config(RecBoleConfig):
         super()._init_device()
 
     def _get_model_and_dataset(self, model, dataset):
-        from recbole_pmmrec.utils import get_model
-
         if model is None:
-            model = self.external_config_dict.get("model")
-            if model is None:
-                raise PMMRecConfigError("no model given: pass --model=NAME (for example --model=PMMRec)")
+            raise PMMRecConfigError("no model given: pass --model=NAME (for example --model=PMMRec)")
         if isinstance(model, str):
-            model_class, model_name = get_model(model), model
-        else:
-            model_class, model_name = model, model.__name__
+            raise PMMRecConfigError(f"Config(model={model!r}): pass the model class; recbole_pmmrec.quick_start."
+                                    f"load_config(name, ...) resolves a model name")
+        model_class, model_name = model, model.__name__
         if dataset is None:
             dataset = self.external_config_dict.get("dataset")
             if dataset is None:
@@ -198,9 +213,3 @@ class Config(RecBoleConfig):
             files.append(qs / "special_sequential_on_ml-100k.yaml")
         return files
 
-    def _set_default_parameters(self):
-        super()._set_default_parameters()
-        for key, default in (("log_dir", "./log"), ("tensorboard_dir", "./log_tensorboard")):
-            if self.final_config_dict.get(key) is None:
-                self.final_config_dict[key] = default
-        self.final_config_dict["log_dir"] = os.fspath(self.final_config_dict["log_dir"])

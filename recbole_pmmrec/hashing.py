@@ -1,4 +1,4 @@
-"""File hashing shared by the converters (meta.json) and the transfer checkpoints (pmmrec.json)."""
+"""Hashing and canonical JSON shared by the converters, the cache keys, provenance and checkpoint headers."""
 
 from __future__ import annotations
 
@@ -13,3 +13,18 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def jsonable(value):
+    """``value`` with every part JSON can hold kept and everything else (paths, dtypes, enums, numpy scalars,
+    devices) turned into its ``str``; tuples become lists."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item) and getattr(value, "ndim", 1) == 0:
+        return jsonable(item())
+    return str(value)

@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 
 from recbole_pmmrec.errors import PMMRecDataError
+from recbole_pmmrec.hashing import jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -128,19 +129,15 @@ def _git_commit() -> str | None:
 
 
 def cache_dirs(dataset) -> dict[str, str]:
-    """{feature: encoder-state cache directory} of a PMMRecDataset (empty for other datasets)."""
-    found = {}
-    for key, value in (getattr(dataset, "item_features", None) or {}).items():
-        filename = getattr(value, "path", None) or getattr(getattr(value, "array", None), "filename", None)
-        if key.endswith("_states") and filename:  # a CachedStates read from <cache_dir>/<name>-<key hash>/
-            found[key] = str(Path(filename).resolve().parent)
-    return found
+    """{modality: encoder-state cache directory} of a PMMRecDataset (empty for other datasets)."""
+    features = getattr(dataset, "item_features", None)
+    return dict(features.cache_dirs) if features is not None else {}
 
 
 def run_provenance(config, files: dict | None = None, dataset=None) -> dict:
     """Library versions, config, atomic-file hashes and cache directories of this run (JSON-able)."""
-    final = {k: (v if isinstance(v, (int, float, bool, str, type(None))) else str(v))
-             for k, v in sorted(config.final_config_dict.items())}
+    final = {k: v if isinstance(v, (int, float, bool, str, type(None))) else str(v)
+             for k, v in sorted(jsonable(config.final_config_dict).items())}
     return {
         "versions": library_versions(),
         "config_sha256": hashlib.sha256(json.dumps(final, sort_keys=True).encode()).hexdigest(),

@@ -3,7 +3,7 @@
 Never imports ``recbole.quick_start`` (it imports ray and counts FLOPs with thop at import time).
 
 ``nproc > 1`` (argument, config key or ``--nproc``) trains with that many processes
-(:mod:`recbole_pmmrec.distributed`); ``resume_checkpoint`` (``--resume``) continues a killed run from its
+(:mod:`recbole_pmmrec.launch`); ``threads`` sets torch's threads of this process; ``resume_checkpoint`` (``--resume``) continues a killed run from its
 ``*.latest.pth`` (:mod:`recbole_pmmrec.trainer`). The run log records library versions, config, atomic-file
 hashes and encoder-state cache directories (:mod:`recbole_pmmrec.provenance`).
 """
@@ -14,9 +14,10 @@ import logging
 import os
 import sys
 
+import torch
 from recbole.utils import init_seed, set_color
 
-from recbole_pmmrec import distributed
+from recbole_pmmrec import collectives, launch
 from recbole_pmmrec.config import Config
 from recbole_pmmrec.logger import init_logger
 from recbole_pmmrec.provenance import check_atomic_files, log_provenance, run_provenance
@@ -30,21 +31,29 @@ def load_config(model, dataset, config_file_list=None, config_dict=None) -> Conf
     return Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
 
 
-def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, nproc=None):
+def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, nproc=None,
+                       epoch_callback=None):
     """Train ``model`` on ``dataset`` and evaluate it on the test split.
 
     Returns a dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
-    ``test_result`` and ``config``, like RecBole's ``run_recbole``. With ``nproc > 1`` (or the config key
-    ``nproc``) it spawns that many processes and returns rank 0's result (``config`` as a plain dict).
+    ``test_result`` and ``config``, like RecBole's ``run_recbole``, and the run's ``trainer``, ``dataset``,
+    ``train_data``, ``valid_data`` and ``test_data``. With ``nproc > 1`` (or the config key ``nproc``) it
+    spawns that many processes and returns rank 0's result (``config`` as a plain dict, no trainer or data).
+
+    ``epoch_callback(record, trainer, valid_data)`` is called after every training epoch with ``record`` =
+    ``{"epoch", "train_s", "loss", "valid_s", "valid", "score", "wall_s"}`` (the ``valid*`` values are None in
+    an epoch without validation); the benchmarks record learning curves with it.
     """
     if nproc is not None:
         config_dict = dict(config_dict or {}, nproc=int(nproc))
     config = load_config(model, dataset, config_file_list, config_dict)
-    if int(config["nproc"] or 1) > 1 and "local_rank" not in (config_dict or {}):
+    if config["threads"] is not None:
+        torch.set_num_threads(config["threads"])
+    if config["nproc"] > 1 and "local_rank" not in (config_dict or {}):
         os.makedirs(config["checkpoint_dir"], exist_ok=True)  # RecBole's ensure_dir races between ranks
-        return distributed.spawn_run(int(config["nproc"]), model, dataset, config_file_list, config_dict, saved=saved,
-                                     world_size=int(config["world_size"] or -1), ip=config["ip"] or "localhost",
-                                     port=config["port"], offset=int(config["offset"] or 0))
+        return launch.spawn_run(run_recbole_pmmrec, config["nproc"], model, dataset, config_file_list, config_dict,
+                                saved=saved, world_size=config["world_size"] or -1, ip=config["ip"] or "localhost",
+                                port=config["port"], offset=config["offset"] or 0)
     init_seed(config["seed"], config["reproducibility"])
     log_file = init_logger(config)
     logger = logging.getLogger()
@@ -67,6 +76,7 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
                         freeze=bool(config["freeze_transferred"]), config=config)
     logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.epoch_callback = epoch_callback
     if config["resume_checkpoint"]:  # continue a killed run (model, optimiser, RNG, early stopping)
         trainer.resume_checkpoint(config["resume_checkpoint"])
 
@@ -86,7 +96,7 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
     from recbole_pmmrec.transfer import save_folder, save_pretrained, source_datasets
 
     pretrained_out = save_folder(config)  # the best model's components (the last epoch's when saved=False)
-    if pretrained_out is not None and distributed.rank() == 0:
+    if pretrained_out is not None and collectives.rank() == 0:
         save_pretrained(model, pretrained_out, config, source_datasets(config))
         logger.info(f"pretrained components: {pretrained_out}")
     return {
@@ -99,4 +109,9 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
         "log_file": log_file,
         "provenance": provenance,
         "pretrained_folder": str(pretrained_out) if pretrained_out is not None else None,
+        "trainer": trainer,
+        "dataset": dataset,
+        "train_data": train_data,
+        "valid_data": valid_data,
+        "test_data": test_data,
     }

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import random
+import time
 import uuid
 
 import numpy as np
@@ -32,7 +33,7 @@ from recbole.utils import set_color
 from recbole.utils.utils import get_local_time
 from torch.nn.parallel import DistributedDataParallel
 
-from recbole_pmmrec import distributed
+from recbole_pmmrec import collectives
 from recbole_pmmrec.compat import is_inside, load_own_checkpoint
 from recbole_pmmrec.errors import PMMRecCheckpointError, PMMRecError
 from recbole_pmmrec.logger import get_tensorboard
@@ -98,13 +99,17 @@ class OwnCheckpointMixin:
         if hasattr(self, "saved_model_file"):
             name = f"{config['model']}-{get_local_time()}-{uuid.uuid4().hex[:6]}.pth"
             # every rank must name the same file: rank 0 writes it, all ranks read it for the test
-            self.saved_model_file = distributed.broadcast_object(os.path.join(self.checkpoint_dir, name))
+            self.saved_model_file = collectives.broadcast_object(os.path.join(self.checkpoint_dir, name))
         self._resume_state = None  # RNG / data-order state of a --resume checkpoint, applied when training starts
         self._resumed_finished = False
         self._fit_first_epoch = None
         self._save_latest = False
+        self.epoch_callback = None  # epoch_callback(record, trainer, valid_data): see quick_start.run_recbole_pmmrec
+        self._epoch_record = None
+        self._fit_clock = 0.0  # seconds of this fit, callbacks excluded
+        self._valid_data = None
         self.sync_checks = 0  # training steps after which all ranks were checked to hold identical parameters
-        if config["ddp_check_sync"] and distributed.is_distributed():
+        if config["ddp_check_sync"] and collectives.is_distributed():
             self.optimizer.register_step_post_hook(self._check_ranks_in_sync)
 
     def _check_ranks_in_sync(self, optimizer, args, kwargs) -> None:
@@ -112,7 +117,7 @@ class OwnCheckpointMixin:
         digest = hashlib.sha256()
         for p in self.model.parameters():
             digest.update(p.detach().reshape(-1).cpu().view(torch.uint8).numpy().tobytes())
-        digests = distributed.all_gather_object(digest.hexdigest())
+        digests = collectives.all_gather_object(digest.hexdigest())
         if len(set(digests)) > 1:
             raise PMMRecError(f"ddp_check_sync: the ranks' parameters differ after training step {self.sync_checks + 1} "
                               f"(sha256 per rank: {[d[:12] for d in digests]}); gradients were not synchronised")
@@ -134,8 +139,8 @@ class OwnCheckpointMixin:
 
     def save_latest(self, epoch: int, train_data=None, finished: bool = False) -> None:
         """Write ``NAME.latest.pth``: the whole training state after ``epoch`` (all ranks must call it)."""
-        rng_states = distributed.all_gather_object(rng_state())
-        if distributed.rank() != 0:
+        rng_states = collectives.all_gather_object(rng_state())
+        if collectives.rank() != 0:
             return
         generator = getattr(train_data, "generator", None)
         scheduler = getattr(self, "scheduler", None)
@@ -157,6 +162,7 @@ class OwnCheckpointMixin:
     # ------------------------------------------------------------------ training loop hooks
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self._fit_first_epoch, self._save_latest = self.start_epoch, bool(saved)
+        self._valid_data, self._fit_clock = valid_data, 0.0
         if self._resumed_finished or (self._resume_state is not None and self.start_epoch >= self.epochs):
             self.logger.info(f"Resumed run has nothing left to train (epoch {self.start_epoch} of {self.epochs})")
             return self.best_valid_score, self.best_valid_result
@@ -176,14 +182,40 @@ class OwnCheckpointMixin:
         elif self._save_latest and self._fit_first_epoch is not None and epoch_idx > self._fit_first_epoch:
             self.save_latest(epoch_idx - 1, train_data)
         self._last_epoch = epoch_idx
-        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        start = time.perf_counter()
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        seconds = time.perf_counter() - start
+        self._fit_clock += seconds
+        total = float(sum(loss)) if isinstance(loss, tuple) else float(loss)
+        self._epoch_record = {"epoch": epoch_idx, "train_s": seconds, "loss": total, "valid_s": None, "valid": None,
+                              "score": None, "wall_s": self._fit_clock}
+        validated = self._valid_data and self.eval_step > 0 and (epoch_idx + 1) % self.eval_step == 0
+        if not validated:
+            self._report_epoch()
+        return loss
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        start = time.perf_counter()
+        score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        seconds = time.perf_counter() - start
+        self._fit_clock += seconds
+        if self._epoch_record is not None:
+            self._epoch_record.update(valid_s=seconds, valid={k: float(v) for k, v in result.items()},
+                                      score=float(score), wall_s=self._fit_clock)
+            self._report_epoch()
+        return score, result
+
+    def _report_epoch(self) -> None:
+        record, self._epoch_record = self._epoch_record, None
+        if self.epoch_callback is not None and record is not None:
+            self.epoch_callback(record, self, self._valid_data)
 
     def _restore_run_state(self, train_data) -> None:
         state, self._resume_state = self._resume_state, None
         rng_states = state.get("rng_states") or []
-        world, rank = len(rng_states), distributed.rank()
+        world, rank = len(rng_states), collectives.rank()
         if rng_states:
-            if world != (torch.distributed.get_world_size() if distributed.is_distributed() else 1):
+            if world != (torch.distributed.get_world_size() if collectives.is_distributed() else 1):
                 self.logger.warning(f"checkpoint was written by {world} process(es); random states are restored per "
                                     f"rank where they exist, so the continued run is not an exact replay")
             set_rng_state(rng_states[min(rank, world - 1)])
@@ -262,7 +294,7 @@ class OwnCheckpointMixin:
     def load_best_model(self, model_file=None) -> str:
         """Load the weights of ``model_file`` (default: this run's best checkpoint) into the model, without
         evaluating anything; returns the path read. Every rank of a distributed run must call it."""
-        distributed.barrier()  # rank 0 may still be writing the best checkpoint
+        collectives.barrier()  # rank 0 may still be writing the best checkpoint
         path = model_file or self.saved_model_file
         checkpoint = self._load_own(path)
         self.model.load_state_dict(checkpoint["state_dict"])

@@ -62,7 +62,9 @@ import torch
 from torch import Tensor, nn
 
 from recbole_pmmrec.errors import PMMRecCheckpointError, PMMRecConfigError
-from recbole_pmmrec.hashing import file_sha256
+from recbole_pmmrec.hashing import file_sha256, jsonable
+from recbole_pmmrec.provenance import library_versions
+from recbole_pmmrec.settings import parse_list, settings_of
 
 logger = logging.getLogger(__name__)
 
@@ -83,17 +85,11 @@ DEFAULT_COMPONENTS = ("text_encoder", "image_encoder", "fusion", "user_encoder")
 MODALITY_OF = {"text_encoder": "text", "image_encoder": "image"}
 BOTTOM = ".backbone.bottom."  # frozen encoder bottoms: identified by their identity, never saved
 
-# Architecture keys recorded in the header (the rest of the config is not needed to load weights).
-CONFIG_KEYS = (
-    "modalities", "hidden_size", "fusion_heads", "fusion_dropout", "item_feature_dropout", "modality_dropout",
-    "n_layers", "n_heads", "inner_size", "hidden_dropout_prob", "attn_dropout_prob", "hidden_act", "layer_norm_eps",
-    "initializer_range", "MAX_ITEM_LIST_LENGTH", "projection", "text_encoder", "text_fields", "text_max_length",
-    "text_lowercase", "text_tokens", "text_skip", "image_skip", "text_train_layers", "image_encoder", "image_size",
-    "image_grid", "image_train_layers",
-    "image_checkpoint", "encoder_mode", "exclude_history", "loss_type", "nip_debias", "w_nicl", "nicl_tau",
-    "w_nid", "nid_ratio", "w_rcl", "rcl_tau", "train_window", "learning_rate", "weight_decay", "epochs", "seed",
-)
 # Identity fields that decide whether the transferred top blocks read the same states: must be equal.
+# Architecture values (``model.architecture()``) that each component's tensors depend on.
+ARCH_OF = {"text_encoder": ("hidden_size", "projection"), "image_encoder": ("hidden_size", "projection"),
+           "fusion": ("hidden_size", "fusion_heads", "hidden_act"),
+           "user_encoder": ("hidden_size", "n_heads", "n_layers", "hidden_act"), "heads": ("hidden_size",)}
 IDENTITY_HARD = ("kind", "model_type", "arch", "num_blocks", "boundary_layer", "boundary_block", "state_dim",
                  "bottom_sha256")
 
@@ -101,30 +97,6 @@ IDENTITY_HARD = ("kind", "model_type", "arch", "num_blocks", "boundary_layer", "
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _jsonable(value):
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return str(value)
-
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for dist in ("recbole-pmmrec", "recbole", "torch", "transformers", "timm", "safetensors", "numpy"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = None
-    out["torch"] = torch.__version__  # with its build tag (e.g. +cu130)
-    return out
 
 
 def _cfg(config, key: str):
@@ -158,18 +130,14 @@ def _encoder_identities(model: nn.Module) -> dict[str, dict]:
 
 
 def parse_components(value) -> list[str] | None:
-    """``transfer_components`` (list, or a string like ``'text_encoder,user_encoder'``) -> names; None = default."""
-    if value is None:
+    """``transfer_components`` (a list, or a string such as ``'text_encoder,user_encoder'``) -> names; None (or
+    ``all``) = the default components."""
+    names = parse_list(value, "transfer_components")
+    if names is None or names == ["all"]:
         return None
-    if isinstance(value, str):
-        text = value.strip().strip("[]()")
-        value = [v.strip().strip("'\"") for v in text.replace("+", ",").replace(" ", ",").split(",")]
-        value = [v for v in value if v]
-        if not value or value == ["all"] or value == ["None"]:
-            return None
-    names = [str(v).strip().lower() for v in value]
+    names = [n.lower() for n in names]
     unknown = [n for n in names if n not in COMPONENTS]
-    if unknown or not names:
+    if unknown:
         raise PMMRecConfigError(
             f"transfer_components={value!r}: unknown component(s) {unknown}; choose from {list(COMPONENTS)} "
             f"(~ = every default component the checkpoint and the model share)")
@@ -211,16 +179,8 @@ def save_pretrained(model: nn.Module, folder, config=None, dataset_names=None) -
         }
     if isinstance(dataset_names, str):
         dataset_names = [dataset_names]
-    cfg = {}
-    if config is not None:
-        cfg = {k: _jsonable(_cfg(config, k)) for k in CONFIG_KEYS if _cfg(config, k) is not None}
-    cfg["modalities"] = modalities
-    cfg["hidden_size"] = int(getattr(model, "hidden_size", cfg.get("hidden_size", 0)) or 0)
-    cfg["n_heads"] = _user_heads(model)
-    cfg["fusion_heads"] = int(model.item_tower.fusion.n_heads)
-    cfg["n_layers"] = len(model.user_encoder.encoder.layer)
-    cfg["max_seq_length"] = int(model.user_encoder.position_embedding.num_embeddings)
-    cfg["projection"] = _projection_kind(model)
+    cfg = settings_of(config).architecture() if config is not None else {}
+    cfg.update(model.architecture())  # what the weights were built with, whatever the config said
 
     weights = folder / WEIGHTS_FILE
     tmp_weights = folder / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
@@ -233,10 +193,10 @@ def save_pretrained(model: nn.Module, folder, config=None, dataset_names=None) -
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "modalities": modalities,
             "components": components,
-            "encoders": _jsonable(_encoder_identities(model)),
+            "encoders": jsonable(_encoder_identities(model)),
             "config": cfg,
             "source_datasets": [str(d) for d in (dataset_names or [])],
-            "versions": _versions(),
+            "versions": library_versions(),
             "weights": WEIGHTS_FILE,
             "weights_sha256": file_sha256(tmp_weights),
         }
@@ -251,16 +211,6 @@ def save_pretrained(model: nn.Module, folder, config=None, dataset_names=None) -
             tmp_weights.unlink()
     logger.info("saved components %s of %s to %s", list(components), type(model).__name__, folder)
     return folder
-
-
-def _projection_kind(model: nn.Module) -> str:
-    tower = model.item_tower
-    proj = getattr(tower, f"{tower.modalities[0]}_encoder").proj
-    return "linear" if isinstance(proj, nn.Linear) else "mlp"
-
-
-def _user_heads(model: nn.Module) -> int:
-    return int(model.user_encoder.encoder.layer[0].multi_head_attention.num_attention_heads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,23 +343,31 @@ def _check_identity(modality: str, saved: dict | None, own: dict, folder: Path, 
         report.warnings.append(f"{modality} encoder {k}: checkpoint {saved.get(k)!r}, model {own.get(k)!r}")
 
 
-def _check_architecture(name: str, header: dict, model: nn.Module, config) -> None:
-    saved = header.get("config", {})
-    checks = {"hidden_size": int(model.hidden_size)}
-    if name == "user_encoder":
-        checks.update(n_heads=_user_heads(model), n_layers=len(model.user_encoder.encoder.layer))
-    if name == "fusion":
-        checks["fusion_heads"] = int(model.item_tower.fusion.n_heads)
-    if name in MODALITY_OF:
-        checks["projection"] = _projection_kind(model)
-    if name in ("user_encoder", "fusion") and config is not None and _cfg(config, "hidden_act") is not None:
-        checks["hidden_act"] = _cfg(config, "hidden_act")
-    bad = {k: (saved.get(k), v) for k, v in checks.items() if k in saved and saved[k] != v}
+def _check_architecture(name: str, header: dict, model: nn.Module) -> None:
+    saved, own = header.get("config", {}), model.architecture()
+    bad = {k: (saved[k], own[k]) for k in ARCH_OF[name] if k in saved and k in own and saved[k] != own[k]}
     if bad:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in bad.items())
         raise PMMRecCheckpointError(
             f"cannot load {name}: the checkpoint's architecture differs ({detail}); set these keys to the "
             f"checkpoint's values, or leave {name} out of transfer_components")
+
+
+def _unusable(name: str, ckpt_modalities: set, model_modalities: set, saved_components: dict) -> str | None:
+    """Why component ``name`` cannot be loaded (None: it can). One rule set: the default choice skips such a
+    component with this reason, an explicit request is an error that gives it."""
+    modality = MODALITY_OF.get(name)
+    if modality and modality not in ckpt_modalities:
+        return f"the checkpoint has no {modality} modality (its modalities: {sorted(ckpt_modalities)})"
+    if modality and modality not in model_modalities:
+        return f"the model has no {modality} modality (add {modality} to modalities)"
+    if name not in saved_components:
+        return "not in the checkpoint"
+    if name == "fusion" and len(model_modalities) < 2:
+        return "unused: the model has one modality, which is mean-pooled without the fusion layer"
+    if not saved_components[name].get("trained", True):
+        return "never trained: the checkpoint has one modality, which is mean-pooled without the fusion layer"
+    return None
 
 
 def load_pretrained(model: nn.Module, folder, components=None, freeze: bool = False, config=None,
@@ -441,53 +399,23 @@ def load_pretrained(model: nn.Module, folder, components=None, freeze: bool = Fa
     model_modalities = set(_model_modalities(model))
     saved_components = header.get("components", {})
     requested = parse_components(components)
-
-    if requested is None:
-        chosen = []
-        for name in DEFAULT_COMPONENTS:
-            modality = MODALITY_OF.get(name)
-            if modality and modality not in ckpt_modalities:
-                report.skipped[name] = f"the checkpoint has no {modality} modality"
-            elif modality and modality not in model_modalities:
-                report.skipped[name] = f"the model has no {modality} modality"
-            elif name not in saved_components:
-                report.skipped[name] = "not in the checkpoint"
-            elif name == "fusion" and len(model_modalities) < 2:
-                report.skipped[name] = "unused: the model has one modality, which is mean-pooled without it"
-            elif not saved_components[name].get("trained", True):
-                report.skipped[name] = ("never trained: the checkpoint has one modality, which is mean-pooled "
-                                        "without the fusion layer")
-            else:
-                chosen.append(name)
-    else:
-        chosen = requested
-        for name in chosen:
-            modality = MODALITY_OF.get(name)
-            if modality and modality not in ckpt_modalities:
-                raise PMMRecCheckpointError(
-                    f"transfer_components asks for {name}, but checkpoint '{folder}' has no {modality} modality "
-                    f"(its modalities: {sorted(ckpt_modalities)}); leave {name} out of transfer_components")
-            if modality and modality not in model_modalities:
-                raise PMMRecCheckpointError(
-                    f"transfer_components asks for {name}, but this model has no {modality} modality "
-                    f"(modalities: {sorted(model_modalities)}); add {modality} to modalities or leave {name} out")
-            if name == "fusion" and len(model_modalities) < 2:
-                raise PMMRecCheckpointError(
-                    f"transfer_components asks for fusion, but this model has one modality "
-                    f"({'/'.join(sorted(model_modalities))}), which is mean-pooled without the fusion layer; "
-                    f"leave fusion out of transfer_components")
-            if name in saved_components and not saved_components[name].get("trained", True):
-                raise PMMRecCheckpointError(
-                    f"transfer_components asks for {name}, but the {name} of checkpoint '{folder}' was never "
-                    f"trained (a {'/'.join(sorted(ckpt_modalities))}-only model mean-pools its single modality "
-                    f"without the fusion layer); leave {name} out of transfer_components")
+    chosen = []
+    for name in requested or DEFAULT_COMPONENTS:
+        why = _unusable(name, ckpt_modalities, model_modalities, saved_components)
+        if why is None:
+            chosen.append(name)
+        elif requested is None:
+            report.skipped[name] = why
+        else:
+            raise PMMRecCheckpointError(f"transfer_components asks for {name}, which cannot be loaded from "
+                                        f"'{folder}': {why}; leave {name} out of transfer_components")
     if not chosen:
         raise PMMRecCheckpointError(
             f"nothing to load from '{folder}': {'; '.join(f'{k}: {v}' for k, v in report.skipped.items())}")
 
     identities = _encoder_identities(model)
     for name in chosen:
-        _check_architecture(name, header, model, config)
+        _check_architecture(name, header, model)
         if name in MODALITY_OF:
             modality = MODALITY_OF[name]
             _check_identity(modality, header.get("encoders", {}).get(modality), identities[modality], folder, report)

@@ -7,14 +7,17 @@ import logging
 import os
 from pathlib import Path
 
-import recbole_pmmrec  # noqa: F401  (applies the compatibility fixes first)
-from recbole.data import create_dataset as recbole_create_dataset
-from recbole.data import data_preparation as recbole_data_preparation
-from recbole.utils import ModelType
-from recbole.utils import get_model as recbole_get_model
-from recbole.utils import get_trainer as recbole_get_trainer
+from recbole_pmmrec import compat
 
-from recbole_pmmrec.errors import PMMRecConfigError, PMMRecDataError
+compat.apply()  # before recbole is imported
+
+from recbole.data import create_dataset as recbole_create_dataset  # noqa: E402
+from recbole.data import data_preparation as recbole_data_preparation  # noqa: E402
+from recbole.utils import ModelType  # noqa: E402
+from recbole.utils import get_model as recbole_get_model  # noqa: E402
+from recbole.utils import get_trainer as recbole_get_trainer  # noqa: E402
+
+from recbole_pmmrec.errors import PMMRecConfigError, PMMRecDataError  # noqa: E402
 
 # Models this plugin adds: name -> "module:attribute".
 PLUGIN_MODELS = {"PMMRec": "recbole_pmmrec.model.pmmrec:PMMRec"}
@@ -109,7 +112,7 @@ def _create_dataset(config):
 
 def _uses_split_variants(config) -> bool:
     return bool(config["train_window"] or config["cold_item_ratio"]
-                or (config["few_shot_ratio"] is not None and float(config["few_shot_ratio"]) < 1.0))
+                or (config["few_shot_ratio"] is not None and config["few_shot_ratio"] < 1.0))
 
 
 def data_preparation(config, dataset):

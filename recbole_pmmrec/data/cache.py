@@ -53,7 +53,8 @@ ComputeFn = Callable[[Tensor], "tuple[Tensor, Tensor]"]
 
 
 def _normalise(obj):
-    """JSON round trip: tuples -> lists, numpy scalars -> python, so keys compare equal after reload."""
+    """JSON round trip: tuples -> lists, numpy scalars -> str, so keys compare equal after reload (the exact
+    form every existing cache key was hashed in: do not change it, or every cache is rebuilt)."""
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
+from recbole.data.dataloader import TrainDataLoader
 
 
 def next_item_window(item_seq: torch.Tensor, item_seq_len: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -28,7 +28,3 @@ class PMMRecTrainDataLoader(TrainDataLoader):
                                   batch[dataset.iid_field])
         batch.interaction["window"] = window
         return batch
-
-
-class PMMRecFullSortEvalDataLoader(FullSortEvalDataLoader):
-    """Full-ranking evaluation loader (a ``FullSortEvalDataLoader``, as RecBole's trainer requires)."""

@@ -213,7 +213,8 @@ def corrupt_window(
     """Choose input positions to replace by items of other slots of the batch (for NID and RCL).
 
     Args:
-        ids: (B, L+1) item ids, 0 = padding. Only input positions ``0..L-1`` with a non-zero id are touched.
+        ids: (B, L+1) item ids, 0 = padding. Only history positions are touched: input positions ``0..L-1``
+            whose item and next item are both non-zero (never the target of a window shorter than L).
         ratio: fraction of each sequence's valid inputs to replace: ``k = round(ratio * n_valid)`` (round half
             to even), at least 1 when ``ratio > 0`` and the sequence has >= 2 valid inputs.
         generator: the random generator (any device; None = torch's global one). Random numbers are drawn
@@ -236,7 +237,9 @@ def corrupt_window(
     src_b = torch.arange(b, device=dev)[:, None].expand(b, length).clone()
     src_l = torch.arange(length, device=dev)[None, :].expand(b, length).clone()
     inputs = ids[:, :length]  # (B, L)
-    valid = inputs != 0
+    # History positions only: a position whose next slot holds an item. In a window shorter than L the target
+    # sits inside 0..L-1 (right after the history) and must stay the item NIP predicts.
+    valid = (inputs != 0) & (ids[:, 1:] != 0)
     n_valid = valid.sum(dim=1)  # (B,)
     k = torch.round(n_valid.to(torch.float64) * ratio).long()
     if ratio > 0:

@@ -12,7 +12,7 @@ score(u, i) = user state at the last position . item vector of i
 ```
 
 Multi-process training (``nproc > 1``): NIP gathers the windows of every rank
-(:func:`recbole_pmmrec.distributed.gather_rows`), so its softmax runs over the slots of the whole global
+(:func:`recbole_pmmrec.collectives.gather_rows`), so its softmax runs over the slots of the whole global
 batch and equals the single-process loss on that batch; NICL, NID and RCL stay per rank (their gradients
 are averaged over ranks by DDP).
 
@@ -23,6 +23,7 @@ pre-training heads of NICL and NID).
 
 from __future__ import annotations
 
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +33,10 @@ from recbole.utils import InputType
 from torch import Tensor, nn
 
 from recbole_pmmrec.data.dataloader import next_item_window
-from recbole_pmmrec.distributed import gather_rows, is_distributed
-from recbole_pmmrec.errors import PMMRecConfigError
+from recbole_pmmrec.collectives import gather_rows, is_distributed
 from recbole_pmmrec.model.fusion import fused_gelu
-from recbole_pmmrec.model.item_tower import ItemTower, two_modality_setting
+from recbole_pmmrec.model.item_tower import ItemTower
+from recbole_pmmrec.settings import settings_of
 from recbole_pmmrec.model.losses import corrupt_window, nicl_loss, nid_loss, nip_loss, popularity_log_q, rcl_loss
 
 
@@ -76,41 +77,38 @@ class PMMRec(SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        # --- hyper-parameters, all from config (documented in properties/model/PMMRec.yaml)
-        self.hidden_size = config["hidden_size"]
-        self.loss_type = str(config["loss_type"]).upper()
-        self.nip_debias = bool(config["nip_debias"])
-        self.w_nicl, self.nicl_tau = float(config["w_nicl"] or 0), float(config["nicl_tau"])
-        self.w_nid, self.nid_ratio = float(config["w_nid"] or 0), float(config["nid_ratio"])
-        self.w_rcl, self.rcl_tau = float(config["w_rcl"] or 0), float(config["rcl_tau"])
-        self.initializer_range = config["initializer_range"]
+        # --- hyper-parameters: the validated settings (defaults and ranges: properties/model/PMMRec.yaml)
+        s = settings_of(config)
+        self.hidden_size = s.hidden_size
+        self.loss_type = s.loss_type
+        self.nip_debias = s.nip_debias
+        self.w_nicl, self.nicl_tau = s.w_nicl, s.nicl_tau
+        self.w_nid, self.nid_ratio = s.w_nid, s.nid_ratio
+        self.w_rcl, self.rcl_tau = s.w_rcl, s.rcl_tau
+        self.initializer_range = s.initializer_range
         # Rank only items outside the input history (the authors' evaluation removes a user's history items).
-        # A content model scores the items it has just read highly; on data without repeats those slots are lost.
-        self.exclude_history = bool(config["exclude_history"])
+        self.exclude_history = s.exclude_history
         # Precision of the evaluation pass that computes every item vector (training always runs in float32).
-        self.eval_item_dtype = str(config["eval_item_dtype"] or "float32")
-        if self.eval_item_dtype not in _EVAL_ITEM_DTYPES:
-            raise PMMRecConfigError(f"eval_item_dtype={config['eval_item_dtype']!r}: must be one of "
-                                    f"{', '.join(_EVAL_ITEM_DTYPES)}; fix `eval_item_dtype`.")
-        if self.loss_type not in ("NIP", "CE"):
-            raise PMMRecConfigError(f"loss_type={config['loss_type']!r}: PMMRec supports NIP (in-batch) or CE")
+        self.eval_item_dtype = s.eval_item_dtype
+        features = dataset.item_features
 
         # --- the two towers
-        self.item_tower = ItemTower(config, dataset)
-        self.user_encoder = UserEncoder(self.max_seq_length, self.hidden_size, config["n_layers"], config["n_heads"],
-                                        config["inner_size"], config["hidden_dropout_prob"],
-                                        config["attn_dropout_prob"], config["hidden_act"], config["layer_norm_eps"])
+        self.item_tower = ItemTower(s, features)
+        self.user_encoder = UserEncoder(self.max_seq_length, self.hidden_size, s.n_layers, s.n_heads, s.inner_size,
+                                        s.hidden_dropout_prob, s.attn_dropout_prob, s.hidden_act, s.layer_norm_eps)
         # --- pre-training heads
         self.heads = nn.ModuleDict()
-        self.w_nicl = two_modality_setting("w_nicl", self.w_nicl, 0.0, self.item_tower.modalities,
-                                           "NICL aligns text and image")
+        if self.w_nicl > 0 and len(self.item_tower.modalities) < 2:
+            logging.getLogger(__name__).info("w_nicl=%s has no effect: NICL aligns text and image, and this model "
+                                             "has %s only", self.w_nicl, self.item_tower.modalities[0])
+            self.w_nicl = 0.0
         if self.w_nicl > 0:
             self.heads["nicl"] = nn.Sequential(nn.Linear(self.hidden_size, self.hidden_size), nn.GELU(),
                                                nn.Linear(self.hidden_size, self.hidden_size))
         if self.w_nid > 0:
             self.heads["nid"] = nn.Linear(self.hidden_size, 1)
 
-        counts = dataset.item_features.get("train_item_counts")
+        counts = features.train_item_counts
         log_q = popularity_log_q(counts) if counts is not None else torch.zeros(self.n_items)
         self.register_buffer("log_q", log_q, persistent=False)
         self._item_cache = None  # all item vectors, valid while the weights do not change (eval mode)

@@ -1,7 +1,6 @@
-"""Multi-process training on RecBole's own distributed support (``torch.distributed``).
+"""Collectives of a multi-process run (``torch.distributed``): joining the group, gathering across ranks.
 
-``run_recbole_pmmrec(..., nproc=N)`` (or ``--nproc=N``) starts ``N`` worker processes with
-``torch.multiprocessing.spawn``, as RecBole's ``run`` does; each worker is one rank:
+``recbole_pmmrec.launch`` starts the ``N`` worker processes of ``--nproc=N``; each is one rank, and:
 
 * :func:`init_process_group` (called by ``Config._init_device`` when ``local_rank`` is set) joins the
   group: ``nccl`` on GPUs (one per rank, RecBole's rule), ``gloo`` on CPU, which RecBole 1.2.1 lacks;
@@ -18,21 +17,16 @@ See ``docs/DISTRIBUTED.md``.
 from __future__ import annotations
 
 import logging
-import socket
+import os
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from recbole_pmmrec import errors
-from recbole_pmmrec.errors import PMMRecConfigError, PMMRecError
+from recbole_pmmrec.errors import PMMRecConfigError
 
 logger = logging.getLogger(__name__)
-
-# Config keys of a distributed run (RecBole's names).
-DIST_KEYS = ("nproc", "world_size", "ip", "port", "offset", "local_rank")
-
 
 def is_distributed() -> bool:
     """True inside a process group of more than one rank."""
@@ -43,13 +37,6 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
-def free_port() -> int:
-    """A TCP port that is free on this machine right now (for a single-machine group)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def init_process_group(config: dict) -> None:
     """Join the process group described by RecBole's keys and set ``device`` / ``single_spec``.
 
@@ -57,8 +44,6 @@ def init_process_group(config: dict) -> None:
     (and ``nproc``, ``gpu_id``, ``use_gpu``). GPU: ``nccl``, device ``cuda:local_rank`` (``gpu_id`` must
     list at least ``nproc`` GPUs). CPU: ``gloo``. Ranks other than 0 log errors only, without progress bars.
     """
-    import os
-
     local_rank = int(config["local_rank"])
     world_size = int(config.get("world_size") or config.get("nproc") or 1)
     global_rank = local_rank + int(config.get("offset") or 0)
@@ -137,62 +122,5 @@ def barrier() -> None:
         dist.barrier()
 
 
-# --------------------------------------------------------------------------------------------
-# spawning (RecBole's ``run`` with ``nproc > 1``, without importing recbole.quick_start)
-# --------------------------------------------------------------------------------------------
-
-
-def _worker(local_rank: int, model, dataset, config_file_list, config_dict: dict, saved: bool, queue) -> None:
-    from recbole_pmmrec.quick_start import run_recbole_pmmrec
-
-    config_dict = dict(config_dict, local_rank=local_rank)
-    try:
-        result = run_recbole_pmmrec(model, dataset, config_file_list, config_dict, saved=saved)
-    except PMMRecError as exc:  # handed to the parent, which raises it again with the same type
-        queue.put({"error": type(exc).__name__, "message": str(exc), "rank": local_rank})
-        raise
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if local_rank == 0 and queue is not None:
-        result = dict(result)
-        result["config"] = result["config"].final_config_dict  # plain dict: no process group in a pickle
-        queue.put(result)
-
-
-def spawn_run(nproc: int, model, dataset, config_file_list=None, config_dict=None, saved: bool = True,
-              world_size: int = -1, ip: str = "localhost", port: int | None = None, offset: int = 0) -> dict | None:
-    """Train with ``nproc`` processes on this machine (ranks ``offset .. offset+nproc-1`` of ``world_size``).
-
-    Returns rank 0's result dict (``config`` as a plain dict), or None on a machine without rank 0.
-    For several machines, start this on each with the same ``world_size``, ``ip`` / ``port`` of the
-    machine with rank 0, and ``offset`` = the first rank of the machine.
-    """
-    import torch.multiprocessing as mp
-    from torch.multiprocessing.spawn import ProcessException
-
-    if int(nproc) < 1:
-        raise PMMRecConfigError(f"nproc={nproc}: give the number of processes on this machine (>= 1)")
-    world_size = int(nproc) if world_size is None or int(world_size) <= 0 else int(world_size)
-    if port is None:
-        if world_size != int(nproc):
-            raise PMMRecConfigError("a group over several machines needs an explicit port (and ip) on every machine")
-        port = free_port()
-    config_dict = dict(config_dict or {})
-    config_dict.update(nproc=int(nproc), world_size=world_size, ip=str(ip), port=int(port), offset=int(offset))
-    queue = mp.get_context("spawn").SimpleQueue()
-    try:
-        mp.spawn(_worker, args=(model, dataset, config_file_list, config_dict, saved, queue), nprocs=int(nproc),
-                 join=True)
-    except ProcessException:
-        while not queue.empty():
-            record = queue.get()
-            if "error" in record:
-                raise getattr(errors, record["error"], PMMRecError)(
-                    f"rank {record['rank']}: {record['message']}") from None
-        raise
-    return None if queue.empty() else queue.get()
-
-
-__all__ = ["is_distributed", "rank", "free_port", "init_process_group", "gather_rows", "broadcast_object",
-           "all_gather_object", "barrier", "spawn_run", "DIST_KEYS"]
+__all__ = ["is_distributed", "rank", "init_process_group", "gather_rows", "broadcast_object", "all_gather_object",
+           "barrier"]
