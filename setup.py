@@ -16,9 +16,12 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["recbole_pmmrec", "recbole_pmmrec.*", "dataset_tools", "dataset_tools.*"]),
-    package_data={"recbole_pmmrec": ["properties/**/*.yaml"]},
-    include_package_data=True,
+    # properties/ (the yaml defaults) stays at the top of the checkout and is installed as
+    # recbole_pmmrec/properties, so that a wheel or a plain `pip install .` carries the defaults
+    packages=find_packages(include=["recbole_pmmrec", "recbole_pmmrec.*", "dataset_tools", "dataset_tools.*"])
+    + ["recbole_pmmrec.properties"],
+    package_dir={"recbole_pmmrec.properties": "properties"},
+    package_data={"recbole_pmmrec.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml"]},
     install_requires=[
         "torch==2.14.1",
         "torchvision==0.29.1",

@@ -52,8 +52,8 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
     if config["nproc"] > 1 and "local_rank" not in (config_dict or {}):
         os.makedirs(config["checkpoint_dir"], exist_ok=True)  # RecBole's ensure_dir races between ranks
         return launch.spawn_run(run_recbole_pmmrec, config["nproc"], model, dataset, config_file_list, config_dict,
-                                saved=saved, world_size=config["world_size"] or -1, ip=config["ip"] or "localhost",
-                                port=config["port"], offset=config["offset"] or 0)
+                                saved=saved, world_size=config["world_size"] or -1, ip=config["ip"],
+                                port=config["port"], offset=config["offset"])
     init_seed(config["seed"], config["reproducibility"])
     log_file = init_logger(config)
     logger = logging.getLogger()

@@ -111,8 +111,8 @@ def _create_dataset(config):
 
 
 def _uses_split_variants(config) -> bool:
-    return bool(config["train_window"] or config["cold_item_ratio"]
-                or (config["few_shot_ratio"] is not None and config["few_shot_ratio"] < 1.0))
+    few_shot = config["few_shot_ratio"] is not None and config["few_shot_ratio"] < 1.0
+    return bool(config["train_window"]) or bool(config["cold_item_ratio"]) or few_shot
 
 
 def data_preparation(config, dataset):

@@ -1,6 +1,7 @@
 """Config merging order: overall < model < dataset < files < config_dict < command line."""
 
 import shutil
+from pathlib import Path
 import sys
 
 import pytest
@@ -73,3 +74,80 @@ def test_bundled_ml100k_gets_plugin_dataset_defaults(quick_config):
     assert config["MAX_ITEM_LIST_LENGTH"] == 20
     assert "dataset_example" in config["data_path"]
     assert config["load_col"]["item"][:1] == ["item_id"]
+
+
+# ------------------------------------------------------------------ one validated settings object
+
+@pytest.mark.parametrize("given", ["[text]", '"[text]"', "text", "['text']", "[text, image]", "text,image",
+                                   "['text', 'image']"])
+def test_list_keys_parse_one_way_from_the_command_line(synth, pmmrec_config, monkeypatch, given):
+    """``--modalities=[text]`` (what the shell passes for ``--modalities="[text]"``) and every other spelling."""
+    monkeypatch.setattr(sys, "argv", ["run", f"--modalities={given}"])
+    config = load_config("PMMRec", synth.name, config_dict=pmmrec_config(synth))
+    expected = ["text", "image"] if "image" in given else ["text"]
+    assert config["modalities"] == expected and config.settings.modalities == expected
+
+
+def test_list_keys_parse_the_same_from_yaml_and_the_config_dict(synth, pmmrec_config, tmp_path):
+    (tmp_path / "m.yaml").write_text("modalities: [text]\ntransfer_components: '[user_encoder]'\n")
+    from_yaml = load_config("PMMRec", synth.name, [str(tmp_path / "m.yaml")], pmmrec_config(synth))
+    from_dict = load_config("PMMRec", synth.name, config_dict=pmmrec_config(
+        synth, modalities="text", transfer_components="user_encoder"))
+    assert from_yaml["modalities"] == from_dict["modalities"] == ["text"]
+    assert from_yaml["transfer_components"] == from_dict["transfer_components"] == ["user_encoder"]
+
+
+@pytest.mark.parametrize("key,value,allowed", [
+    ("hidden_size", "abc", "an integer >= 1"), ("learning_rate", "abc", "a number >= 0"),
+    ("MAX_ITEM_LIST_LENGTH", "0", "an integer >= 1"), ("train_batch_size", "0", "an integer >= 1"),
+    ("text_max_length", "0", "an integer >= 2"), ("nproc", "0", "an integer >= 1"),
+    ("modalities", "[txt]", "a list of text, image"), ("projection", "cubic", "one of linear, mlp"),
+    ("exclude_history", "maybe", "True or False"), ("threads", "-1", "an integer >= 1"),
+    ("learning_rate", "nan", "a number >= 0"), ("fusion_dropout", "1", "a number in [0, 1)")])
+def test_a_bad_value_is_an_error_naming_key_value_and_what_is_allowed(synth, pmmrec_config, capsys, tmp_path,
+                                                                      key, value, allowed):
+    """Before: library tracebacks (hidden_size, learning_rate, MAX_ITEM_LIST_LENGTH, train_batch_size) or a silent
+    replacement (text_max_length, nproc). Now the command line exits with 2 and one line that says what to do."""
+    from recbole_pmmrec.cli import main
+
+    argv = ["--model=PMMRec", f"--dataset={synth.name}", f"--data_path={synth.root}", "--use_gpu=False",
+            f"--checkpoint_dir={tmp_path}/ckpt", f"--log_dir={tmp_path}/logs", f"--{key}={value}"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{key}=" in err and value.strip("[]") in err and allowed in err, err
+    assert "Traceback" not in err
+
+
+def test_settings_are_typed_and_written_back(synth, pmmrec_config, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["run", "--hidden_size=48", "--learning_rate=1e-3", "--threads=1",
+                                      "--exclude_history=false"])
+    config = load_config("PMMRec", synth.name, config_dict=pmmrec_config(synth, fusion_heads=2))
+    s = config.settings
+    assert (s.hidden_size, s.learning_rate, s.threads, s.exclude_history) == (48, 0.001, 1, False)
+    assert config["hidden_size"] == 48 and isinstance(config["learning_rate"], float)
+    assert set(s.architecture()) >= {"hidden_size", "modalities", "projection", "text_encoder"}
+    assert "learning_rate" not in s.architecture() and "seed" not in s.architecture()
+
+
+def test_every_plugin_key_has_its_default_in_the_yaml_only():
+    """No key of the schema lacks a default: each is in properties/overall.yaml or properties/model/PMMRec.yaml
+    (the code has no `config[k] or default` fallbacks left)."""
+    import re
+
+    from recbole_pmmrec.settings import KEYS
+
+    root = config_module.properties_dir()
+    ours = {**(yaml.safe_load((root / "overall.yaml").read_text()) or {}),
+            **(yaml.safe_load((root / "model" / "PMMRec.yaml").read_text()) or {})}
+    recbole_keys = {"epochs", "train_batch_size", "eval_batch_size", "learning_rate", "weight_decay",
+                    "MAX_ITEM_LIST_LENGTH", "stopping_step", "eval_step", "seed", "checkpoint_dir"}
+    missing = [k.name for k in KEYS if k.name not in ours and k.name not in recbole_keys]
+    assert not missing, missing
+    package = Path(config_module.__file__).parent
+    plugin = {k.name for k in KEYS} - recbole_keys
+    fallbacks = [f"{p.name}: {key}" for p in package.rglob("*.py")
+                 for key in re.findall(r"config\[\"(\w+)\"\] or [\w\"'.-]+", p.read_text())
+                 if key in plugin and key != "world_size"]  # world_size ~ means "nproc", said in overall.yaml
+    assert not fallbacks, fallbacks

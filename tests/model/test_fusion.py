@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from recbole_pmmrec.errors import PMMRecConfigError
-from recbole_pmmrec.model.fusion import MergeAttentionFusion, masked_mean, pool_modalities, pool_token_groups
+from recbole_pmmrec.data.pooling import masked_mean, pool_token_groups
+from recbole_pmmrec.model.fusion import MergeAttentionFusion
 
 D, HEADS, LT, LV = 16, 2, 5, 3
 
@@ -98,12 +99,11 @@ def test_single_modality_modes_are_plain_means():
         fusion()
 
 
-def test_pool_modalities_and_masked_mean():
+def test_masked_mean():
     text, text_mask, image, _, _ = _inputs()
-    text_vec, image_vec = pool_modalities(text, text_mask, image)
+    text_vec = masked_mean(text, text_mask)
     torch.testing.assert_close(text_vec, torch.stack([text[i][text_mask[i]].mean(0) for i in range(6)]))
-    torch.testing.assert_close(image_vec, image.mean(1))
-    assert pool_modalities(None, None, image)[0] is None and pool_modalities(text, text_mask, None)[1] is None
+    torch.testing.assert_close(masked_mean(image, None), image.mean(1))
     empty = torch.zeros(6, LT, dtype=torch.bool)
     assert torch.count_nonzero(masked_mean(text, empty)) == 0
     poisoned = torch.where(text_mask[..., None], text, torch.full_like(text, float("inf")))
