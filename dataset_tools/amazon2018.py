@@ -28,9 +28,8 @@ from typing import Iterator
 from recbole_pmmrec.errors import PMMRecDataError
 
 from dataset_tools.base import BAD_TIMESTAMP, ItemRecord, Report, SourceDataset, parse_timestamp, progress
-from dataset_tools.images import folder_image
+from dataset_tools.images import item_image
 from dataset_tools.text import clean_text, count_entities, iter_lines, strip_html
-from dataset_tools.tokens import is_safe_token
 
 FORMAT = "amazon2018"
 DEFAULT_NAME = None  # "amazon-<category>" from the reviews file name
@@ -123,14 +122,7 @@ def read(args: argparse.Namespace, report: Report) -> SourceDataset:
         where = f"{Path(args.meta).name}:{line}"
         count_entities(" ".join(c for c in category if isinstance(c, str)), report, f"{where} categories")
         categories = ", ".join(t for t in (_text(c) for c in category) if t)
-        image = None
-        if image_dir is not None:
-            if not is_safe_token(item):  # never look up a path built from an unsafe token
-                report.drop("image_lookup_skipped_unsafe_token", example=repr(item))
-            else:
-                image = folder_image(image_dir, item)
-                if image is None:
-                    report.drop("image_missing", example=f"{image_dir}/{item}.jpg")
+        image = item_image(image_dir, item, report) if image_dir is not None else None
         src.items[item] = ItemRecord(
             text={"title": _text(meta.get("title"), report, f"{where} title"),
                   "brand": _text(meta.get("brand"), report, f"{where} brand"),

@@ -21,6 +21,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from dataset_tools.base import Report
+from dataset_tools.tokens import is_safe_token
+
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 OUTPUT_SUFFIX = ".jpg"
@@ -95,6 +98,18 @@ def folder_image(folder: Path, stem: str, suffixes: tuple[str, ...] = IMAGE_SUFF
     """The image of ``stem`` in ``folder`` (see :func:`find_image_file`), confined to ``folder``."""
     path = find_image_file(folder, stem, suffixes)
     return file_ref(path, root=folder) if path is not None else None
+
+
+def item_image(folder: Path, item: str, report: Report, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> ImageRef | None:
+    """:func:`folder_image` for an item token, counting ``image_missing``; a token that is not a safe
+    file name is never turned into a path (counted as ``image_lookup_skipped_unsafe_token``)."""
+    if not is_safe_token(item):
+        report.drop("image_lookup_skipped_unsafe_token", example=repr(item))
+        return None
+    image = folder_image(folder, item, suffixes)
+    if image is None:
+        report.drop("image_missing", example=f"{folder}/{item}{suffixes[0]}")
+    return image
 
 
 def check_pixels(width: int, height: int, limits: ImageLimits, where: str) -> None:

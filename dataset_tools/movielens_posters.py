@@ -22,9 +22,8 @@ from pathlib import Path
 from recbole_pmmrec.errors import PMMRecDataError
 
 from dataset_tools.base import BAD_TIMESTAMP, ItemRecord, Report, SourceDataset, parse_timestamp, progress
-from dataset_tools.images import folder_image
+from dataset_tools.images import item_image
 from dataset_tools.text import clean_text, iter_csv, iter_lines, text_field
-from dataset_tools.tokens import is_safe_token
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +106,7 @@ def read(args: argparse.Namespace, report: Report) -> SourceDataset:
             continue
         flags = fields[5:]
         names = [genres[i] for i, flag in enumerate(flags) if flag.strip() == "1" and i < len(genres) and genres[i] != "unknown"]
-        poster = folder_image(posters, movie, (".jpg", ".jpeg", ".png")) if is_safe_token(movie) else None
-        if poster is None:
-            report.drop("image_missing", example=f"{posters}/{movie}.jpg")
+        poster = item_image(posters, movie, report, (".jpg", ".jpeg", ".png"))
         src.items[movie] = ItemRecord(
             text={"title": text_field(fields[1], report, f"{u_item.name}:{line} title"),
                   "genres": clean_text(" ".join(names)), "overview": overviews.get(movie, "")},

@@ -32,9 +32,8 @@ from typing import Iterator
 from recbole_pmmrec.errors import PMMRecDataError
 
 from dataset_tools.base import BAD_TIMESTAMP, ItemRecord, Report, SourceDataset, parse_timestamp, progress
-from dataset_tools.images import folder_image
+from dataset_tools.images import item_image
 from dataset_tools.text import iter_lines, text_field
-from dataset_tools.tokens import is_safe_token
 
 FORMAT = "tsv"
 DEFAULT_NAME = None  # the input folder's name
@@ -106,14 +105,7 @@ def _read_items(path: Path, src: SourceDataset, report: Report, args: argparse.N
         if item in src.items:
             report.drop("item_duplicate_row", example=f"{path.name}:{line} item {item}")
             continue
-        image = None
-        if image_dir is not None:
-            if not is_safe_token(item):  # never look up a path built from an unsafe token
-                report.drop("image_lookup_skipped_unsafe_token", example=repr(item))
-            else:
-                image = folder_image(image_dir, item)
-                if image is None:
-                    report.drop("image_missing", example=f"{image_dir}/{item}.jpg")
+        image = item_image(image_dir, item, report) if image_dir is not None else None
         text = {field: text_field(cells[col], report, f"{path.name}:{line} {field}") for field, col in columns}
         src.items[item] = ItemRecord(text=text, image=image)
 

@@ -39,6 +39,11 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
 
 
+def nothing_written(output: Path) -> bool:
+    """No dataset folder and no hidden staging folder: ``output`` is missing or empty."""
+    return not output.exists() or not any(output.iterdir())
+
+
 @pytest.fixture
 def make_image():
     def make(path: Path, mode="RGB", size=(8, 6), fmt="JPEG", **kw) -> Path:
