@@ -1,42 +1,12 @@
-"""One benchmark run in this process: build data and model with the plugin's factories, train, time, evaluate.
+"""Target ranks and metrics from a trainer's own full-ranking scores, and the cold-start diagnostics.
 
-Called by ``bench/run.py`` in a fresh subprocess per run (so each run's peak RSS is its own)::
-
-    python bench/worker.py SPEC.json OUT.json
-
-SPEC: ``{"model", "dataset", "config": {...}, "mode": "fit" | "epochs" | "build", "n_epochs": int}``.
-
-* ``fit``: the same steps as ``run_recbole_pmmrec`` (``load_config`` -> ``create_dataset`` ->
-  ``data_preparation`` -> ``get_model`` -> ``get_trainer`` -> ``trainer.fit`` with early stopping on
-  ``valid_metric`` -> ``trainer.evaluate(test, load_best_model=True)``), with the trainer's
-  ``_train_epoch`` / ``_valid_epoch`` wrapped to record seconds and the validation curve (with cold items:
-  also per epoch split by cold / warm target); then the test rows are scored again and split by
-  ``dataset.cold_items[target]`` (cold vs warm targets).
-* ``epochs``: ``n_epochs`` training epochs without validation (epoch time only).
-* ``build``: data and model construction only (encoder-state cache build time).
-
-OUT is rewritten after every epoch, so a run killed by a timeout still leaves its curve.
+Every rank is 0-based among all candidates (history items and padding masked as RecBole does), ties broken by
+item id, lower first. Used by the worker (per epoch on validation, after training on test) and by the studies.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import resource
-import sys
-import time
-from pathlib import Path
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 KS = (10, 20)
-
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def rank_metrics(ranks, ks=KS) -> dict:
@@ -246,14 +216,13 @@ def cold_diagnosis(ranks, targets, mean_score, cold_items, dataset) -> dict:
 def split_metrics(trainer, eval_data, dataset) -> dict:
     """Test metrics for all rows, rows whose target is a cold item, and the rest."""
     sequential = hasattr(trainer.model, "ITEM_SEQ")  # sequential models: also with the input history removed
-    cold_items = getattr(dataset, "cold_items", None)
-    has_cold = cold_items is not None and bool(cold_items.any())
-    new = new_item_mask(dataset.train_item_counts) if has_cold and hasattr(dataset, "train_item_counts") else None
+    cold_items = cold_items_of(dataset)
+    new = new_item_mask(dataset.train_item_counts) if cold_items is not None and hasattr(dataset, "train_item_counts") else None
     ranks, targets, mean_score, *more = target_ranks(trainer, eval_data, history_removed=sequential, among=new)
     out = {"all": rank_metrics(ranks)}
     if sequential:
         out["all_history_removed"] = rank_metrics(more[0])
-    if has_cold:
+    if cold_items is not None:
         cold = cold_items[targets]
         out["cold"], out["warm"] = rank_metrics(ranks[cold]), rank_metrics(ranks[~cold])
         if bool(cold.any()) and bool((~cold).any()):
@@ -263,199 +232,25 @@ def split_metrics(trainer, eval_data, dataset) -> dict:
     return out
 
 
-class BudgetSpent(Exception):
-    """Raised at an epoch boundary when the run's training wall-time budget is spent."""
+def cold_items_of(dataset):
+    """The data set's cold-item mask (``cold_item_ratio``), or None when it has no cold item."""
+    cold = getattr(dataset, "cold_items", None)
+    return cold if cold is not None and bool(cold.any()) else None
 
 
-def fit_budget(spec: dict, config) -> float | None:
-    """Seconds of training + validation a run may spend: ``spec["max_fit_s"]``, else the number in the file
-    ``<checkpoint_dir>/../max_fit_s`` (lets an operator cap the runs of a suite that is already running)."""
-    if spec.get("max_fit_s"):
-        return float(spec["max_fit_s"])
-    control = Path(config["checkpoint_dir"]).parent / "max_fit_s"
-    try:
-        return float(control.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-class Recorder:
-    def __init__(self, out_path: Path, record: dict):
-        self.out_path, self.record = out_path, record
-
-    def save(self):
-        self.record["peak_rss_bytes"] = peak_rss_bytes()
-        tmp = self.out_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.record, indent=1, default=str))
-        os.replace(tmp, self.out_path)
-
-
-def run(spec: dict, out_path: Path) -> dict:
-    from recbole.utils import init_seed
-
-    from recbole_pmmrec.logger import init_logger
-    from recbole_pmmrec.quick_start import load_config
-    from recbole_pmmrec.utils import create_dataset, data_preparation, get_model, get_trainer
-
-    rec = Recorder(out_path, {"spec": spec, "status": "started", "curve": []})
-    r = rec.record
-    t_all = time.perf_counter()
-    config = load_config(spec["model"], spec["dataset"], config_dict=spec.get("config") or {})
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    t0 = time.perf_counter()
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    r["data_s"] = time.perf_counter() - t0  # includes the encoder-state cache (read or build) for PMMRec
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    t0 = time.perf_counter()
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    r["model_s"] = time.perf_counter() - t0
-    r["n_params_trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    r["n_train_rows"] = len(train_data.dataset) if hasattr(train_data, "dataset") else None
-    r["n_items"], r["n_users"] = int(dataset.item_num), int(dataset.user_num)
-    r["n_inter"] = int(dataset.inter_num)
-    r["n_cold_items"] = int(dataset.cold_items.sum()) if hasattr(dataset, "cold_items") else 0
-    rec.save()
-    mode = spec.get("mode", "fit")
-    if mode == "build":
-        r["status"] = "done"
-        r["total_s"] = time.perf_counter() - t_all
-        rec.save()
-        return r
-
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    if mode == "test":  # evaluate a checkpoint a killed fit run left behind (its best validation epoch)
-        t0 = time.perf_counter()
-        test_result = trainer.evaluate(test_data, load_best_model=True, model_file=spec["checkpoint"],
-                                       show_progress=False)
-        r["test_eval_s"] = time.perf_counter() - t0
-        r["test_recbole"] = {k: float(v) for k, v in dict(test_result).items()}
-        r["test"] = split_metrics(trainer, test_data, dataset)
-        r["status"] = "done"
-        rec.save()
-        return r
-    if mode == "epochs":
-        r["epoch_s"] = []
-        for epoch in range(int(spec.get("n_epochs", 1))):
-            t0 = time.perf_counter()
-            trainer._train_epoch(train_data, epoch, show_progress=False)
-            r["epoch_s"].append(time.perf_counter() - t0)
-            rec.save()
-        r["status"] = "done"
-        r["total_s"] = time.perf_counter() - t_all
-        rec.save()
-        return r
-
-    # ---- fit: RecBole's loop, timed; stopped at an epoch boundary once the wall-time budget is spent
-    valid_metric = config["valid_metric"].lower()
-    # spec["select"] = "history_removed": early stopping and the checkpoint follow validation NDCG@10 with the
-    # input history removed (the rule PMMRec ranks by), instead of RecBole's score
-    select = spec.get("select") or "recbole"
-    if select not in ("recbole", "history_removed"):
-        raise ValueError(f"spec select={select!r}: use 'recbole' or 'history_removed'")
-    if select == "history_removed" and (not hasattr(model, "ITEM_SEQ") or valid_metric != "ndcg@10"):
-        raise ValueError("select 'history_removed' needs a sequential model and valid_metric NDCG@10")
-    clock = {"start": None, "extra": 0.0}
-    budget = fit_budget(spec, config)
-    r["max_fit_s"] = budget
-    train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
-
-    def timed_train(train, epoch_idx, loss_func=None, show_progress=False):
-        if clock["start"] is None:
-            clock["start"] = time.perf_counter()
-        elif budget is not None and time.perf_counter() - clock["start"] > budget:
-            raise BudgetSpent()
-        t = time.perf_counter()
-        loss = train_epoch(train, epoch_idx, loss_func=loss_func, show_progress=show_progress)
-        r["curve"].append({"epoch": epoch_idx, "train_s": time.perf_counter() - t,
-                           "loss": float(loss if not isinstance(loss, tuple) else sum(loss))})
-        rec.save()
-        return loss
-
-    def timed_valid(valid, show_progress=False):
-        t = time.perf_counter()
-        score, result = valid_epoch(valid, show_progress=show_progress)
-        point = r["curve"][-1]
-        point["valid_s"] = time.perf_counter() - t
-        # training + validation since fit started, without the extra measurements below
-        point["wall_s"] = time.perf_counter() - clock["start"] - clock["extra"]
-        point["valid"] = {k: float(v) for k, v in dict(result).items()}
-        point["score"] = float(result[valid_metric]) if valid_metric in result else float(score)
-        t = time.perf_counter()
-        if cold_split is not None or sequential:  # one more scoring pass (the item vectors are cached)
-            ranks, targets, _, *removed = target_ranks(trainer, valid, history_removed=sequential)
-            if cold_split is not None:  # validation split by cold / warm target, every epoch
-                cold = cold_split[targets]
-                point["valid_cold"], point["valid_warm"] = rank_metrics(ranks[cold]), rank_metrics(ranks[~cold])
-            if removed:  # validation NDCG@10 with the input history removed: every model under one protocol
-                point["valid_history_removed"] = rank_metrics(removed[0])["ndcg@10"]
-        if select == "history_removed":  # RecBole's fit stops and keeps its best model by the score returned
-            point["score_recbole"], point["score"] = point["score"], point["valid_history_removed"]
-            score = point["score"]
-        point["extra_s"] = time.perf_counter() - t
-        clock["extra"] += point["extra_s"]
-        rec.save()
-        return score, result
-
-    cold_items = getattr(dataset, "cold_items", None)
-    cold_split = cold_items if cold_items is not None and bool(cold_items.any()) else None
-    sequential = hasattr(model, "ITEM_SEQ")
-    trainer._train_epoch, trainer._valid_epoch = timed_train, timed_valid
-    r["status"] = "training"
-    r["checkpoint"] = getattr(trainer, "saved_model_file", None)
-    try:
-        trainer.fit(train_data, valid_data, saved=True, show_progress=False)
-        r["stopped_by_budget"] = False
-    except BudgetSpent:
-        r["stopped_by_budget"] = True
-    r["fit_s"] = time.perf_counter() - clock["start"] if clock["start"] else 0.0
-    t0 = time.perf_counter()
-    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
-    r["test_eval_s"] = time.perf_counter() - t0
-    r["test_recbole"] = {k: float(v) for k, v in dict(test_result).items()}
-    r["test"] = split_metrics(trainer, test_data, dataset)
-    if sequential and cold_split is not None and hasattr(dataset, "train_item_counts"):
-        t0 = time.perf_counter()
-        r["new_item_offset"] = new_item_offset(trainer, valid_data, test_data, dataset)
-        r["new_item_offset"]["seconds"] = time.perf_counter() - t0
-    scored = [p for p in r["curve"] if "score" in p]
-    if scored:
-        best = max(scored, key=lambda p: p["score"])
-        r["best_valid"] = {"epoch": best["epoch"], "score": best["score"], "wall_s": best["wall_s"]}
-    remove_checkpoints(trainer)
-    r["status"] = "done"
-    r["total_s"] = time.perf_counter() - t_all
-    rec.save()
-    return r
-
-
-def remove_checkpoints(trainer) -> None:
-    """Delete the trainer's best and latest checkpoint files: they are not results; keep the work dir small."""
-    from recbole_pmmrec.trainer import latest_file_of
-
-    saved = getattr(trainer, "saved_model_file", None)
-    for path in (saved, latest_file_of(saved)) if saved else ():
-        if os.path.exists(path):
-            os.remove(path)
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    spec = json.loads(Path(argv[0]).read_text())
-    out = Path(argv[1])
-    try:
-        run(spec, out)
-    except BaseException as exc:  # record the failure for the orchestrator, then fail
-        import traceback
-
-        record = json.loads(out.read_text()) if out.exists() else {"spec": spec}
-        record.update(status="error", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()[-3000:],
-                      peak_rss_bytes=peak_rss_bytes())
-        out.write_text(json.dumps(record, indent=1, default=str))
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def valid_extras(trainer, valid_data) -> dict:
+    """After a validation epoch, from one more scoring pass (PMMRec's item vectors are cached): the rows split by
+    cold / warm target (``valid_cold``, ``valid_warm``; data sets with cold items) and NDCG@10 with the input
+    history removed (``valid_history_removed``; sequential models: every model under one protocol)."""
+    cold_items = cold_items_of(valid_data._dataset)
+    sequential = hasattr(trainer.model, "ITEM_SEQ")
+    if cold_items is None and not sequential:
+        return {}
+    ranks, targets, _, *removed = target_ranks(trainer, valid_data, history_removed=sequential)
+    out = {}
+    if cold_items is not None:
+        cold = cold_items[targets]
+        out["valid_cold"], out["valid_warm"] = rank_metrics(ranks[cold]), rank_metrics(ranks[~cold])
+    if removed:
+        out["valid_history_removed"] = rank_metrics(removed[0])["ndcg@10"]
+    return out

@@ -1,7 +1,7 @@
 """Transfer experiment: pre-train PMMRec on MicroLens-50K (text), transfer to ml100k-posters.
 
 ```
-python bench/transfer.py [--data-dir /tmp/pmmrec_xfer/data] [--work-dir /tmp/pmmrec_xfer] [--steps ...]
+python bench/studies/transfer.py [--data-dir /tmp/pmmrec_xfer/data] [--work-dir /tmp/pmmrec_xfer] [--steps ...]
 ```
 
 Steps (each resumable; finished runs are read back from WORK/runs.jsonl):
@@ -21,7 +21,7 @@ Steps (each resumable; finished runs are read back from WORK/runs.jsonl):
 
 Everything runs on CPU with the frozen-encoder default (``encoder_mode: cached``); run it with nohup:
 
-    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 nohup .venv/bin/python bench/transfer.py > /tmp/transfer.log 2>&1 &
+    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 nohup .venv/bin/python bench/studies/transfer.py > /tmp/transfer.log 2>&1 &
 """
 
 from __future__ import annotations
@@ -42,11 +42,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
 
-from worker import remove_checkpoints  # noqa: E402
+from bench.suite.worker import remove_checkpoints  # noqa: E402
 
 SOURCE, TARGET = "microlens-50k", "ml100k-posters"
 RAW = {SOURCE: ("microlens", "/work/shared/data/microlens50k_text"),
@@ -209,7 +208,7 @@ class Session:
         else:
             valid_result = trainer.evaluate(valid, load_best_model=False)
             test_result = trainer.evaluate(test, load_best_model=False)
-        remove_checkpoints(trainer)  # the pickled trainer checkpoints are not needed after the best-model reload
+        remove_checkpoints(trainer.saved_model_file)  # the pickled trainer checkpoints are not needed after the best-model reload
         if save_to is not None:
             save_pretrained(model, save_to, config, [name])
         row = {
@@ -336,7 +335,7 @@ def _fmt(s: dict | None) -> str:
 def markdown(summary: dict, notes: str) -> str:
     lines = ["## Transfer", "",
              "PMMRec pre-trained on MicroLens-50K (text only) and transferred to ml100k-posters, against the same "
-             "model trained from scratch. Produced by `bench/transfer.py`; numbers in "
+             "model trained from scratch. Produced by `bench/studies/transfer.py`; numbers in "
              "`bench/results/transfer.json`. Test NDCG@10 / Recall@10, mean ± sample std over seeds "
              f"{summary['seeds']} (seed = initial weights and few-shot users; scratch and pre-trained share users "
              "per seed). Frozen MiniLM-L6 text encoder and EfficientNet-Lite0 image encoder (cached states), "

@@ -1,9 +1,11 @@
-"""BENCHMARKS.md sections and plots from the JSON results under bench/results/.
+"""BENCHMARKS.md sections, docs/benchmarks-history.md and plots from the JSON results under bench/results/.
 
-``write_report(results_dir, plots_dir, markdown)`` regenerates only this suite's sections, each between
-``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` (intro, targets, quality, coldstart, speed, scaling);
-everything else in the file (for example the ``## Transfer`` section and hand-written notes) is kept.
-Every number is computed here from the stored runs; nothing is typed in by hand.
+``write_report(results_dir, plots_dir, markdown, history)`` regenerates only this suite's sections of the
+markdown, each between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` (intro, targets, quality, coldstart,
+speed, scaling, method); everything else in the file (the ``## Transfer`` section that
+``bench/studies/transfer.py`` writes) is kept. The main tables show the runs of today's settings
+(``labels.is_current``); older settings and the cold-start diagnostics go to the history document. Every
+number is computed here from the stored runs; nothing is typed in by hand.
 """
 
 from __future__ import annotations
@@ -14,20 +16,17 @@ import re
 import statistics
 from pathlib import Path
 
-MAIN_DATASET = "ml100k-posters"  # bench/run.py DATASET: runs on another data set get rows of their own
-SECTIONS = ["intro", "targets", "quality", "coldstart", "speed", "scaling"]
-GB = 1024**3
+from bench.suite.labels import COLD_ORDER, DATASET as MAIN_DATASET, QUALITY_ORDER, is_current, overrides_of, run_label
+from bench.suite.plots import GB, plot_curves, plot_scaling, plot_speed_bars
+from bench.suite.results import load_results, write_json
+
+SECTIONS = ["intro", "targets", "quality", "coldstart", "speed", "scaling", "method"]
 MAIN_METRICS = ("recall@10", "ndcg@10", "mrr@10")
 QUALITY_HEADER = ("| model | seeds | epochs (best) | Recall@10 | NDCG@10 | MRR@10 | NDCG@10, history removed |",
                   "|---|---|---|---|---|---|---|")
 
 
 # ---------------------------------------------------------------------------- small helpers
-def load(results_dir: Path, part: str) -> dict:
-    path = Path(results_dir) / f"{part}.json"
-    return json.loads(path.read_text()) if path.exists() else {"part": part, "runs": []}
-
-
 def done(runs: list[dict]) -> list[dict]:
     return [r for r in runs if r.get("status") == "done"]
 
@@ -55,13 +54,6 @@ def fmt(x, digits=2, suffix=""):
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
-
-
-def run_label(run: dict) -> str:
-    """A run's row: its label, plus " on DATASET" for a run on another data set than the suite's."""
-    label = run.get("label", run["spec"]["model"])
-    dataset = run["spec"].get("dataset", MAIN_DATASET)
-    return label if dataset == MAIN_DATASET else f"{label} on {dataset}"
 
 
 def by_label(runs: list[dict]) -> dict[str, list[dict]]:
@@ -194,7 +186,8 @@ def scaling_numbers(scaling: dict) -> dict:
                                             f"{len(r['epoch_s'])} epoch)"), "partial": r.get("status") != "done",
                      "n_inter": r.get("n_inter"), "n_items": r.get("n_items"),
                      "n_rows": r.get("n_train_rows"), "epoch_s": min(r["epoch_s"]) if r.get("epoch_s") else None,
-                     "rss": r.get("peak_rss_bytes"), "data_s": r.get("data_s"), "generate_s": r.get("generate_s"),
+                     "rss": r.get("peak_rss_bytes"), "data_s": _setup_s(r, with_model=False),
+                     "generate_s": r.get("generate_s"),
                      "n_inter_target": r.get("n_inter_target"), "n_items_target": r.get("n_items_target")})
     rows.sort(key=lambda r: (r["n_inter"] or 0, r["n_items"] or 0))
     out = {"rows": rows, "failed": [r for r in scaling.get("runs", []) if r.get("status") != "done"]}
@@ -207,106 +200,24 @@ def scaling_numbers(scaling: dict) -> dict:
     return out
 
 
-# ---------------------------------------------------------------------------- plots
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_curves(runs: list[dict], path: Path, x: str, title: str) -> bool:
-    runs = [r for r in runs if any("score" in p for p in r.get("curve", []))]
-    if not runs:
-        return False
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for r in runs:
-        pts = [p for p in r["curve"] if "score" in p]
-        xs = [p["epoch"] + 1 for p in pts] if x == "epoch" else [p["wall_s"] for p in pts]
-        ax.plot(xs, [p["score"] for p in pts], marker="o", ms=3, label=run_label(r))
-    ax.set_xlabel("epoch" if x == "epoch" else "wall seconds since training started (train + validation)")
-    ax.set_ylabel("validation NDCG@10")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def plot_speed_bars(sp: dict, path: Path) -> bool:
-    names = [("PMMRec", "pmmrec"), ("PMMRec k=1", "pmmrec_k1")]
-    metrics = [("time to quality", "ttq"), ("s / epoch", "epoch_ratio"), ("s / evaluation", "eval_ratio")]
-    data = [(label, [sp.get(f"{key}_{m}") for _, m in metrics]) for label, key in names
-            if any(sp.get(f"{key}_{m}") is not None for _, m in metrics)]
-    if not data:
-        return False
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    width = 0.8 / len(data)
-    for i, (label, vals) in enumerate(data):
-        xs = [j + i * width for j in range(len(metrics))]
-        ax.bar(xs, [v if v is not None else 0 for v in vals], width=width, label=label)
-        for xx, v in zip(xs, vals):
-            if v is not None:
-                ax.text(xx, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
-    ax.axhline(1.0, color="k", lw=0.8, ls="--")
-    ax.set_xticks([j + width * (len(data) - 1) / 2 for j in range(len(metrics))], [m for m, _ in metrics])
-    ax.set_ylabel("ratio to SASRec (same run)")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    ax.set_title("PMMRec cost relative to SASRec (< 1 = faster)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def plot_scaling(sc: dict, path: Path) -> bool:
-    rows = [r for r in sc["rows"] if r["epoch_s"]]
-    if len(rows) < 2:
-        return False
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-    for ax, key, ylabel in ((axes[0], "epoch_s", "seconds per epoch"), (axes[1], "rss", "peak RSS (GiB)")):
-        groups: dict = {}
-        for r in rows:
-            groups.setdefault(r["n_items_target"] or r["n_items"], []).append(r)
-        for items, rs in sorted(groups.items()):
-            ys = [r[key] / GB if key == "rss" else r[key] for r in rs]
-            ax.loglog([r["n_inter"] for r in rs], ys, marker="o", ls="none", label=f"~{items:,} items")
-        diag = sorted([r for r in rows if r["n_inter_target"] == 10 * (r["n_items_target"] or 0)],
-                      key=lambda r: r["n_inter"])
-        if len(diag) > 1:
-            ax.loglog([r["n_inter"] for r in diag], [r[key] / GB if key == "rss" else r[key] for r in diag],
-                      color="gray", lw=0.8)
-        ax.set_xlabel("interactions")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    fig.suptitle("PMMRec (text, frozen tiny encoder, cached states) on synthetic data")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
 # ---------------------------------------------------------------------------- sections
-def section_intro(meta: dict) -> str:
+def section_intro() -> str:
+    return """# Benchmarks
+
+Is PMMRec (this plugin) better than RecBole's own sequential baselines, and at what cost? All models run through
+this plugin's entry point on the same atomic files of **ml100k-posters** (MovieLens-100K with TMDB titles,
+genres, overviews and posters), leave-one-out split by time, full ranking over all items. The targets table
+answers the question; the tables after it give the numbers, and [how they are made](#how-these-numbers-are-made)
+comes last. Settings measured and not adopted, and the cold-start diagnostics:
+[docs/benchmarks-history.md](docs/benchmarks-history.md) (generated with this file); hand-written notes on the
+runs and decisions: [docs/benchmarks-notes.md](docs/benchmarks-notes.md).
+"""
+
+
+def section_method(meta: dict) -> str:
     date = meta.get("date", "—")
     load = meta.get("loadavg_at_start")
-    return f"""# Benchmarks
-
-PMMRec (this plugin) against RecBole's own sequential baselines on **ml100k-posters** (MovieLens-100K with
-TMDB titles, genres, overviews and posters), all through this plugin's factories on the same atomic files,
-leave-one-out split by time and full ranking over all items. Reproduce with
+    return f"""## How these numbers are made
 
 ```bash
 python -m dataset_tools.convert movielens-posters --input PATH/ml100k_posters --output /tmp/pmmrec_data
@@ -314,19 +225,21 @@ python bench/run.py all --data-dir /tmp/pmmrec_data --seeds 3     # or one part:
 python bench/run.py report                                       # rewrite this file from bench/results/*.json
 ```
 
-`--dataset NAME` runs the quality or cold-start part on another converted data set (for example
-`microlens-50k`, converted by `python -m dataset_tools.convert microlens ... --name microlens-50k`); its runs get
-rows of their own, labelled "... on NAME". A finished run is reused only if it started from the same `.yaml`
-defaults and RecBole version as the invocation (`defaults` in its record). `--seed-list` picks seeds; the
-cold-start part also takes 2023 and 2024, because each seed has only ~87 cold test rows here (its tables
-pool every seed of a model and say how many).
+Each run is its own subprocess (`bench/suite/worker.py`), which calls `run_recbole_pmmrec` as a user would and
+records every epoch through its `epoch_callback`. `--dataset NAME` runs the quality or cold-start part on another
+converted data set (for example `microlens-50k`, converted by `python -m dataset_tools.convert microlens ...
+--name microlens-50k`); its runs get rows of their own, labelled "... on NAME". A finished run is reused only if
+it started from the same `.yaml` defaults and RecBole version as the invocation (`defaults` in its record).
+`--seed-list` picks seeds; the cold-start part also takes 2023 and 2024, because each seed has only ~87 cold
+test rows here (its tables pool every seed of a model and say how many).
 
-Every number below is computed by `bench/report.py` from the JSON under `bench/results/` (nothing is typed
-in by hand). Each run is its own subprocess. Machine of the last run: {meta.get('cpus', '?')}
-CPUs, no GPU, started {date}, load average at start {fmt(load[0], 1) if load else '—'} (shared with other
-jobs, so absolute seconds are noisy; compare the **ratios**, which come from runs made back to back in one
-invocation). With `--threads 1`, two `bench/run.py` processes can share the 2 cores, one run per core; the
-speed section says how its runs shared the machine.
+Every number here is computed by `bench/suite/report.py` from the JSON under `bench/results/` (nothing is
+typed in by hand); a row's label and settings come from the spec stored with each run. Machine of the last run:
+{meta.get('cpus', '?')} CPUs, no GPU, started {date}, load average at start {fmt(load[0], 1) if load else '—'}
+(shared with other jobs, so absolute seconds are noisy; compare the **ratios**, which come from runs made back
+to back in one invocation). With `--threads 1`, two `bench/run.py` processes can share the 2 cores, one run per
+core; the speed section says how its runs shared the machine. Studies outside the suite live in
+`bench/studies/` (each writes its own `bench/results/NAME.json`).
 """
 
 
@@ -400,7 +313,7 @@ def section_targets(sp: dict, q: dict, cs: dict, sc: dict) -> str:
                          f"{c:.4f} / {w:.4f} = {c / w:.2f}" if w else "—", (c / w >= 0.5) if w else None))
     else:
         lines.append(row("PMMRec Recall@10 on cold / warm targets", ">= 0.5", "not run", None))
-    for label, r in cs.items():  # the same protocol on other data sets (bench/run.py --dataset)
+    for label, r in cs.items():  # the same protocol on other data sets (bench/run.py quality --dataset)
         if label.startswith("PMMRec") and r["dataset"] != MAIN_DATASET and "cold" in r:
             c, w = mean_std(r["cold"]["recall@10"])[0], mean_std(r["warm"]["recall@10"])[0]
             ok = (c / w >= 0.5) if w and r["n"] >= 3 and not r["budget"] else None
@@ -420,44 +333,55 @@ def _quality_row(label: str, r: dict) -> str:
             + f" | {removed} |")
 
 
+QUALITY_INTRO = (
+    "Test metrics of the checkpoint with the best validation NDCG@10 (early stopping, patience {patience} "
+    "validations), full ranking over all items, mean ± sample standard deviation over seeds. PMMRec: text (MiniLM) "
+    "+ image (EfficientNet-Lite0), frozen encoders with cached states, d = 64 (see `properties/model/PMMRec.yaml`); "
+    "the ablations change one key each. Baselines run with RecBole's default hyper-parameters for the model and "
+    "this plugin's protocol (`properties/overall.yaml`: CE loss, MAX_ITEM_LIST_LENGTH 20); FDSA uses the `genres` "
+    "feature. RecBole ranks every item, also those in the user's input history; PMMRec (`exclude_history: True`) "
+    "ranks only the others, as the authors' evaluation does. The last column applies that rule to every model "
+    "after the fact (`bench/suite/ranks.py`; recorded for runs made since 2026-11-30), so that each model can be "
+    "compared under either protocol. `SASRec hr-selected` is SASRec whose early stopping and checkpoint follow "
+    "validation NDCG@10 under that rule instead of RecBole's (`SELECT` in `bench/suite/labels.py`), the fairer "
+    "baseline for the history-removed column.")
+
+
+def split_current(runs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(runs of today's settings, older runs): ``labels.is_current`` on each stored run's label and spec."""
+    return [r for r in runs if is_current(r)], [r for r in runs if not is_current(r)]
+
+
+def _settings(runs: list[dict]) -> str:
+    """The config overrides a row's runs were made with, from their stored specs (`k: v`, ...; "default")."""
+    texts = dict.fromkeys(_keys_text(overrides_of(r.get("spec") or {})) or "default" for r in runs)
+    return " / ".join(texts)
+
+
+def quality_table(runs: list[dict], with_settings: bool = False) -> list[str]:
+    """The quality table of these runs, best test NDCG@10 first (``with_settings``: a column with the overrides)."""
+    rows = quality_table_rows(runs)
+    groups = by_label(done(runs))
+    head, rule = QUALITY_HEADER
+    if with_settings:
+        head, rule = head + " settings |", rule + "---|"
+    lines = [head, rule]
+    for label, r in sorted(rows.items(), key=lambda kv: -mean_std(kv[1]["test"]["ndcg@10"])[0]):
+        lines.append(_quality_row(label, r) + (f" {_settings(groups[label])} |" if with_settings else ""))
+    return lines + _budget_note(rows, runs)
+
+
 def section_quality(quality: dict, plots_dir: Path, md_dir: Path) -> str:
     runs = quality.get("runs", [])
-    rows = quality_table_rows(runs)
-    lines = ["## Quality", "",
-             "Test metrics of the checkpoint with the best validation NDCG@10 (early stopping, patience "
-             f"{_patience(runs)} validations), full ranking over all items, mean ± sample standard deviation over "
-             "seeds. PMMRec: text (MiniLM) + image (EfficientNet-Lite0), frozen encoders with cached states, "
-             "d = 64 (see `properties/model/PMMRec.yaml`); the ablations change one key each. Baselines run with "
-             "RecBole's default hyper-parameters for the model and this plugin's protocol "
-             "(`properties/overall.yaml`: CE loss, MAX_ITEM_LIST_LENGTH 20); FDSA uses the `genres` feature. "
-             "RecBole ranks every item, also those in the user's input history; PMMRec (since 2026-11-30, "
-             "`exclude_history: True`) ranks only the others, as the authors' evaluation does. The last column "
-             "applies that rule to every model after the fact (`bench/worker.py`; recorded for runs made since "
-             "2026-11-30, so that each model can be compared under either protocol). `SASRec hr-selected` is "
-             "SASRec whose early stopping and checkpoint follow validation NDCG@10 under that rule instead of "
-             "RecBole's (`bench/run.py`'s `SELECT`), the fairer baseline for the history-removed column.", "",
-             *QUALITY_HEADER]
-    suite = set(_suite_models("QUALITY_ORDER"))
-    ranked = sorted(rows.items(), key=lambda kv: -mean_std(kv[1]["test"]["ndcg@10"])[0])
-    checks = [(label, r) for label, r in ranked if suite and label not in suite]
-    lines += [_quality_row(label, r) for label, r in ranked if not suite or label in suite]
-    if not rows:
-        lines.append("| (not run yet) | | | | | | |")
-    if checks:
-        lines += ["", "Settings checked outside the suite's list (`bench/run.py`'s `PMMREC` labels; each changes the "
-                      "keys its label names: `CE` = `loss_type: CE`, `stride S` = `train_window_stride: S`, "
-                      "`mlp` = `projection: mlp`, `dropout P` = `hidden_dropout_prob` and `attn_dropout_prob` P, "
-                      "`feature dropout P` = `item_feature_dropout: P`, `no debias` = `nip_debias: False`, "
-                      "`k=1` = `text_train_layers: 1`, `v0.4` = " + (_keys_text(_run_attr("V04", {})) or "the old default")
-                      + ", the default before v0.5 (every text token enters the fusion), `v0.3` = "
-                      + (_keys_text(_run_attr("V03", {})) or "the old default")
-                      + ", the default before v0.4 (one training window per 20 interactions), `v0.2` = "
-                      + (_keys_text(_run_attr("V02", {})) or "the old default")
-                      + ", the default before that (history items ranked), `v0.1` = "
-                      + (_keys_text(_run_attr("V01", {})) or "the old default")
-                      + ", the default until the first change of 2026-11-30), same protocol:", "", *QUALITY_HEADER]
-        lines += [_quality_row(label, r) for label, r in checks]
-    lines += _budget_note(rows, runs)
+    current, _ = split_current(runs)
+    suite = [r for r in current if r.get("label") in QUALITY_ORDER and run_label(r) == r.get("label")]
+    others = [r for r in current if r not in suite]
+    lines = ["## Quality", "", QUALITY_INTRO.format(patience=_patience(runs)), ""]
+    lines += quality_table(suite) if done(suite) else [*QUALITY_HEADER, "| (not run yet) | | | | | | |"]
+    if done(others):
+        lines += ["", "Other settings of today's package, tried against the default (each row's overrides from its "
+                      "runs' stored specs), same protocol:", "", *quality_table(others, with_settings=True)]
+    rows = quality_table_rows(current)
     check = [(a, b) for r in rows.values() for a, b in zip(r["test"]["ndcg@10"], r["test_recbole"]) if b is not None]
     if check:
         diff = max(abs(a - b) for a, b in check)
@@ -466,49 +390,88 @@ def section_quality(quality: dict, plots_dir: Path, md_dir: Path) -> str:
     bad = status_line(runs)
     if bad:
         lines += ["", f"Not finished: {bad}."]
-    lines += _not_run_note(rows, "QUALITY_ORDER")
-    if plot_curves(done(runs) and [r for r in done(runs) if r.get("seed") == min(x.get("seed", 0) for x in done(runs))],
-                   plots_dir / "quality_valid_curves.png", "epoch", "Validation NDCG@10 per epoch (first seed)"):
+    lines += _not_run_note(quality_table_rows(suite), QUALITY_ORDER)
+    first = [r for r in done(suite) if r.get("seed") == min(x.get("seed", 0) for x in done(suite))]
+    if plot_curves(first, plots_dir / "quality_valid_curves.png", "epoch", "Validation NDCG@10 per epoch (first seed)"):
         lines += ["", f"![validation curves]({_rel(plots_dir / 'quality_valid_curves.png', md_dir)})"]
     return "\n".join(lines) + "\n"
 
 
-def section_coldstart(cold: dict) -> str:
-    runs = cold.get("runs", [])
+COLD_HEADER = ("| model | seeds | cold rows | Recall@10 warm | Recall@10 cold | cold / warm | cold hits (95% interval of "
+               "cold / warm) | NDCG@10 warm | NDCG@10 cold | NDCG@10 all |", "|---|---|---|---|---|---|---|---|---|---|")
+
+
+def cold_table(runs: list[dict], with_settings: bool = False) -> list[str]:
+    """The cold-start table of these runs, best cold Recall@10 first; the footnotes on cold hits and budgets."""
     rows = quality_table_rows(runs)
-    lines = ["## Cold start", "",
-             "`cold_item_ratio: 0.1` for every model (`recbole_pmmrec/data/splits.py`): 10% of the items, drawn "
-             "with the run's seed, lose all their training interactions (removed from training histories and "
-             "targets) and stay ranking candidates; validation and test rows are unchanged, so some test targets "
-             "are items no model saw in training. After training, `bench/worker.py` scores the test rows again "
-             "with the trainer's own full-ranking scores (history items masked as RecBole does), takes the rank "
-             "of each row's target and splits the rows by `dataset.cold_items[target]`. An ID model has only an "
-             "untrained embedding for a cold item; PMMRec computes it from its text and poster.", "",
-             "| model | seeds | cold rows | Recall@10 warm | Recall@10 cold | cold / warm | cold hits (95% interval of cold / warm) | NDCG@10 warm | NDCG@10 cold | NDCG@10 all |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    groups = by_label(done(runs))
+    head, rule = COLD_HEADER
+    if with_settings:
+        head, rule = head + " settings |", rule + "---|"
+    lines = [head, rule]
     for label, r in sorted(rows.items(), key=lambda kv: -mean_std(kv[1].get("cold", {}).get("recall@10", [0]))[0]):
         if "cold" not in r:
             continue
         c, w = mean_std(r["cold"]["recall@10"])[0], mean_std(r["warm"]["recall@10"])[0]
-        lines.append(f"| {label}{' †' if r['budget'] else ''} | {r['n']} | {round(mean_std(r['n_cold'])[0])} | {fmt_ms(r['warm']['recall@10'])} | "
-                     f"{fmt_ms(r['cold']['recall@10'])} | {fmt(c / w if w else None)} | {_pooled_hits(r, w)} | "
-                     f"{fmt_ms(r['warm']['ndcg@10'])} | "
-                     f"{fmt_ms(r['cold']['ndcg@10'])} | {fmt_ms(r['test']['ndcg@10'])} |")
-    if not rows:
-        lines.append("| (not run yet) | | | | | | | | | |")
+        lines.append(f"| {label}{' †' if r['budget'] else ''} | {r['n']} | {round(mean_std(r['n_cold'])[0])} | "
+                     f"{fmt_ms(r['warm']['recall@10'])} | {fmt_ms(r['cold']['recall@10'])} | "
+                     f"{fmt(c / w if w else None)} | {_pooled_hits(r, w)} | {fmt_ms(r['warm']['ndcg@10'])} | "
+                     f"{fmt_ms(r['cold']['ndcg@10'])} | {fmt_ms(r['test']['ndcg@10'])} |"
+                     + (f" {_settings(groups[label])} |" if with_settings else ""))
+    if len(lines) == 2:
+        lines.append("| (not run yet) |" + " |" * (9 + with_settings))
     lines += ["", "Cold hits: test rows with a cold target ranked in the top 10, summed over the seeds, of all cold "
                   "rows; the interval is the 95% Wilson interval of the pooled cold Recall@10, divided by the mean "
                   "warm Recall@10 (whose own error is much smaller: ten times the rows). With ~87 cold rows per "
                   "seed, one hit moves a seed's ratio by about 0.1."]
-    lines += _budget_note(rows, runs)
-    lines += _cold_by_epoch(runs)
-    lines += _cold_diagnosis(runs)
-    lines += _new_item_offset(runs)
-    lines += _not_run_note(rows, "COLD_ORDER")
+    return lines + _budget_note(rows, runs)
+
+
+def section_coldstart(cold: dict) -> str:
+    runs = cold.get("runs", [])
+    current, _ = split_current(runs)
+    lines = ["## Cold start", "",
+             "`cold_item_ratio: 0.1` for every model (`recbole_pmmrec/data/splits.py`): 10% of the items, drawn "
+             "with the run's seed, lose all their training interactions (removed from training histories and "
+             "targets) and stay ranking candidates; validation and test rows are unchanged, so some test targets "
+             "are items no model saw in training. After training, `bench/suite/worker.py` scores the test rows "
+             "again with the trainer's own full-ranking scores (history items masked as RecBole does), takes the "
+             "rank of each row's target and splits the rows by `dataset.cold_items[target]`. An ID model has only "
+             "an untrained embedding for a cold item; PMMRec computes it from its text and poster. Today's "
+             "settings only; the diagnostics (by epoch, by popularity, a score offset for new items) and older "
+             "settings are in [docs/benchmarks-history.md](docs/benchmarks-history.md).", ""]
+    lines += cold_table(current)
+    lines += _not_run_note(quality_table_rows([r for r in current if run_label(r) == r.get("label")]), COLD_ORDER)
     bad = status_line(runs)
     if bad:
         lines += ["", f"Not finished: {bad}."]
     return "\n".join(lines) + "\n"
+
+
+def cold_studies(cold: dict) -> str:
+    """The history document's cold-start part: older settings, then the diagnostics of every run."""
+    runs = cold.get("runs", [])
+    _, older = split_current(runs)
+    lines = ["## Cold start: older settings and diagnostics", ""]
+    if done(older):
+        lines += ["Runs of settings that changed or left the package since (each row's overrides from its runs' "
+                  "stored specs; `v0.x` labels: that version's default), same protocol as BENCHMARKS.md:", "",
+                  *cold_table(older, with_settings=True)]
+    lines += _cold_by_epoch(runs)
+    lines += _cold_diagnosis(runs)
+    lines += _new_item_offset(runs)
+    return "\n".join(lines) + "\n"
+
+
+def quality_history(quality: dict) -> str:
+    """The history document's quality part: runs of settings that changed or left the package."""
+    _, older = split_current(quality.get("runs", []))
+    if not done(older):
+        return ""
+    return "\n".join(["## Quality: older settings", "",
+                      "Runs of settings that changed or left the package since (each row's overrides from its runs' "
+                      "stored specs; `v0.x` labels: that version's default), same protocol as BENCHMARKS.md:", "",
+                      *quality_table(older, with_settings=True)]) + "\n"
 
 
 def _new_item_offset(runs: list[dict]) -> list[str]:
@@ -519,7 +482,7 @@ def _new_item_offset(runs: list[dict]) -> list[str]:
     if not groups:
         return []
     mean = statistics.fmean
-    lines = ["", "Would a score offset for new items help? (`bench/worker.py`, `new_item_offset`.) After training, "
+    lines = ["", "Would a score offset for new items help? (`bench/suite/ranks.py`, `new_item_offset`.) After training, "
                  "an offset is added to the score of every item without a training interaction, chosen from -3 to 3 "
                  "score scales (a scale: the median over the rows of the 10th-highest score minus the median score) "
                  "to maximise validation NDCG@10 over all rows, then applied to the test rows. A negative offset "
@@ -586,7 +549,7 @@ def _cold_by_epoch(runs: list[dict], max_rows: int = 20) -> list[str]:
                     f"{fmt(warm, 4)} | {fmt(ratio)} | {fmt_ms([p['score'] for p in points])} |")
 
         if not lines:
-            lines += ["", "Validation rows by target after each epoch (`bench/worker.py` records them for cold-start "
+            lines += ["", "Validation rows by target after each epoch (`bench/suite/worker.py` records them for cold-start "
                           "runs; the validation targets are other interactions than the test targets, so this is a "
                           "second sample), pooled over the seeds that reached the epoch:"]
         lines += ["", f"{label}:", "",
@@ -612,7 +575,7 @@ def _cold_diagnosis(runs: list[dict]) -> list[str]:
     mean = lambda xs: statistics.fmean(xs) if xs else None  # noqa: E731
     buckets = [(b["lo"], b["hi"]) for b in next(iter(by.values()))[0]["buckets"]]
     names = [f"{lo}-{hi - 1}" if hi < 10**9 else f">= {lo}" for lo, hi in buckets]
-    lines = ["", "Why cold targets rank lower (`bench/worker.py`, `cold_diagnosis`; mean over the runs that recorded it): "
+    lines = ["", "Why cold targets rank lower (`bench/suite/ranks.py`, `cold_diagnosis`; mean over the runs that recorded it): "
              "median 0-based rank of the test targets, the targets' median popularity (interactions in the whole "
              "data set), and the mean score of cold vs warm items within popularity buckets (over every test "
              "row where the item is a candidate). Where warm items of the same popularity score higher than cold "
@@ -711,18 +674,17 @@ def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
                      f"{fmt(b['score'], 4) + ' (' + str(b['epoch'] + 1) + ')' if b else '—'} | "
                      f"{fmt(b['wall_s'] if b else None, 0)} | {fmt(median([p.get('train_s') for p in r.get('curve', [])]), 1)} | "
                      f"{fmt(median([p.get('valid_s') for p in r.get('curve', [])]), 1)} | "
-                     f"{fmt((r.get('data_s') or 0) + (r.get('model_s') or 0), 0)} | "
+                     f"{fmt(_setup_s(r), 0)} | "
                      f"{fmt((r.get('peak_rss_bytes') or 0) / GB, 2, ' GiB')} |")
     lines.append("")
     ratios = []
     for name in ("pmmrec", "pmmrec_k1"):
         if sp.get(f"{name}_epoch_ratio") is not None:
             label = tags[name]["label"]
-            old = " v0." in label  # a run kept from an earlier default: not side by side with this SASRec run
+            old = _old_keys(tags[name])  # a run kept from an earlier default: not side by side with this SASRec run
             ratios.append(f"{label} / SASRec: {sp[f'{name}_epoch_ratio']:.2f}x per epoch, "
                           f"{fmt(sp.get(f'{name}_eval_ratio'))}x per full evaluation"
-                          + (" (an earlier speed run with that version's default, against this SASRec run)"
-                             if old else ""))
+                          + (f" (an earlier speed run, made with {old}, against this SASRec run)" if old else ""))
     if ratios:
         lines += ["Ratios to the SASRec run above: " + "; ".join(ratios) + ".", ""]
     for suffix, what in (("_ti", "text + image, k = 1 trainable block of MiniLM and of EfficientNet-Lite0"),
@@ -733,13 +695,14 @@ def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
         lines += [f"**Cached top-k against end_to_end** ({what}; few_shot_ratio "
                   f"{c['spec']['config'].get('few_shot_ratio')} of the training users = {c.get('n_train_rows')} "
                   f"training windows; "
-                  + _v01_note(c["spec"]["config"])
+                  + (f"made with {_old_keys(c)}; " if _old_keys(c) else "")
                   + f"the faster of the first "
                   f"{min(len(c['epoch_s']), len(e['epoch_s']))} epoch(s) of each): cached "
                   f"{sp[f'cached_epoch_s{suffix}']:.1f} s, end_to_end {sp[f'e2e_epoch_s{suffix}']:.1f} s per epoch, "
                   f"**{sp[f'cached_speedup{suffix}']:.1f}x** (peak RSS {fmt((c.get('peak_rss_bytes') or 0) / GB, 2)} "
                   f"vs {fmt((e.get('peak_rss_bytes') or 0) / GB, 2)} GiB; setup, including the cache of the "
-                  f"bottom states, {fmt(c.get('data_s'), 0)} s vs {fmt(e.get('data_s'), 0)} s)."
+                  f"bottom states, {fmt(_setup_s(c, with_model=False), 0)} s vs "
+                  f"{fmt(_setup_s(e, with_model=False), 0)} s)."
                   + (f" The end_to_end run was {e['note']}." if e.get("note") else ""), ""]
     if sp.get("cache_build_s") is not None:
         lines += [f"**Encoder-state cache build** (ml100k-posters, 1,682 items, MiniLM text + EfficientNet-Lite0 "
@@ -809,24 +772,10 @@ def _budget_note(rows: dict, runs: list[dict]) -> list[str]:
                 "stopping: not converged; tested with its best validation epoch so far."]
 
 
-def _not_run_note(rows: dict, order: str) -> list[str]:
+def _not_run_note(rows: dict, order: list[str]) -> list[str]:
     """"Not run yet: ..." for the suite's labels of a part (``QUALITY_ORDER`` / ``COLD_ORDER``) without results."""
-    missing = [label for label in _suite_models(order) if label not in rows]
+    missing = [label for label in order if label not in rows]
     return ["", "Not run yet: " + ", ".join(missing) + "."] if rows and missing else []
-
-
-def _suite_models(name: str) -> list[str]:
-    """The model labels ``bench/run.py`` runs in a part (``QUALITY_ORDER`` / ``COLD_ORDER``)."""
-    return list(_run_attr(name, []))
-
-
-def _run_attr(name: str, default):
-    """``bench/run.py``'s ``name`` (``default`` when it cannot be imported)."""
-    try:
-        import run
-    except ImportError:
-        return default
-    return getattr(run, name, default)
 
 
 def _keys_text(keys: dict) -> str:
@@ -834,11 +783,22 @@ def _keys_text(keys: dict) -> str:
     return ", ".join(f"`{k}: {v}`" for k, v in keys.items())
 
 
-def _v01_note(config: dict) -> str:
-    """"`w_rcl: 0.1`, the default until 2026-11-30; " for a run made with ``run.V01``'s old defaults."""
-    # a key the run's config does not name is the current default (old runs had theirs written in)
-    old = {k: v for k, v in _run_attr("V01", {}).items() if k in config and config[k] == v}
-    return _keys_text(old) + ", the default until 2026-11-30; " if old else ""
+SPEED_KEYS = {"few_shot_ratio", "text_train_layers", "image_train_layers", "modalities", "encoder_mode"}
+
+
+def _old_keys(run: dict) -> str:
+    """The overrides of a speed run beyond what the speed part sets (the keys of an earlier default), as text."""
+    return _keys_text({k: v for k, v in overrides_of(run.get("spec") or {}).items() if k not in SPEED_KEYS})
+
+
+def _setup_s(run: dict, with_model: bool = True) -> float | None:
+    """Seconds before training starts: ``setup_s`` (data, encoder-state cache and model, timed by the worker up to
+    the first epoch), or in older records ``data_s`` (+ ``model_s``)."""
+    if run.get("setup_s") is not None:
+        return run["setup_s"]
+    if run.get("data_s") is None:
+        return None
+    return run["data_s"] + ((run.get("model_s") or 0) if with_model else 0)
 
 
 def _lanes_text(speed: dict) -> str:
@@ -859,7 +819,7 @@ def _capped_epochs(run: dict) -> int | None:
 
 
 def _cache_reuse(path: Path) -> str | None:
-    """One paragraph from ``bench/cache_reuse.py``'s record (a separate script; its own machine state)."""
+    """One paragraph from ``bench/studies/cache_reuse.py``'s record (a separate script; its own machine state)."""
     if not path.exists():
         return None
     r = json.loads(path.read_text())
@@ -867,7 +827,7 @@ def _cache_reuse(path: Path) -> str | None:
     if not first or not second:
         return None
     load = r.get("load_average_at_end")
-    return (f"**Encoder-state cache build and reuse** (`python bench/cache_reuse.py`, {r.get('dataset')}, MiniLM "
+    return (f"**Encoder-state cache build and reuse** (`python bench/studies/cache_reuse.py`, {r.get('dataset')}, MiniLM "
             f"text + EfficientNet-Lite0 posters, default boundary = frozen encoders): data preparation with an "
             f"empty cache {first['total_s']:.0f} s (item features {first['item_features_s']:.0f} s), the same with "
             f"the cache filled {second['total_s']:.1f} s ({second['item_features_s']:.1f} s): "
@@ -906,27 +866,43 @@ def replace_section(text: str, name: str, body: str, before: str | None = None) 
     return text.rstrip() + ("\n\n" if text.strip() else "") + block + "\n"
 
 
-def write_report(results_dir: Path, plots_dir: Path, markdown: Path) -> str:
+HISTORY_HEAD = """# Benchmarks: history and studies
+
+Generated by `python bench/run.py report` from `bench/results/*.json`, together with BENCHMARKS.md; do not edit
+(hand-written notes: [benchmarks-notes.md](benchmarks-notes.md)). Rows come from the label and spec stored with
+each run, so the settings listed here need not exist in the package any more.
+"""
+
+
+def write_report(results_dir: Path, plots_dir: Path, markdown: Path, history: Path | None = None) -> str:
+    """Rewrite this suite's sections of ``markdown`` (other text in it is kept), its plots, and (when given) the
+    generated ``history`` document; returns the markdown's text."""
     results_dir, plots_dir, markdown = Path(results_dir), Path(plots_dir), Path(markdown)
-    speed, quality, cold, scaling = (load(results_dir, p) for p in ("speed", "quality", "coldstart", "scaling"))
+    speed, quality, cold, scaling = (load_results(p, results_dir) for p in ("speed", "quality", "coldstart", "scaling"))
     sp, sc = speed_numbers(speed), scaling_numbers(scaling)
-    q, cs = quality_table_rows(quality.get("runs", [])), quality_table_rows(cold.get("runs", []))
+    q = quality_table_rows(split_current(quality.get("runs", []))[0])
+    cs = quality_table_rows(split_current(cold.get("runs", []))[0])
     metas = [part.get("meta") or {} for part in (speed, quality, cold, scaling)]
     meta = next((m for m in metas if m.get("cpus")), {})  # a part's meta can hold only its lanes' notes
     md_dir = markdown.parent
     bodies = {
-        "intro": section_intro(meta),
+        "intro": section_intro(),
         "targets": section_targets(sp, q, cs, sc),
         "quality": section_quality(quality, plots_dir, md_dir),
         "coldstart": section_coldstart(cold),
         "speed": section_speed(speed, sp, plots_dir, md_dir),
         "scaling": section_scaling(scaling, sc, plots_dir, md_dir),
+        "method": section_method(meta),
     }
     text = markdown.read_text() if markdown.exists() else ""
     for name in SECTIONS:
         text = replace_section(text, name, bodies[name], before="## Transfer")
     markdown.write_text(text)
+    if history is not None:
+        parts = [HISTORY_HEAD, quality_history(quality), cold_studies(cold)]
+        Path(history).write_text("\n".join(p for p in parts if p))
     summary = {"speed": {k: v for k, v in sp.items() if k != "tags"},
                "scaling": {k: v for k, v in sc.items() if k not in ("rows", "failed")}}
-    (results_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str)) if results_dir.exists() else None
+    if results_dir.exists():
+        write_json(results_dir / "summary.json", summary)
     return text

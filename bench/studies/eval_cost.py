@@ -1,6 +1,6 @@
 """Cost of one full evaluation, PMMRec against RecBole's SASRec, measured side by side in one process.
 
-    .venv/bin/python bench/eval_cost.py --data-dir /tmp/pmmrec_data [--threads 1] [--repeats 7] [--train-epochs 5]
+    .venv/bin/python bench/studies/eval_cost.py --data-dir /tmp/pmmrec_data [--threads 1] [--repeats 7] [--train-epochs 5]
 
 Builds both models on ml100k-posters with the plugin's factories (as ``run_recbole_pmmrec`` does; PMMRec
 reads its encoder-state cache from ``--cache-dir``) and times ``trainer.evaluate`` on the validation data,
@@ -31,7 +31,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 
@@ -68,9 +68,9 @@ def one_evaluation(trainer, data, dtype: str | None = None) -> float:
 
 def dtype_agreement(trainer, test_data) -> dict:
     """Test metrics of the current PMMRec weights with float32 and with bfloat16 item vectors, and how many
-    test users keep the same top 10 and the same target rank (scored and ranked as ``bench/worker.py`` does)."""
+    test users keep the same top 10 and the same target rank (scored and ranked as ``bench/suite/ranks.py`` does)."""
     import torch
-    from worker import rank_of_target
+    from bench.suite.ranks import rank_of_target
 
     model = trainer.model
     out, top, ranks = {}, {}, {}

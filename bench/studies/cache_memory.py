@@ -1,7 +1,7 @@
 """Peak memory of building the text encoder-state cache for a large synthetic catalogue.
 
-    .venv/bin/python bench/cache_memory.py                      # 100,000 items, random 2-layer BERT
-    .venv/bin/python bench/cache_memory.py --encoder minilm     # the real all-MiniLM-L6-v2 (~9 min)
+    .venv/bin/python bench/studies/cache_memory.py              # 100,000 items, random 2-layer BERT
+    .venv/bin/python bench/studies/cache_memory.py --encoder minilm # the real all-MiniLM-L6-v2 (~9 min)
 
 The point is bounded memory: states are streamed to disk batch by batch, so the process never
 holds the (n_items, L, D) array. The default encoder is a random-weight BERT with MiniLM's width
@@ -25,7 +25,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402

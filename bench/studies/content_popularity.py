@@ -7,7 +7,7 @@ validated over the items, and prints the Spearman correlation of the held-out pr
 for each modality and both, at three ridge penalties. No training of PMMRec; the cached encoder states are
 read (built first if missing, as a run would).
 
-    python bench/content_popularity.py --data-dir /tmp/pmmrec_data --datasets ml100k-posters microlens-50k
+    python bench/studies/content_popularity.py --data-dir /tmp/pmmrec_data --datasets ml100k-posters microlens-50k
 
 Results go to bench/results/content_popularity.json.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 PENALTIES = (10.0, 100.0, 1000.0)
 

@@ -1,16 +1,10 @@
-"""bench/cold_calibration.py on stored scores made up here (no training, no real data)."""
-
-import sys
-from pathlib import Path
+"""bench/studies/cold_calibration.py on stored scores made up here (no training, no real data)."""
 
 import numpy as np
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.insert(0, str(BENCH))
-
-import cold_calibration as cc  # noqa: E402
+from bench.studies import cold_calibration as cc
 
 
 def test_choose_picks_the_validation_best_and_applies_it_to_test():

@@ -1,23 +1,23 @@
 """Cold start: does PMMRec tell new items apart, and would knowing their popularity close the gap?
 
 For each seed this trains PMMRec (the properties' defaults, or ``--set key=value`` overrides) on the cold-start
-split of a data set (``cold_item_ratio: 0.1``, as ``bench/run.py coldstart``), keeps the full-ranking scores of
+split of a data set (``cold_item_ratio: 0.1``, as ``python bench/run.py coldstart``), keeps the full-ranking scores of
 every validation and test row, and asks four things of them. "New items" are the items without a training
 interaction (the cold items, and any item first seen after training).
 
 1. ``among_new``: the rank of each cold test target among the new items only, for the model and for a
    content prior alone (below). An ID model can only rank them at random.
 2. ``offset``: one score offset for every new item, chosen on validation NDCG@10 over all rows (as
-   ``new_item_offset`` in ``bench/worker.py``).
+   ``new_item_offset`` in ``bench/suite/ranks.py``).
 3. ``content_prior``: new item i gets ``scale * (b + a * z_i)`` added, where z_i is a ridge regression from
-   the frozen encoder features (``bench/content_popularity.py``) to log(1 + training interactions), fitted
+   the frozen encoder features (``bench/studies/content_popularity.py``) to log(1 + training interactions), fitted
    on the trained items and standardised over them; a and b chosen on validation NDCG@10 over all rows.
    This is something a deployment could do.
 4. ``oracle_popularity``: each new item's mean validation score is moved to the mean validation score of
    trained items with the same popularity in the whole data set (a Gaussian kernel over log popularity).
    The whole data set includes the test period, so this is a bound, not a method.
 
-    python bench/cold_calibration.py --seeds 2020 2021 [--data-dir /tmp/pmmrec_data] [--work-dir /tmp/pmmrec_bench]
+    python bench/studies/cold_calibration.py --seeds 2020 2021 [--data-dir /tmp/pmmrec_data] [--work-dir /tmp/pmmrec_bench]
 
 Scores are kept under ``<work-dir>/cold_scores/`` (safetensors; reused unless ``--fresh``); results go to
 ``bench/results/cold_calibration.json``.
@@ -36,13 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
 
-from content_popularity import features  # noqa: E402
-from worker import (new_item_mask, rank_among, rank_metrics, rank_of_target, remove_checkpoints,  # noqa: E402
-                    score_spans, scored_rows)
+from bench.studies.content_popularity import features  # noqa: E402
+from bench.suite.ranks import (new_item_mask, rank_among, rank_metrics, rank_of_target, score_spans,  # noqa: E402
+                               scored_rows)
+from bench.suite.results import defaults_digest  # noqa: E402
+from bench.suite.worker import remove_checkpoints  # noqa: E402
 
 OFFSETS = tuple(k / 10 for k in range(-30, 31, 2))  # b, in score scales
 PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)  # a, in score scales per standard deviation of the prior
@@ -87,14 +88,13 @@ def train_and_score(seed: int, args) -> dict:
     for modality, (pooled, present) in features(dataset).items():  # items 1..n-1
         out[f"{modality}_features"] = torch.as_tensor(pooled)
         out[f"has_{modality}"] = torch.as_tensor(present)
-    remove_checkpoints(trainer)
+    remove_checkpoints(trainer.saved_model_file)
     return out
 
 
 def load_or_train(seed: int, args) -> dict:
     from safetensors.torch import load_file, save_file
 
-    from run import defaults_digest
 
     tag = json.dumps(args.overrides, sort_keys=True) if args.overrides else ""
     digest = defaults_digest("PMMRec", args.dataset)

@@ -1,6 +1,6 @@
 """Encoder-state cache reuse: the first data preparation encodes every item, the second reads the cache.
 
-    .venv/bin/python bench/cache_reuse.py --data-dir /tmp/pmmrec_data [--dataset ml100k-posters]
+    .venv/bin/python bench/studies/cache_reuse.py --data-dir /tmp/pmmrec_data [--dataset ml100k-posters]
 
 Runs PMMRec's data preparation (dataset loading + item content + encoder-state caches + split) twice with the
 offline default encoders (MiniLM text, EfficientNet-Lite0 image) on an empty cache folder, then once more with

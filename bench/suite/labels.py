@@ -1,0 +1,84 @@
+"""What each label of the suite runs: a model and its config overrides of the properties' defaults.
+
+Only settings the package has today are here. A run already in bench/results keeps its own ``label`` and
+``spec`` (with every override it was made with), so the report shows it without this registry:
+``overrides_of(spec)`` recovers its keys, and ``is_current(run)`` tells whether it is the label's setting of
+today (its overrides equal the label's here) or history.
+"""
+
+from __future__ import annotations
+
+DATASET = "ml100k-posters"
+SEEDS = [2020, 2021, 2022]
+# cold start: each seed has only ~87 cold test rows on ml100k-posters, so --seed-list may add these (the
+# report pools every seed of a label and shows how many)
+COLD_EXTRA_SEEDS = [2023, 2024]
+
+# The PMMRec labels of the issue's table: ablations of the default (text + image, frozen encoders with cached
+# states, NIP + NICL + NID), each label's suffix -> its keys.
+SUITE = {
+    "": {},
+    " text-only": {"modalities": ["text"]},
+    # 19 movies have no poster: they keep a zero item vector (counted in the run's log), so that image-only is
+    # ranked over the same candidates as every other model
+    " image-only": {"modalities": ["image"], "contentless_items": "zero"},
+    " w/o NICL": {"w_nicl": 0.0},
+    " w/o NID": {"w_nid": 0.0},
+    " with RCL": {"w_rcl": 0.1},  # the paper's fourth objective (the default before 2026-11-30)
+}
+PMMREC = {"PMMRec" + suffix: keys for suffix, keys in SUITE.items()}
+# settings tried against the default (not in the issue's table)
+PMMREC.update({
+    "PMMRec coarse fusion": {"image_grid": 1, "text_groups": 1},  # one token per modality enters the fusion
+    "PMMRec mlp": {"projection": "mlp"},  # more item-tower capacity
+    "PMMRec image-only mlp": {**SUITE[" image-only"], "projection": "mlp"},
+    # tried on MicroLens-50K (19,220 items, where the in-batch softmax sees a small share of the catalogue per step)
+    "PMMRec text-only mlp": {"modalities": ["text"], "projection": "mlp"},
+    "PMMRec text-only CE": {"modalities": ["text"], "loss_type": "CE"},  # full-catalogue softmax
+})
+BASELINES = {
+    "SASRec": {},
+    "GRU4Rec": {},
+    "BERT4Rec": {},
+    "FDSA": {"selected_features": ["genres"], "pooling_mode": "mean"},
+    "Pop": {},
+}
+# baselines whose early stopping and checkpoint follow validation NDCG@10 with the input history removed (the rule
+# PMMRec ranks by) instead of RecBole's score; the label's model is the part before the first space
+SELECT = {"SASRec hr-selected": "history_removed"}
+BASELINES.update({label: dict(BASELINES[label.split(" ")[0]]) for label in SELECT})
+QUALITY_ORDER = ["PMMRec", "SASRec", "SASRec hr-selected", "PMMRec text-only", "GRU4Rec", "FDSA", "PMMRec image-only",
+                 "Pop", "PMMRec w/o NICL", "PMMRec w/o NID", "PMMRec with RCL", "BERT4Rec"]
+COLD_ORDER = ["PMMRec", "SASRec", "PMMRec text-only", "GRU4Rec", "FDSA", "PMMRec image-only", "BERT4Rec"]
+# keys every run of a part sets (paths, budget, seed, the part's protocol): not a model setting
+RUN_KEYS = frozenset({"data_path", "checkpoint_dir", "log_dir", "tensorboard_dir", "cache_dir", "show_progress",
+                      "epochs", "stopping_step", "state", "seed", "threads", "cold_item_ratio"})
+
+
+def model_of(label: str) -> tuple[str, dict]:
+    """(model name, config overrides) of a label of the registry."""
+    if label in PMMREC:
+        return "PMMRec", dict(PMMREC[label])
+    return label.split(" ")[0], dict(BASELINES[label])
+
+
+def overrides_of(spec: dict) -> dict:
+    """The model settings a run was made with: its spec's config without the keys every run sets."""
+    return {k: v for k, v in sorted((spec.get("config") or {}).items()) if k not in RUN_KEYS}
+
+
+def is_current(run: dict) -> bool:
+    """Whether a stored run is its label's setting of today: the label is in the registry and the run's overrides
+    are the label's (older runs of a relabelled or removed setting are history)."""
+    label, spec = run.get("label"), run.get("spec") or {}
+    if label not in PMMREC and label not in BASELINES:
+        return False
+    model, keys = model_of(label)
+    return spec.get("model") == model and overrides_of(spec) == keys and spec.get("select") == SELECT.get(label)
+
+
+def run_label(run: dict) -> str:
+    """A run's row: its label, plus " on DATASET" for a run on another data set than the suite's."""
+    label = run.get("label", run["spec"]["model"])
+    dataset = run["spec"].get("dataset", DATASET)
+    return label if dataset == DATASET else f"{label} on {dataset}"

@@ -1,0 +1,143 @@
+"""The suite's results: the identity of a run, and the JSON files under ``bench/results/`` (one per part).
+
+Several ``bench/run.py`` processes (or ``--jobs`` lanes, threads of one) may write the same part: every
+read-modify-write holds an exclusive file lock. A record is never dropped here; ``add_run`` replaces only the
+record with the same key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "bench" / "results"
+PATH_KEYS = frozenset({"data_path", "checkpoint_dir", "log_dir", "tensorboard_dir", "cache_dir", "text_encoder"})
+
+
+# ---------------------------------------------------------------------------- identity of a run
+def run_key(spec: dict, with_tag: bool = True) -> str:
+    """Identity of a run: model, dataset, mode, tag and every config key that is not a path (``with_tag=False``:
+    the identity of its training, for reusing a finished run of another part)."""
+    ident = {"model": spec["model"], "dataset": spec["dataset"], "mode": spec.get("mode", "fit"),
+             "tag": spec.get("tag") if with_tag else None,  # same config, another purpose (cache build fresh / warm)
+             "n_epochs": spec.get("n_epochs"),
+             "config": {k: v for k, v in sorted(spec["config"].items()) if k not in PATH_KEYS}}
+    if spec.get("select"):  # checkpoint selection rule (bench/suite/worker.py); absent = RecBole's, as in older keys
+        ident["select"] = spec["select"]
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def defaults_digest(model: str, dataset: str) -> str:
+    """Digest of the defaults a run of ``model`` on ``dataset`` starts from: this project's overall, model and data
+    set ``.yaml`` properties (parsed, so comments do not count) and the RecBole version, whose own model defaults a
+    baseline takes. ``run_key`` holds only a run's overrides, so a finished run is reused only while its digest
+    matches: after a default changes, the same overrides make another model."""
+    import yaml  # a dependency of recbole
+
+    props = REPO / "properties"
+    files = [props / "overall.yaml", props / "model" / f"{model}.yaml", props / "dataset" / f"{dataset}.yaml"]
+    parsed = {f.relative_to(REPO).as_posix(): yaml.safe_load(f.read_text()) for f in files if f.is_file()}
+    parsed["recbole"] = importlib.metadata.version("recbole")
+    return hashlib.sha256(json.dumps(parsed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def machine() -> dict:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = None
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
+            "cpus": os.cpu_count(), "loadavg_at_start": load, "python": platform.python_version(),
+            "commit": commit}
+
+
+# ---------------------------------------------------------------------------- the files
+def load_results(part: str, results_dir: Path | None = None) -> dict:
+    path = Path(results_dir or RESULTS) / f"{part}.json"
+    return json.loads(path.read_text()) if path.exists() else {"part": part, "runs": []}
+
+
+def save_results(part: str, data: dict) -> None:
+    write_json(RESULTS / f"{part}.json", data)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` through a temporary file, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def slim(record: dict) -> dict:
+    """Drop bulky fields before storing a record in bench/results."""
+    return {k: v for k, v in record.items() if k not in ("traceback",)}
+
+
+def find_done(key: str, defaults: str, parts=("speed", "quality", "coldstart")) -> dict | None:
+    """A finished run with this reuse key that started from the same defaults (``defaults_digest``), or None."""
+    stale = None
+    for part in parts:
+        for rec in load_results(part)["runs"]:
+            if rec.get("reuse_key", rec.get("key")) == key and rec.get("status") == "done":
+                if rec.get("defaults") == defaults:
+                    return rec
+                stale = rec
+    if stale is not None:
+        print(f"[bench] run {key} ({stale.get('label')}) finished with other defaults (properties/*.yaml or the "
+              f"RecBole version changed since): not reused", flush=True)
+    return None
+
+
+def add_run(part: str, record: dict) -> None:
+    """Add (or replace) one run in ``bench/results/<part>.json``."""
+    with locked(part):
+        data = load_results(part)
+        data["runs"] = [r for r in data["runs"] if r.get("key") != record.get("key")] + [slim(record)]
+        save_results(part, data)
+
+
+def note_invocation(part: str, **info) -> None:
+    """Record this invocation (date, threads, ...) under the part's ``meta["lanes"]``; the report reads it."""
+    with locked(part):
+        data = load_results(part)
+        data.setdefault("meta", machine())
+        data["meta"].setdefault("lanes", []).append({"date": machine()["date"], **info})
+        save_results(part, data)
+
+
+@contextlib.contextmanager
+def locked(part: str):
+    """An exclusive lock on a part's file; each call opens the lock file anew, so it also excludes the other
+    threads of this process."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f".{part}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def claimed(work: Path, key: str):
+    """Yields True while this process holds run ``key`` (a non-blocking lock on ``runs/<key>.lock``), False when
+    another process (a second ``bench/run.py`` lane) is running it already."""
+    runs = Path(work) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    with open(runs / f"{key}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True

@@ -1,0 +1,47 @@
+"""bench/suite/labels.py: the registry names only settings the package has, and stored runs render from their
+own spec (today's setting of a label, or history)."""
+
+import pytest
+
+from bench.suite import labels
+
+LEFT_THE_PACKAGE = ("text_tokens", "item_feature_dropout", "modality_dropout", "text_skip", "image_skip")
+
+
+def test_every_label_sets_keys_the_package_reads():
+    from recbole_pmmrec.config import known_keys
+
+    known = known_keys()
+    for label in [*labels.PMMREC, *labels.BASELINES]:
+        model, keys = labels.model_of(label)
+        assert not set(keys) & set(LEFT_THE_PACKAGE), label
+        if model == "PMMRec":
+            assert set(keys) <= known, (label, set(keys) - known)
+    for label in labels.QUALITY_ORDER + labels.COLD_ORDER:
+        labels.model_of(label)  # every label of a part is in the registry
+
+
+def _run(label, model, **keys):
+    return {"label": label, "spec": {"model": model, "config": {"seed": 2020, "data_path": "/d", "epochs": 40,
+                                                                "cold_item_ratio": 0.1, **keys}}}
+
+
+def test_a_stored_run_is_current_only_with_its_labels_keys_of_today():
+    assert labels.overrides_of(_run("x", "PMMRec", projection="mlp")["spec"]) == {"projection": "mlp"}
+    assert labels.is_current(_run("PMMRec", "PMMRec"))
+    assert labels.is_current(_run("PMMRec coarse fusion", "PMMRec", image_grid=1, text_groups=1))
+    assert not labels.is_current(_run("PMMRec coarse fusion", "PMMRec", image_grid=1, text_tokens=1))  # renamed since
+    assert not labels.is_current(_run("PMMRec", "PMMRec", text_tokens=None))  # an older default under today's label
+    assert not labels.is_current(_run("PMMRec v0.2 dropout 0.5", "PMMRec", hidden_dropout_prob=0.5))
+    assert not labels.is_current(_run("PMMRec text skip", "PMMRec", text_skip=True))
+    sel = _run("SASRec hr-selected", "SASRec")
+    assert not labels.is_current(sel)  # the selection rule is part of the setting
+    sel["spec"]["select"] = "history_removed"
+    assert labels.is_current(sel)
+
+
+@pytest.mark.parametrize("dataset,row", [("ml100k-posters", "PMMRec"), ("microlens-50k", "PMMRec on microlens-50k")])
+def test_runs_on_another_data_set_get_a_row_of_their_own(dataset, row):
+    run = _run("PMMRec", "PMMRec")
+    run["spec"]["dataset"] = dataset
+    assert labels.run_label(run) == row

@@ -1,0 +1,192 @@
+"""bench/suite/report.py: made-up results in, BENCHMARKS.md sections, the history document and plots out."""
+
+import json
+
+import pytest
+
+from bench.suite import report
+
+
+def fit_run(label, tag, scores, epoch_s, valid_s, rss_gb, seed=2020, test=None, cold=None, keys=None):
+    """A stored fit run; ``keys``: the config overrides its spec holds (as bench/suite/driver.py writes them)."""
+    curve, wall = [], 0.0
+    for e, s in enumerate(scores):
+        wall += epoch_s + valid_s
+        curve.append({"epoch": e, "train_s": epoch_s, "valid_s": valid_s, "wall_s": wall, "score": s})
+    t = {"all": {"n": 100, "recall@10": test or 0.1, "ndcg@10": (test or 0.1) / 2, "mrr@10": (test or 0.1) / 3}}
+    if cold is not None:
+        t["cold"] = {"n": 10, "recall@10": cold[0], "ndcg@10": cold[0] / 2, "mrr@10": cold[0] / 3}
+        t["warm"] = {"n": 90, "recall@10": cold[1], "ndcg@10": cold[1] / 2, "mrr@10": cold[1] / 3}
+    return {"label": label, "tag": tag, "status": "done", "seed": seed, "curve": curve, "test": t,
+            "test_recbole": {"ndcg@10": (test or 0.1) / 2}, "peak_rss_bytes": int(rss_gb * 1024**3),
+            "data_s": 1.0, "model_s": 0.5,
+            "spec": {"model": label.split(" ")[0], "config": {"stopping_step": 3, "seed": seed, **(keys or {})}}}
+
+
+@pytest.fixture()
+def results(tmp_path):
+    res = tmp_path / "results"
+    res.mkdir()
+    speed = {"meta": {"cpus": 2, "date": "today", "loadavg_at_start": [1.0, 1.0, 1.0]}, "runs": [
+        fit_run("SASRec", "sasrec", [0.05, 0.08, 0.10, 0.09], epoch_s=10, valid_s=2, rss_gb=1.0),
+        fit_run("PMMRec", "pmmrec", [0.07, 0.11, 0.12], epoch_s=2, valid_s=1, rss_gb=2.0),
+        {"label": "c", "tag": "subset_cached", "status": "done", "epoch_s": [2.0, 3.0], "n_train_rows": 50,
+         "spec": {"config": {"few_shot_ratio": 0.03}}, "peak_rss_bytes": 1},
+        {"label": "e", "tag": "subset_e2e", "status": "done", "epoch_s": [30.0], "spec": {"config": {}},
+         "peak_rss_bytes": 1},
+        {"label": "cti", "tag": "subset_cached_ti", "status": "done", "epoch_s": [4.0, 5.0], "n_train_rows": 50,
+         "spec": {"config": {"few_shot_ratio": 0.1}}, "peak_rss_bytes": 1, "data_s": 3.0},
+        {"label": "eti", "tag": "subset_e2e_ti", "status": "done", "epoch_s": [40.0, 44.0], "spec": {"config": {}},
+         "peak_rss_bytes": 1, "data_s": 1.0},
+        {"label": "f", "tag": "build_fresh", "status": "done", "data_s": 100.0, "peak_rss_bytes": 1},
+        {"label": "w", "tag": "build_warm", "status": "done", "data_s": 10.0, "peak_rss_bytes": 1},
+    ]}
+    quality = {"runs": [fit_run("PMMRec", None, [0.1], 1, 1, 1, seed=s, test=t) for s, t in ((1, 0.2), (2, 0.3))]
+               + [fit_run("SASRec", None, [0.1], 1, 1, 1, test=0.2),
+                  # a setting of today's registry outside the issue's table, and a label the registry no longer has
+                  # (an old default's run: its label and keys are only in its record)
+                  fit_run("PMMRec mlp", None, [0.1], 1, 1, 1, test=0.3, keys={"projection": "mlp"}),
+                  fit_run("PMMRec v0.2 dropout 0.5", None, [0.1], 1, 1, 1, test=0.4,
+                          keys={"hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5, "exclude_history": False})]}
+    diagnosed = fit_run("PMMRec", None, [0.1], 1, 1, 1, cold=(0.1, 0.3))
+    diagnosed["test"]["diagnosis"] = {
+        "median_rank": {"cold": 530.0, "warm": 152.0}, "target_popularity_median": {"cold": 66.0, "warm": 123.0},
+        "buckets": [{"lo": 1, "hi": 10, "n_cold": 60, "n_warm": 470, "score_cold": -0.571, "score_warm": -0.738},
+                    {"lo": 150, "hi": 10**9, "n_cold": 11, "n_warm": 190, "score_cold": -0.227, "score_warm": 0.073}],
+        "among_new": {"n_new_items": 50, "n_rows": 10, "median_rank": 7.0, "recall@10": 0.6}}
+    diagnosed["new_item_offset"] = {  # with the offset: 3 of the 10 cold rows hit (1 without), warm 0.25
+        "step": -0.4, "scale": 2.0, "offset": -0.8, "n_new_items": 5,
+        "valid_ndcg@10": {"zero": 0.05, "chosen": 0.06},
+        "test": {"all": {"n": 100, "recall@10": 0.255, "ndcg@10": 0.12},
+                 "cold": {"n": 10, "recall@10": 0.3, "ndcg@10": 0.1}, "warm": {"n": 90, "recall@10": 0.25}}}
+    cold = {"runs": [diagnosed,
+                     fit_run("SASRec", None, [0.1], 1, 1, 1, cold=(0.0, 0.3)),
+                     fit_run("PMMRec text skip", None, [0.1], 1, 1, 1, cold=(0.2, 0.3), keys={"text_skip": True})]}
+    scaling = {"runs": [{"label": f"s{i}", "status": "done", "n_inter": n, "n_items": n // 10, "n_train_rows": n // 20,
+                         "epoch_s": [0.001 * n], "peak_rss_bytes": 10**8, "n_inter_target": n,
+                         "n_items_target": n // 10} for i, n in enumerate((10**4, 10**5, 10**6))]}
+    for name, data in (("speed", speed), ("quality", quality), ("coldstart", cold), ("scaling", scaling)):
+        (res / f"{name}.json").write_text(json.dumps(data))
+    return res
+
+
+def test_report_sections_ratios_and_plots(results, tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("## Transfer\n\nkeep me 0.1234\n")
+    history = tmp_path / "history.md"
+    text = report.write_report(results, tmp_path / "plots", md, history=history)
+    old = history.read_text()
+
+    # SASRec's best 0.10 at 3 epochs x 12 s = 36 s; PMMRec reaches 0.11 at epoch 2: 2 x 3 s = 6 s -> 6/36
+    sp = report.speed_numbers(json.loads((results / "speed.json").read_text()))
+    assert sp["pmmrec_reached"] and sp["pmmrec_ttq"] == pytest.approx(6 / 36)
+    assert sp["pmmrec_epoch_ratio"] == pytest.approx(0.2) and sp["pmmrec_eval_ratio"] == pytest.approx(0.5)
+    assert sp["cached_speedup"] == pytest.approx(15.0) and sp["cache_build_s"] == pytest.approx(90.0)
+    assert sp["cached_speedup_ti"] == pytest.approx(10.0)  # text + image pair: the faster epoch of each, 40 / 4
+    assert "**0.17**" in text and "15.0x" in text and "**10.0x**" in text
+    # quality: mean and sample std over two seeds; targets table compares with SASRec
+    assert "0.1250 ± 0.0354" in text  # ndcg@10 = recall/2 over (0.2, 0.3)
+    assert "0.1250 vs 0.1000 (1.25x)" in text
+    # a setting of today outside the suite's list goes to the second table with its keys, even when it scores best;
+    # a label the registry no longer has goes to the history document only, its keys read from its spec
+    others = text.index("Other settings of today's package")
+    assert text.index("| SASRec | 1 |") < others < text.index("| PMMRec mlp | 1 |")
+    assert "`projection: mlp` |" in text[others:]
+    assert "dropout" not in text and "text skip" not in text
+    row = next(line for line in old.splitlines() if line.startswith("| PMMRec v0.2 dropout 0.5 | 1 |"))
+    assert "0.2000 |" in row and row.endswith(
+        "| `attn_dropout_prob: 0.5`, `exclude_history: False`, `hidden_dropout_prob: 0.5` |")
+    assert "| PMMRec text skip | 1 | 10 | 0.3000 | 0.2000 | 0.67 |" in old and "`text_skip: True` |" in old
+    # cold start ratio 0.1 / 0.3; its diagnostics are in the history document
+    assert "0.1000 / 0.3000 = 0.33" in text
+    assert "| PMMRec | 1 | 530 / 152 | 66 / 123 | -0.571 / -0.738 (60 cold) | -0.227 / 0.073 (11 cold) | 7 of 50, 0.60 (6/10; random 0.2) |" in old
+    assert "| PMMRec | 1 | -0.4 | 0.0500 / 0.0600 | 1 / 3 of 10 | 0.300 / 0.250 | 0.0500 / 0.1200 |" in old
+    assert "530 / 152" not in text
+    # scaling: epoch time exactly linear -> slope 1
+    assert "**1.00**" in text
+    # other sections survive, ours come before them, plots exist and are referenced
+    assert text.index("<!-- bench:scaling -->") < text.index("## Transfer") and "keep me 0.1234" in text
+    for png in ("quality_valid_curves.png", "speed_valid_vs_time.png", "speed_ratios.png", "scaling.png"):
+        assert (tmp_path / "plots" / png).stat().st_size > 1000 and f"plots/{png}" in text
+    # the first screen: the targets table comes before every other table
+    assert text.index("## Targets at a glance") < text.index("## Quality") < text.index("## How these numbers are made")
+    # idempotent: a second run rewrites our sections in place
+    assert report.write_report(results, tmp_path / "plots", md, history=history) == text
+    assert history.read_text() == old
+
+
+def test_report_marks_missing_parts_and_unreached_quality(tmp_path):
+    res = tmp_path / "results"
+    res.mkdir()
+    speed = {"runs": [fit_run("SASRec", "sasrec", [0.05, 0.2], 10, 2, 1.0),
+                      fit_run("PMMRec", "pmmrec", [0.07, 0.11], 2, 1, 5.0)]}
+    (res / "speed.json").write_text(json.dumps(speed))
+    text = report.write_report(res, tmp_path / "plots", tmp_path / "B.md")
+    assert "never reaches it" in text and "not run" in text
+    # at PMMRec's best (0.11): PMMRec after 2 x 3 s, SASRec (first >= 0.11 at its second epoch) after 2 x 12 s
+    assert "6 / 24 = 0.25" in text
+    assert "**missed**" in text  # RSS 5 GiB > 4 GB and time to quality not reached
+
+
+def test_wilson_interval_and_pooled_cold_hits():
+    """The cold-start table's interval: Wilson's score interval (checked against its closed form at p = 0 and a
+    textbook value) and hits pooled over seeds from each seed's Recall@10 and row count."""
+    lo, hi = report.wilson(0, 89)
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(1.96**2 / (89 + 1.96**2))
+    lo, hi = report.wilson(7, 261)
+    assert (round(lo, 4), round(hi, 4)) == (0.0131, 0.0543)
+    row = {"n_cold": [89, 86, 86], "cold": {"recall@10": [6 / 89, 0.0, 1 / 86]}}
+    text = report._pooled_hits(row, 0.1)
+    assert text.startswith("7 / 261 (0.13-0.54)"), text
+
+
+def test_cold_by_epoch_pools_validation_hits_over_seeds():
+    def point(score, hits, n, warm):
+        return {"score": score, "valid_cold": {"n": n, "recall@10": hits / n}, "valid_warm": {"n": 500, "recall@10": warm}}
+    runs = [{"label": "PMMRec", "seed": 2020, "curve": [point(0.03, 4, 80, 0.10), point(0.05, 1, 80, 0.12)]},
+            {"label": "PMMRec", "seed": 2021, "curve": [point(0.04, 2, 70, 0.10)]},
+            {"label": "SASRec", "seed": 2020, "curve": [{"score": 0.05}]}]
+    for r in runs:
+        r.update(status="done", spec={"model": r["label"]})
+    lines = report._cold_by_epoch(runs)
+    text = "\n".join(lines)
+    assert "SASRec" not in text  # no split recorded: no table
+    assert "| 1 | 2 | 6 / 150 | 0.0400 | 0.1000 | 0.40 |" in text
+    assert "| 2 | 1 | 1 / 80 |" in text
+    assert "| selected | 2 | 3 / 150 | 0.0200 | 0.1100 | 0.18 |" in text  # seed 2020's epoch 2, seed 2021's epoch 1
+
+
+def test_runs_on_another_dataset_get_rows_of_their_own():
+    """bench/run.py --dataset: a cold-start run on another data set is neither pooled with the suite's runs of the
+    same label nor taken for them in the targets."""
+    main = fit_run("PMMRec", "q", [0.05], 10, 1, 1.0, cold=(0.02, 0.2))
+    other = fit_run("PMMRec", "q", [0.05], 10, 1, 1.0, cold=(0.15, 0.2))
+    other["spec"]["dataset"] = "microlens-50k"
+    rows = report.quality_table_rows([main, other])
+    assert rows["PMMRec"]["n"] == 1 and rows["PMMRec"]["cold"]["recall@10"] == [0.02]
+    assert rows["PMMRec on microlens-50k"]["cold"]["recall@10"] == [0.15]
+    text = report.section_coldstart({"runs": [main, other]})
+    assert "| PMMRec on microlens-50k | 1 |" in text and "| PMMRec | 1 |" in text
+    targets = report.section_targets({}, {}, rows, {})
+    assert "| PMMRec Recall@10 on cold targets / warm targets | >= 0.5 | 0.0200 / 0.2000 = 0.10 | **missed** |" in targets
+    assert "PMMRec on microlens-50k: Recall@10 on cold targets / warm targets (1 seed, ~10 cold rows each) | >= 0.5 | " \
+           "0.1500 / 0.2000 = 0.75 (budget-capped or < 3 seeds: no verdict) | — |" in targets
+
+
+def test_time_to_quality_under_one_protocol():
+    """With ``valid_history_removed`` on both curves, time to quality is also computed on it (SASRec's best under
+    that rule, PMMRec's first epoch at or above it)."""
+    sas = fit_run("SASRec", "sasrec", [0.03, 0.05, 0.06], epoch_s=10, valid_s=0, rss_gb=1)
+    pmm = fit_run("PMMRec", "pmmrec", [0.05, 0.08, 0.07], epoch_s=5, valid_s=0, rss_gb=1)
+    for p, v in zip(sas["curve"], [0.04, 0.07, 0.09]):
+        p["valid_history_removed"] = v
+    for p in pmm["curve"]:
+        p["valid_history_removed"] = p["score"]
+    sp = report.speed_numbers({"runs": [sas, pmm]})
+    assert sp["sasrec_best_hr"] == 0.09 and sp["sasrec_time_hr"] == 30
+    assert not sp["pmmrec_reached_hr"] and sp["pmmrec_best_hr"] == 0.08  # never reached: the ratio at its own best
+    assert sp["pmmrec_ttq_hr"] == pytest.approx(10 / 30)
+    assert sp["pmmrec_reached"]
+    assert sp["pmmrec_ttq"] == pytest.approx(10 / 30)  # RecBole's own numbers: SASRec's best 0.06 at 30 s
+    del sas["curve"][0]["valid_history_removed"]  # older runs: no same-protocol ratio
+    assert "pmmrec_ttq_hr" not in report.speed_numbers({"runs": [sas, pmm]})

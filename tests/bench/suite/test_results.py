@@ -1,0 +1,81 @@
+"""bench/suite/results.py: run identity, reuse by defaults, and results files shared by several writers."""
+
+import json
+from pathlib import Path
+
+from bench.suite import results
+
+
+def _add_many(results_dir, start, n):
+    results.RESULTS = Path(results_dir)
+    for i in range(start, start + n):
+        results.add_run("quality", {"key": f"k{i}", "label": "x", "status": "done"})
+
+
+def test_add_run_keeps_every_record_when_processes_write_at_once(tmp_path):
+    """bench/run.py processes sharing a results file (two lanes on two cores) must not lose each other's runs."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_add_many, args=(tmp_path, start, 25)) for start in (0, 100, 200)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    keys = {r["key"] for r in json.loads((tmp_path / "quality.json").read_text())["runs"]}
+    assert keys == {f"k{i}" for start in (0, 100, 200) for i in range(start, start + 25)}
+
+
+def test_add_run_keeps_every_record_when_threads_of_one_process_write_at_once(tmp_path, monkeypatch):
+    """The --jobs lanes are threads of one bench/run.py: add_run's file lock must exclude them too."""
+    import threading
+
+    monkeypatch.setattr(results, "RESULTS", Path(tmp_path))
+
+    def many(start):
+        for i in range(start, start + 25):
+            results.add_run("quality", {"key": f"k{i}", "label": "x", "status": "done"})
+
+    threads = [threading.Thread(target=many, args=(start,)) for start in (0, 100, 200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    keys = {r["key"] for r in json.loads((tmp_path / "quality.json").read_text())["runs"]}
+    assert keys == {f"k{i}" for start in (0, 100, 200) for i in range(start, start + 25)}
+
+
+def test_a_finished_run_is_reused_only_with_the_same_defaults(tmp_path, monkeypatch):
+    """run_key holds a run's overrides only: after a .yaml default changes, a finished run of the same overrides is
+    another model and must be rerun, not reused."""
+    monkeypatch.setattr(results, "RESULTS", Path(tmp_path))
+    now = results.defaults_digest("PMMRec", "ml100k-posters")
+    assert now == results.defaults_digest("PMMRec", "ml100k-posters")
+    assert now != results.defaults_digest("SASRec", "ml100k-posters") != results.defaults_digest("SASRec", "microlens-50k")
+    results.add_run("quality", {"key": "a", "reuse_key": "r", "status": "done", "defaults": "older"})
+    assert results.find_done("r", now) is None
+    results.add_run("quality", {"key": "b", "reuse_key": "r", "status": "done", "defaults": now})
+    assert results.find_done("r", now)["key"] == "b"
+
+    props = tmp_path / "properties" / "model"
+    props.mkdir(parents=True)
+    yaml_text = (results.REPO / "properties" / "model" / "PMMRec.yaml").read_text()
+    (props / "PMMRec.yaml").write_text(yaml_text + "\n# a comment does not change the defaults\n")
+    (tmp_path / "properties" / "overall.yaml").write_text((results.REPO / "properties" / "overall.yaml").read_text())
+    (tmp_path / "properties" / "dataset").mkdir()
+    (tmp_path / "properties" / "dataset" / "ml100k-posters.yaml").write_text(
+        (results.REPO / "properties" / "dataset" / "ml100k-posters.yaml").read_text())
+    monkeypatch.setattr(results, "REPO", tmp_path)
+    assert results.defaults_digest("PMMRec", "ml100k-posters") == now
+    (props / "PMMRec.yaml").write_text(yaml_text + "\nhidden_size: 1234\n")  # a default changes
+    assert results.defaults_digest("PMMRec", "ml100k-posters") != now
+
+
+def test_a_run_key_is_claimed_by_one_process_at_a_time(tmp_path):
+    """Two bench/run.py lanes asked for the same run: the second skips it instead of running it twice."""
+    with results.claimed(tmp_path, "abc") as first:
+        with results.claimed(tmp_path, "abc") as second, results.claimed(tmp_path, "other") as third:
+            assert first and not second and third
+    with results.claimed(tmp_path, "abc") as again:
+        assert again  # released when the first holder is done
