@@ -4,6 +4,6 @@ Run ``python -m dataset_tools.convert FORMAT --output DIR ...``; see ``dataset_t
 Formats: ``movielens-posters``, ``microlens``, ``pmmrec``, ``amazon2018``, ``tsv``, ``merge``.
 """
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
 __all__ = ["__version__"]

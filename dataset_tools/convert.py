@@ -23,6 +23,7 @@ from dataset_tools.base import Report
 from dataset_tools.images import ImageLimits
 from dataset_tools.writer import WriteOptions, check_name, check_output, write_dataset
 
+EXIT_INPUT_ERROR = 2  # bad input or options, as argparse and the package CLI (recbole_pmmrec.cli) exit
 FORMATS = {m.FORMAT: m for m in (movielens_posters, microlens, pmmrec, amazon2018, tsv, merge)}
 logger = logging.getLogger("dataset_tools")
 
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = run(argv)
     except PMMRecError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_INPUT_ERROR
     except KeyboardInterrupt:
         print("interrupted: nothing was written under the final name", file=sys.stderr)
         return 130

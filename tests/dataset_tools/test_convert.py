@@ -106,7 +106,7 @@ def test_existing_output_is_never_overwritten_silently(ml100k_dir, tmp_path, cap
     with pytest.raises(PMMRecDataError, match=r"already exists and is not empty; pass --force"):
         _convert_ml(ml100k_dir, out)
     assert marker.read_text() == "keep"
-    assert main(["movielens-posters", "--input", str(ml100k_dir), "--output", str(out), "--quiet"]) == 1
+    assert main(["movielens-posters", "--input", str(ml100k_dir), "--output", str(out), "--quiet"]) == 2
     assert "error: output folder" in capsys.readouterr().err
     _convert_ml(ml100k_dir, out, "--force")
     assert not marker.exists() and (out / "ml100k-posters" / "ml100k-posters.inter").is_file()
@@ -149,7 +149,7 @@ def test_command_line_entry_point(microlens_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "3 users, 4 items, 7 interactions, 0 images" in done.stdout
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 1 and "--force" in again.stderr
+    assert again.returncode == 2 and "--force" in again.stderr
 
 
 def _kcore_reference(pairs: list[tuple[str, str]], k: int) -> list[tuple[str, str]]:

@@ -103,7 +103,7 @@ def test_movielens_bad_timestamps_are_counted_drops(ml100k_dir, tmp_path, stamp,
     meta = _meta(tmp_path / "out", "ml100k-posters")
     assert meta["dropped"]["interaction_bad_timestamp"] == 1 and meta["counts"]["interactions"] == 19
     assert meta["examples"]["interaction_bad_timestamp"] == [f"{u_data}, line 1, column 4: timestamp {stamp!r} is not a finite number"]
-    assert main(base + ["--output", str(tmp_path / "strict"), "--strict"]) == 1
+    assert main(base + ["--output", str(tmp_path / "strict"), "--strict"]) == 2
     assert f"{u_data}, line 1, column 4" in capsys.readouterr().err and nothing_written(tmp_path / "strict")
 
 
@@ -117,7 +117,7 @@ def test_amazon_bad_timestamps_are_counted_drops(amazon_files, tmp_path, stamp, 
     meta = _meta(tmp_path / "out", "bad")
     assert meta["dropped"]["interaction_bad_timestamp"] == 1 and meta["counts"]["interactions"] == 1
     assert meta["examples"]["interaction_bad_timestamp"][0].startswith(f"{reviews}, line 1, key unixReviewTime: ")
-    assert main(base + ["--output", str(tmp_path / "strict"), "--strict"]) == 1
+    assert main(base + ["--output", str(tmp_path / "strict"), "--strict"]) == 2
     assert f"{reviews}, line 1, key unixReviewTime" in capsys.readouterr().err and nothing_written(tmp_path / "strict")
 
 
@@ -133,7 +133,7 @@ def test_merge_bad_timestamps_are_counted_drops(tmp_path, stamp, capsys):
     meta = _meta(tmp_path / "out", "m")
     assert meta["dropped"]["interaction_bad_timestamp"] == 1 and meta["counts"]["interactions"] == len(lines) - 2
     assert meta["examples"]["interaction_bad_timestamp"][0].startswith(f"{inter}, line 3, column timestamp: ")
-    assert main(base + ["--output", str(tmp_path / "strict"), "--strict"]) == 1
+    assert main(base + ["--output", str(tmp_path / "strict"), "--strict"]) == 2
     assert f"{inter}, line 3, column timestamp" in capsys.readouterr().err and nothing_written(tmp_path / "strict")
 
 
@@ -166,7 +166,7 @@ def test_deeply_nested_json_is_a_malformed_line(amazon_files, tmp_path, which, c
     meta = _meta(tmp_path / "out", "deep")
     reason = "review_unparseable_line" if which == "reviews" else "meta_unparseable_line"
     assert f"{path}, line 1: nested too deeply to read" in meta["examples"][reason]
-    assert main(base + ["--output", str(tmp_path / "strict"), "--strict"]) == 1
+    assert main(base + ["--output", str(tmp_path / "strict"), "--strict"]) == 2
     assert f"{path}, line 1: nested too deeply" in capsys.readouterr().err and nothing_written(tmp_path / "strict")
 
 
@@ -179,7 +179,7 @@ def test_output_that_is_a_file_is_a_clear_error(microlens_dir, tmp_path, below, 
     output = blocker / "sub" if below else blocker
     code = main(["microlens", "--input", str(microlens_dir), "--output", str(output), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 1 and err.startswith("error: ") and "Traceback" not in err  # the code of every converter error
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err  # 2: every converter error, as argparse and the package CLI
     assert f"--output {output}: {blocker} exists and is not a folder" in err
     assert blocker.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["microlens", "not-a-folder"]
 
@@ -190,7 +190,7 @@ def test_output_that_is_a_file_from_the_command_line(microlens_dir, tmp_path):
     done = subprocess.run([sys.executable, "-m", "dataset_tools.convert", "microlens", "--input", str(microlens_dir),
                            "--output", str(blocker), "--quiet"], cwd=Path(__file__).resolve().parents[2],
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and str(blocker) in done.stderr and "FileExistsError" not in done.stderr
+    assert done.returncode == 2 and str(blocker) in done.stderr and "FileExistsError" not in done.stderr
     assert blocker.read_text() == "mine"
 
 

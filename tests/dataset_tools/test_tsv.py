@@ -153,7 +153,7 @@ def test_tsv_timestamps_that_are_not_finite_numbers_are_counted_drops(tsv_dir, t
     inter = pd.read_csv(out / "mini-posters" / "mini-posters.inter", sep="\t")
     assert inter["timestamp:float"].notna().all() and (inter["timestamp:float"].abs() < 1e300).all()
     # --strict: an error naming file, line and column; nothing written
-    assert main(["tsv", "--input", str(tsv_dir), "--output", str(tmp_path / "strict"), "--quiet", "--strict"]) == 1
+    assert main(["tsv", "--input", str(tsv_dir), "--output", str(tmp_path / "strict"), "--quiet", "--strict"]) == 2
     err = capsys.readouterr().err
     assert f"{path}, line 3, column 'timestamp'" in err and "--strict" in err
     assert nothing_written(tmp_path / "strict")
