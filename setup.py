@@ -29,7 +29,7 @@ setup(
         "numpy>=1.24,<2",
         "pandas>=2.0,<3",
         "setuptools<81",
-        "transformers>=4.40",
+        "transformers>=5.0",  # transformers.masking_utils.create_bidirectional_mask (encoders/hf_text.py) is new in 5.0.0
         "timm>=1.0",
         "pillow>=10",
         "safetensors>=0.4",

@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from recbole_pmmrec.data.cache import text_state_cache  # noqa: E402
 from recbole_pmmrec.data.content import ItemContent  # noqa: E402
-from recbole_pmmrec.model.encoders import TextEncoder  # noqa: E402
+from recbole_pmmrec.encoders import TextEncoder  # noqa: E402
 
 BUDGET_BYTES = 2 * 1024**3
 

@@ -174,7 +174,7 @@ def test_bad_compute_output_and_fp16_overflow(tmp_path):
 
 
 def _tiny_text_encoder(tmp_path):
-    from recbole_pmmrec.model.encoders import TextEncoder
+    from recbole_pmmrec.encoders import TextEncoder
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     words = "toy story heat golden eye".split()
@@ -203,7 +203,7 @@ def test_text_state_cache_matches_encoder(tmp_path):
     ident = enc.identity()
     enc.drop_bottom()
     assert enc.identity() == ident
-    from recbole_pmmrec.model.encoders import TextEncoder
+    from recbole_pmmrec.encoders import TextEncoder
 
     assert TextEncoder(str(tmp_path / "bert"), train_layers=1, max_length=6).identity() == ident
     assert _tiny_text_encoder(tmp_path / "other").identity()["bottom_sha256"] != ident["bottom_sha256"]
@@ -212,7 +212,7 @@ def test_text_state_cache_matches_encoder(tmp_path):
 def test_image_state_cache_marks_failed_images(tmp_path):
     from PIL import Image
 
-    from recbole_pmmrec.model.encoders import ImageEncoder
+    from recbole_pmmrec.encoders import ImageEncoder
 
     img_dir = tmp_path / "img"
     img_dir.mkdir()
