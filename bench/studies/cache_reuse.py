@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", required=True, help="folder holding the converted dataset")
     parser.add_argument("--dataset", default="ml100k-posters")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "cache_reuse.json"))
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "results" / "cache_reuse.json"))
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from the command line
     work = Path(tempfile.mkdtemp(prefix="pmmrec_cache_reuse_"))

@@ -189,20 +189,17 @@ class Session:
         if reset_positions:  # diagnostic: the source's position table, trained on short sequences, replaced
             model._init_weights(model.user_encoder.position_embedding)
         trainer = get_trainer(config["MODEL_TYPE"], "PMMRec")(config, model)
-        epochs, best_epoch = [0], [None]
-        train_epoch, save_checkpoint = trainer._train_epoch, trainer._save_checkpoint
+        use_valid = config["eval_step"] is None or config["eval_step"] > 0
+        epochs, best = [0], {"epoch": None, "score": None}
 
-        def counted_epoch(*a, **kw):
+        def note_epoch(record, trainer, valid_data):  # the trainer's epoch_callback, as run_recbole_pmmrec sets it
             epochs[0] += 1
-            return train_epoch(*a, **kw)
+            # the epoch whose checkpoint the trainer keeps: the best validation, or without validation every epoch
+            if not use_valid or (record["score"] is not None and (best["score"] is None or record["score"] > best["score"])):
+                best.update(epoch=record["epoch"], score=record["score"])
 
-        def noted_save(epoch, *a, **kw):
-            best_epoch[0] = epoch
-            return save_checkpoint(epoch, *a, **kw)
-
-        trainer._train_epoch, trainer._save_checkpoint = counted_epoch, noted_save
+        trainer.epoch_callback = note_epoch
         if config["epochs"] > 0:
-            use_valid = config["eval_step"] is None or config["eval_step"] > 0
             _, valid_result = trainer.fit(train, valid if use_valid else None, saved=True, show_progress=False)
             test_result = trainer.evaluate(test, load_best_model=True)
         else:
@@ -217,7 +214,7 @@ class Session:
             "loaded": {c: len(r.loaded) for c, r in report.components.items()} if report else None,
             "valid": {k: float(v) for k, v in dict(valid_result or {}).items()},
             "test": {k: float(v) for k, v in dict(test_result).items()},
-            "epochs_trained": epochs[0], "best_epoch": best_epoch[0], "wall_s": round(time.time() - started, 1),
+            "epochs_trained": epochs[0], "best_epoch": best["epoch"], "wall_s": round(time.time() - started, 1),
         }
         runs.add(row)
         print(f"[{time.strftime('%H:%M:%S')}] {key}: test {({m: row['test'][m] for m in METRICS})} "

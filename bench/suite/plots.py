@@ -18,6 +18,14 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path) -> bool:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def plot_curves(runs: list[dict], path: Path, x: str, title: str) -> bool:
     runs = [r for r in runs if any("score" in p for p in r.get("curve", []))]
     if not runs:
@@ -33,11 +41,7 @@ def plot_curves(runs: list[dict], path: Path, x: str, title: str) -> bool:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def plot_speed_bars(sp: dict, path: Path) -> bool:
@@ -62,11 +66,7 @@ def plot_speed_bars(sp: dict, path: Path) -> bool:
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     ax.set_title("PMMRec cost relative to SASRec (< 1 = faster)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def plot_scaling(sc: dict, path: Path) -> bool:
@@ -92,8 +92,4 @@ def plot_scaling(sc: dict, path: Path) -> bool:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     fig.suptitle("PMMRec (text, frozen tiny encoder, cached states) on synthetic data")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)

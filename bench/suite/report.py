@@ -358,16 +358,24 @@ def _settings(runs: list[dict]) -> str:
     return " / ".join(texts)
 
 
-def quality_table(runs: list[dict], with_settings: bool = False) -> list[str]:
-    """The quality table of these runs, best test NDCG@10 first (``with_settings``: a column with the overrides)."""
+def _table(runs: list[dict], header: tuple[str, str], order, row, with_settings: bool) -> tuple[list[str], dict]:
+    """(lines, rows) of a table of these runs, one row per label, largest ``order(row)`` first; ``row(label, r)``
+    gives a row's text (None: no row); ``with_settings``: a last column with the overrides of the row's runs."""
     rows = quality_table_rows(runs)
     groups = by_label(done(runs))
-    head, rule = QUALITY_HEADER
-    if with_settings:
-        head, rule = head + " settings |", rule + "---|"
-    lines = [head, rule]
-    for label, r in sorted(rows.items(), key=lambda kv: -mean_std(kv[1]["test"]["ndcg@10"])[0]):
-        lines.append(_quality_row(label, r) + (f" {_settings(groups[label])} |" if with_settings else ""))
+    head, rule = header
+    lines = [head + " settings |", rule + "---|"] if with_settings else [head, rule]
+    for label, r in sorted(rows.items(), key=lambda kv: -order(kv[1])):
+        line = row(label, r)
+        if line is not None:
+            lines.append(line + (f" {_settings(groups[label])} |" if with_settings else ""))
+    return lines, rows
+
+
+def quality_table(runs: list[dict], with_settings: bool = False) -> list[str]:
+    """The quality table of these runs, best test NDCG@10 first (``with_settings``: a column with the overrides)."""
+    lines, rows = _table(runs, QUALITY_HEADER, lambda r: mean_std(r["test"]["ndcg@10"])[0], _quality_row,
+                         with_settings)
     return lines + _budget_note(rows, runs)
 
 
@@ -401,23 +409,20 @@ COLD_HEADER = ("| model | seeds | cold rows | Recall@10 warm | Recall@10 cold | 
                "cold / warm) | NDCG@10 warm | NDCG@10 cold | NDCG@10 all |", "|---|---|---|---|---|---|---|---|---|---|")
 
 
+def _cold_row(label: str, r: dict) -> str | None:
+    if "cold" not in r:
+        return None
+    c, w = mean_std(r["cold"]["recall@10"])[0], mean_std(r["warm"]["recall@10"])[0]
+    return (f"| {label}{' †' if r['budget'] else ''} | {r['n']} | {round(mean_std(r['n_cold'])[0])} | "
+            f"{fmt_ms(r['warm']['recall@10'])} | {fmt_ms(r['cold']['recall@10'])} | {fmt(c / w if w else None)} | "
+            f"{_pooled_hits(r, w)} | {fmt_ms(r['warm']['ndcg@10'])} | {fmt_ms(r['cold']['ndcg@10'])} | "
+            f"{fmt_ms(r['test']['ndcg@10'])} |")
+
+
 def cold_table(runs: list[dict], with_settings: bool = False) -> list[str]:
     """The cold-start table of these runs, best cold Recall@10 first; the footnotes on cold hits and budgets."""
-    rows = quality_table_rows(runs)
-    groups = by_label(done(runs))
-    head, rule = COLD_HEADER
-    if with_settings:
-        head, rule = head + " settings |", rule + "---|"
-    lines = [head, rule]
-    for label, r in sorted(rows.items(), key=lambda kv: -mean_std(kv[1].get("cold", {}).get("recall@10", [0]))[0]):
-        if "cold" not in r:
-            continue
-        c, w = mean_std(r["cold"]["recall@10"])[0], mean_std(r["warm"]["recall@10"])[0]
-        lines.append(f"| {label}{' †' if r['budget'] else ''} | {r['n']} | {round(mean_std(r['n_cold'])[0])} | "
-                     f"{fmt_ms(r['warm']['recall@10'])} | {fmt_ms(r['cold']['recall@10'])} | "
-                     f"{fmt(c / w if w else None)} | {_pooled_hits(r, w)} | {fmt_ms(r['warm']['ndcg@10'])} | "
-                     f"{fmt_ms(r['cold']['ndcg@10'])} | {fmt_ms(r['test']['ndcg@10'])} |"
-                     + (f" {_settings(groups[label])} |" if with_settings else ""))
+    lines, rows = _table(runs, COLD_HEADER, lambda r: mean_std(r.get("cold", {}).get("recall@10", [0]))[0],
+                         _cold_row, with_settings)
     if len(lines) == 2:
         lines.append("| (not run yet) |" + " |" * (9 + with_settings))
     lines += ["", "Cold hits: test rows with a cold target ranked in the top 10, summed over the seeds, of all cold "
