@@ -24,5 +24,8 @@ run: install
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
 
+bench: install  # make bench BENCH="all --data-dir /tmp/pmmrec_data --seeds 3" (hours on 2 cores); default: the report only
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) bench/run.py $(or $(BENCH),report)
+
 clean:
 	rm -rf log log_tensorboard saved
