@@ -65,7 +65,8 @@ def _find_blocks(model: nn.Module) -> tuple[nn.Module | None, str | None, nn.Mod
 
 
 def _final_norm(model: nn.Module) -> tuple[nn.Module, str, nn.LayerNorm] | None:
-    """The LayerNorm applied to last_hidden_state of a token model (ViTModel.layernorm, ...)."""
+    """(owner, attribute, module) of the final LayerNorm: on last_hidden_state for token models
+    (ViTModel.layernorm, Dinov2Model.layernorm), on the pooled output for map models (ConvNextModel.layernorm)."""
     found = None
     for owner in (model, getattr(model, "vision_model", None)):
         for name in _FINAL_NORMS:

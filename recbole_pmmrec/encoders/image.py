@@ -43,7 +43,6 @@ SPLITTABLE_IMAGE = (
     "or a Hugging Face ViTModel, CLIPVisionModel, Dinov2Model or ConvNextModel folder"
 )
 
-
 _FAMILIES: list[type[ImageEncoder]] = []  # registered by the family modules; the package imports them all
 
 
@@ -73,6 +72,7 @@ def image_family(name: str, model: nn.Module | None) -> type[ImageEncoder]:
 
 
 def is_local_dir(name: str) -> bool:
+    """Whether ``name`` is a folder (a Hugging Face model saved with save_pretrained)."""
     return Path(os.path.expanduser(name)).is_dir()
 
 
@@ -98,8 +98,9 @@ class ImageEncoder(TokenEncoder):
     ``checkpoint``: a local weights file loaded strictly into the model (classifier keys ignored).
     ``model``: an already built timm model (tests, custom weights).
 
-    A family registers itself (``register_family``) and implements ``claims``, ``_build`` (model, mean, std), ``_split`` (sets bottom, top, num_blocks,
-    train_layers, out_dim), ``encode_top`` and ``arch``.
+    A family registers itself (``register_family``) and implements ``claims``, ``_build`` (returns
+    model, mean, std; sets ``arch``), ``_split`` (sets bottom, top, num_blocks, train_layers, out_dim)
+    and ``encode_top``.
     """
 
     arch: str
