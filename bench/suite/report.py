@@ -227,7 +227,7 @@ python bench/run.py report                                       # rewrite this 
 
 Each run is its own subprocess (`bench/suite/worker.py`), which calls `run_recbole_pmmrec` as a user would and
 records every epoch through its `epoch_callback` (runs made before 2026-12-03 built the same objects with the
-package's factories and timed the trainer's epochs from outside; their records have the same fields).
+package's factories and timed the trainer's epochs from outside; the report reads both kinds of record).
 `--dataset NAME` runs the quality or cold-start part on another
 converted data set (for example `microlens-50k`, converted by `python -m dataset_tools.convert microlens ...
 --name microlens-50k`); its runs get rows of their own, labelled "... on NAME". A finished run is reused only if
