@@ -5,9 +5,10 @@ byte; anything else (CMYK, grayscale, palette, alpha, 16-bit, PNG/WebP/GIF/BMP/T
 converted to RGB and re-encoded (quality ``--jpeg-quality``). An image that cannot be used is
 rejected with a reason that the writer counts: ``image_missing``, ``image_empty``,
 ``image_unreadable`` (not an image format we accept), ``image_corrupt`` (truncated or broken
-data), ``image_link_outside_folder`` (a link in the image folder that resolves outside it: refused,
-as the runner's ``resolve_image_path`` refuses it), ``image_too_large`` (more than ``--max-pixels`` pixels or ``--max-image-bytes`` bytes; the
-size is read from the header, so such an image is never allocated), ``image_unsupported_mode``.
+data), ``image_too_large`` (more than ``--max-pixels`` pixels or ``--max-image-bytes`` bytes; the
+size is read from the header, so such an image is never allocated), ``image_unsupported_mode``,
+``image_link_outside_folder`` (a link in the image folder that resolves outside it: refused, as the
+runner's ``resolve_image_path`` refuses it).
 """
 
 from __future__ import annotations

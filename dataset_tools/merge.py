@@ -6,8 +6,9 @@
 one training stream mixes the domains' users. Text fields are the union of the inputs' (in order of first
 appearance; a field an input lacks is empty for its items); images are copied (an RGB JPEG byte for byte)
 into ``NAME.images/`` (other formats become JPEG); timestamps are kept (a row whose timestamp is
-not a finite number is dropped as ``interaction_bad_timestamp``, an error with ``--strict``). ``NAME.meta.json`` lists the sources under ``source.datasets``
-(name, prefix, folder, counts, file hashes).
+not a finite number is dropped as ``interaction_bad_timestamp``, an error with ``--strict``).
+``NAME.meta.json`` lists the sources under ``source.datasets`` (name, prefix, folder, counts, file
+hashes). Text is taken as written: character references were decoded when the inputs were converted.
 """
 
 from __future__ import annotations

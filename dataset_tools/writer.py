@@ -168,6 +168,13 @@ def _cell(text: str) -> str:
     return '"' + text.replace('"', '""') + '"' if text.startswith('"') else text
 
 
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except TypeError:  # None, text: a reader let something through
+        return False
+
+
 def _format_time(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
@@ -201,7 +208,7 @@ class _Builder:
         user_index: dict[str, int] = {}
         users, items, keep = [], [], []
         for n, (user, item, stamp) in enumerate(zip(self.src.users, self.src.item_ids, self.src.times)):
-            if not (isinstance(stamp, (int, float)) and math.isfinite(stamp)):
+            if not _finite(stamp):
                 self.report.bad_input(BAD_TIMESTAMP, f"interaction {n} ({user!r}, {item!r}): timestamp {stamp!r} is not a finite number")
                 continue
             i = self.item_index.get(item)
