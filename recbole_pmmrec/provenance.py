@@ -103,6 +103,7 @@ def library_versions() -> dict[str, str]:
     try:
         import torch
 
+        versions["torch"] = torch.__version__  # with its build tag (e.g. +cu130)
         versions["torch_cuda"] = str(torch.version.cuda)
     except ImportError:
         pass

@@ -20,7 +20,7 @@ from recbole_pmmrec.cli import main
 from recbole_pmmrec.compat import is_inside
 from recbole_pmmrec.data.images import load_image
 from recbole_pmmrec.errors import PMMRecCheckpointError, PMMRecDataError
-from recbole_pmmrec.model.encoders import load_weights_file
+from recbole_pmmrec.encoders import load_weights_file
 from recbole_pmmrec.provenance import check_atomic_files
 from recbole_pmmrec.quick_start import load_config, run_recbole_pmmrec
 from recbole_pmmrec.utils import create_dataset
@@ -93,7 +93,7 @@ def test_item_tokens_with_path_traversal_never_become_paths_outside_the_image_fo
     with recording_opens() as opened:
         check_atomic_files(config)
         dataset = create_dataset(config)
-    content = dataset.item_features["content"]
+    content = dataset.item_features.content
     for token in hostile:
         iid = dataset.token2id(dataset.iid_field, token)
         assert content.image_paths[iid] is None and not content.has_image[iid] and content.has_text[iid], token
@@ -137,7 +137,7 @@ def test_a_2_mb_text_cell_is_read_and_truncated_by_the_tokenizer(synth, pmmrec_c
         dataset = create_dataset(config)
     finally:
         csv.field_size_limit(max(default_limit, csv.field_size_limit()))
-    content = dataset.item_features["content"]
+    content = dataset.item_features.content
     iid = dataset.token2id(dataset.iid_field, token)
     from recbole_pmmrec.data.content import MAX_TEXT_CHARS
 
@@ -154,7 +154,7 @@ def test_an_image_that_claims_100k_by_100k_pixels_is_refused_from_its_header(syn
     target.write_bytes(bomb)
     assert load_image(target, 32) == (None, "too_large")
     dataset = create_dataset(load_config("PMMRec", synth.name, config_dict=pmmrec_config(synth)))
-    content = dataset.item_features["content"]
+    content = dataset.item_features.content
     iid = dataset.token2id(dataset.iid_field, "1")
     assert not content.has_image[iid] and content.has_text[iid]  # the item falls back to its text
     assert content.fallbacks["image_too_large"] == 1

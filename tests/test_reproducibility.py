@@ -38,7 +38,7 @@ def test_same_seed_and_config_give_identical_runs_and_the_log_records_provenance
         assert info["data_files"][path.name]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert info["config"]["seed"] == first["config"]["seed"] and info["config"]["model"] == "PMMRec"
     cache_root = Path(config["cache_dir"]).resolve()
-    assert set(info["cache_dirs"]) == {"text_states", "image_states"}
+    assert set(info["cache_dirs"]) == {"text", "image"}
     for folder in info["cache_dirs"].values():  # <name>-<key hash>: the cache key of what was encoded
         assert Path(folder).parent == cache_root and (Path(folder) / "meta.json").is_file()
     second_info = second["provenance"]

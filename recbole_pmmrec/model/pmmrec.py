@@ -86,6 +86,7 @@ class PMMRec(SequentialRecommender):
         self.w_nid, self.nid_ratio = s.w_nid, s.nid_ratio
         self.w_rcl, self.rcl_tau = s.w_rcl, s.rcl_tau
         self.initializer_range = s.initializer_range
+        self.hidden_act = s.hidden_act
         # Rank only items outside the input history (the authors' evaluation removes a user's history items).
         self.exclude_history = s.exclude_history
         # Precision of the evaluation pass that computes every item vector (training always runs in float32).
@@ -135,6 +136,23 @@ class PMMRec(SequentialRecommender):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self._item_cache = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def architecture(self) -> dict:
+        """What this model's weights were built with (a component checkpoint's header records it, and a loading
+        model compares it): the transfer module never reads the layers itself."""
+        tower = self.item_tower
+        first = getattr(tower, f"{tower.modalities[0]}_encoder").proj
+        user_layer = self.user_encoder.encoder.layer[0]
+        return {
+            "modalities": list(tower.modalities),
+            "hidden_size": int(self.hidden_size),
+            "projection": "linear" if isinstance(first, nn.Linear) else "mlp",
+            "fusion_heads": int(tower.fusion.n_heads),
+            "n_layers": len(self.user_encoder.encoder.layer),
+            "n_heads": int(user_layer.multi_head_attention.num_attention_heads),
+            "hidden_act": self.hidden_act,
+            "max_seq_length": int(self.user_encoder.position_embedding.num_embeddings),
+        }
 
     def parameter_groups(self, learning_rate, weight_decay, encoder_learning_rate, encoder_weight_decay):
         """Optimiser groups: trainable encoder blocks, and everything else (the paper uses different

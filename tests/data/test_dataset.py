@@ -51,11 +51,11 @@ def test_missing_and_corrupt_images_fall_back_to_text_and_are_counted(tmp_path, 
     (images / "6.png").write_bytes((images / "7.png").read_bytes()[:60])  # truncated
     dataset = dataset_for(data, pmmrec_config)
     tokens = list(dataset.field2id_token["item_id"])
-    has_image = dataset.item_features["has_image"]
+    has_image = dataset.item_features.has_image
     for token in ("4", "5", "6"):
-        assert not has_image[tokens.index(token)] and dataset.item_features["has_text"][tokens.index(token)]
+        assert not has_image[tokens.index(token)] and dataset.item_features.has_text[tokens.index(token)]
     assert has_image[tokens.index("7")]
-    assert sum(v for k, v in dataset.item_features["content"].fallbacks.items() if k.startswith("image_")) >= 3
+    assert sum(v for k, v in dataset.item_features.content.fallbacks.items() if k.startswith("image_")) >= 3
 
 
 def test_cache_is_reused_and_a_changed_setting_builds_a_new_one(synth, pmmrec_config, tmp_path):
@@ -65,7 +65,8 @@ def test_cache_is_reused_and_a_changed_setting_builds_a_new_one(synth, pmmrec_co
     mtime = (text_dirs[0] / "states.npy").stat().st_mtime_ns
     second = dataset_for(synth, pmmrec_config)
     assert (text_dirs[0] / "states.npy").stat().st_mtime_ns == mtime, "the cache was rewritten"
-    assert torch.equal(first.item_features["text_states"].to_tensor(), second.item_features["text_states"].to_tensor())
+    ids = torch.arange(first.item_num)
+    assert torch.equal(first.item_features.states("text", ids)[0], second.item_features.states("text", ids)[0])
     dataset_for(synth, pmmrec_config, text_max_length=8)  # another encoder setting: another cache
     assert len(sorted((tmp_path / "cache").glob("synth-text-*"))) == 2
 

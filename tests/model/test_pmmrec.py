@@ -27,12 +27,13 @@ def test_cached_states_give_the_same_item_vectors_as_the_whole_encoder(synth, pm
     # float32 storage: exact. (float16, the default, rounds states to ~1e-3 relative.)
     overrides = dict(text_train_layers=train_layers, image_train_layers=train_layers, cache_dtype="float32")
     config, cached, train, *_ = build(synth, pmmrec_config, **overrides)
-    config["encoder_mode"] = "end_to_end"
-    config["cache_batch_size"] = 5  # end_to_end runs the frozen bottom 5 items at a time: chunking is exact too
-    e2e = get_model("PMMRec")(config, train._dataset)
-    assert e2e.item_tower.bottom_chunk == 5 and cached.n_items > 5
-    missing, unexpected = e2e.load_state_dict(cached.state_dict(), strict=False)
-    assert not unexpected and all(".backbone.bottom." in k for k in missing)  # only the dropped bottom differs
+    e2e_config = load_config("PMMRec", synth.name, config_dict=pmmrec_config(synth, encoder_mode="end_to_end",
+                                                                            **overrides))
+    features = train._dataset.item_features
+    features.encoder_batch_size = 5  # end_to_end runs the frozen bottom 5 items at a time: chunking is exact too
+    e2e = get_model("PMMRec")(e2e_config, train._dataset)
+    assert e2e.item_tower.end_to_end and cached.n_items > 5
+    e2e.load_state_dict(cached.state_dict())  # the same tensors: the frozen bottom belongs to the data
     cached.eval(), e2e.eval()
     with torch.no_grad():
         ids = torch.arange(cached.n_items)
@@ -199,7 +200,7 @@ def test_contentless_items_zero_fallback_is_counted_and_gives_zero_vectors(tmp_p
         build(data, pmmrec_config, modalities=modalities)
     _, model, train, *_ = build(data, pmmrec_config, modalities=modalities, contentless_items="zero")
     dataset = train._dataset
-    assert dataset.item_features["content"].fallbacks["no_content_zero_vector"] == 1
+    assert dataset.item_features.content.fallbacks["no_content_zero_vector"] == 1
     item2 = list(dataset.field2id_token["item_id"]).index("2")
     model.eval()
     with torch.no_grad():
@@ -244,83 +245,6 @@ def test_ce_loss_nicl_compares_the_batch_items_and_equals_the_catalogue_form(syn
                           batch["window"], batch["window"], model.nicl_tau)
     assert whole > 0
     assert torch.allclose(with_nicl - without, whole, atol=1e-5)
-
-
-@pytest.mark.parametrize("modalities", [["text", "image"], ["text"]])
-def test_item_feature_dropout_acts_in_training_only(synth, pmmrec_config, modalities):
-    """``item_feature_dropout`` perturbs the item vectors while training (fused and pooled paths) and leaves
-    evaluation exactly as without it; out-of-range values are refused by name."""
-    _, model, *_ = build(synth, pmmrec_config, modalities=modalities, fusion_dropout=0.0, item_feature_dropout=0.5)
-    tower, ids = model.item_tower, torch.arange(1, model.n_items)
-    assert tower.feature_dropout.p == 0.5
-
-    def vectors(training: bool, p: float) -> torch.Tensor:
-        model.train(training)
-        tower.feature_dropout.p = p
-        with torch.no_grad():
-            return tower(ids).vectors
-
-    assert torch.equal(vectors(False, 0.5), vectors(False, 0.0))  # evaluation: no dropout
-    assert torch.equal(vectors(True, 0.0), vectors(True, 0.0))  # nothing else in the tower is random here
-    assert not torch.allclose(vectors(True, 0.5), vectors(True, 0.0))
-    with pytest.raises(Exception, match="item_feature_dropout"):
-        build(synth, pmmrec_config, modalities=modalities, item_feature_dropout=1.0)
-
-
-def test_modality_dropout_fuses_one_modality_of_some_items_in_training_only(synth, pmmrec_config):
-    """``modality_dropout``: while training, each item's fused vector is that of both modalities, or of its text
-    alone, or of its image alone (about half of the dropped items each way); evaluation is unchanged."""
-    _, model, *_ = build(synth, pmmrec_config, fusion_dropout=0.0, modality_dropout=0.6)
-    tower, ids = model.item_tower, torch.arange(1, model.n_items)
-    has_text, has_image = tower.has_text.clone(), tower.has_image.clone()
-
-    def vectors(training: bool, p: float, text: bool = True, image: bool = True) -> torch.Tensor:
-        model.train(training)
-        tower.modality_dropout = p
-        tower.has_text, tower.has_image = has_text & text, has_image & image
-        try:
-            with torch.no_grad():
-                return tower(ids).vectors
-        finally:
-            tower.has_text, tower.has_image = has_text, has_image
-
-    both, text_only, image_only = vectors(True, 0.0), vectors(True, 0.0, image=False), vectors(True, 0.0, text=False)
-    assert torch.equal(vectors(False, 0.6), vectors(False, 0.0))  # evaluation: every item fuses both
-    counts = torch.zeros(3)
-    for _ in range(10):
-        got = vectors(True, 0.6)
-        kind = torch.stack([(got - ref).abs().amax(dim=1) < 1e-5 for ref in (both, text_only, image_only)], dim=1)
-        two = has_text[ids] & has_image[ids]
-        assert bool(kind[two].any(dim=1).all())  # every item: one of the three fusions
-        assert bool(kind[~two, 0].all())  # an item with one modality keeps it
-        counts += kind[two].float().sum(dim=0)
-    share = counts / counts.sum()
-    assert 0.3 < share[0] < 0.5 and 0.2 < share[1] < 0.4 and 0.2 < share[2] < 0.4, share
-    with pytest.raises(Exception, match="modality_dropout"):
-        build(synth, pmmrec_config, modality_dropout=1.0)
-    _, text_model, *_ = build(synth, pmmrec_config, modalities=["text"], modality_dropout=0.5)
-    assert text_model.item_tower.modality_dropout == 0.0  # one modality: nothing to drop (logged)
-
-
-@pytest.mark.parametrize("modality", ["text", "image"])
-def test_skip_adds_the_mean_modality_token_to_the_fused_vector(synth, pmmrec_config, modality):
-    """``text_skip`` / ``image_skip``: the item vector is the fusion's output plus the mean of the item's projected
-    text (image) tokens, zero for an item without that modality; off, it is the fusion's output alone."""
-    key, present = f"{modality}_skip", f"has_{modality}"
-    _, model, *_ = build(synth, pmmrec_config, **{key: True})
-    tower, ids = model.item_tower.eval(), torch.arange(1, model.n_items)
-    getattr(tower, present)[ids[:3]] = False  # three items lack the modality (the synthetic data has all of both)
-    with torch.no_grad():
-        on = tower(ids)
-        setattr(tower, key, False)
-        off = tower(ids)
-    path = getattr(off, f"{modality}_vec") * getattr(off, present)[:, None]
-    assert torch.allclose(on.vectors, off.vectors + path, atol=1e-6)
-    assert path.abs().sum(dim=1).gt(0).any()  # the path adds something
-    absent = ~getattr(off, present)
-    assert absent.sum() == 3 and torch.equal(on.vectors[absent], off.vectors[absent])  # nothing added without it
-    _, one_model, *_ = build(synth, pmmrec_config, modalities=[modality], **{key: True})
-    assert getattr(one_model.item_tower, key) is False  # one modality: no fusion to go around (logged)
 
 
 def test_exclude_history_removes_exactly_the_input_items_from_the_ranking(synth, pmmrec_config):
@@ -374,16 +298,16 @@ def test_eval_item_dtype_bfloat16_changes_only_the_evaluation_item_pass(synth, p
         build(synth, pmmrec_config, eval_item_dtype="float16")
 
 
-def test_text_tokens_pools_the_fusion_text_and_keeps_the_text_mean(synth, pmmrec_config):
-    """``text_tokens``: the fusion reads runs of consecutive text tokens, averaged; the catalogue's precomputed
+def test_text_groups_pools_the_fusion_text_and_keeps_the_text_mean(synth, pmmrec_config):
+    """``text_groups``: the fusion reads runs of consecutive text tokens, averaged; the catalogue's precomputed
     groups (frozen text, cached) equal pooling each batch; ``~`` feeds every token; NICL's text vector stays the
     mean over all text tokens either way."""
     from recbole_pmmrec.errors import PMMRecConfigError
-    from recbole_pmmrec.model.fusion import masked_mean
+    from recbole_pmmrec.data.pooling import masked_mean
 
     common = dict(cache_dtype="float32", fusion_dropout=0.0)
-    _, pooled, *_ = build(synth, pmmrec_config, text_tokens=3, **common)
-    _, full, *_ = build(synth, pmmrec_config, text_tokens=None, **common)
+    _, pooled, *_ = build(synth, pmmrec_config, text_groups=3, **common)
+    _, full, *_ = build(synth, pmmrec_config, text_groups=None, **common)
     full.load_state_dict(pooled.state_dict())
     pooled.eval(), full.eval()
     tower = pooled.item_tower
@@ -396,7 +320,7 @@ def test_text_tokens_pools_the_fusion_text_and_keeps_the_text_mean(synth, pmmrec
         per_batch = tower(ids)
         tower.text_grouped = groups
         every = full.item_tower(ids)
-        states, mask = tower._states("text", ids)
+        states, mask = tower.features.states("text", ids)
         mean_text = tower.text_encoder.proj(masked_mean(states, mask)) * tower.has_text[ids][:, None]
     assert int(groups[1].sum(dim=1).max()) == 3 and int(mask.sum(dim=1).max()) > 3  # pooling acts on this data
     for part in ("vectors", "text_vec", "image_vec"):
@@ -405,5 +329,15 @@ def test_text_tokens_pools_the_fusion_text_and_keeps_the_text_mean(synth, pmmrec
     torch.testing.assert_close(pre.text_vec, mean_text, atol=1e-5, rtol=1e-4)  # linear projection: the exact mean
     torch.testing.assert_close(every.text_vec, mean_text, atol=1e-5, rtol=1e-4)
     for bad in (0, -2, 2.5, "eight"):
-        with pytest.raises(PMMRecConfigError, match="text_tokens"):
-            build(synth, pmmrec_config, text_tokens=bad)
+        with pytest.raises(PMMRecConfigError, match="text_groups"):
+            build(synth, pmmrec_config, text_groups=bad)
+
+
+@pytest.mark.parametrize("key,value", [("item_feature_dropout", 0.3), ("modality_dropout", 0.5), ("text_skip", True),
+                                       ("image_skip", True), ("text_tokens", 8), ("cache_batch_size", 32)])
+def test_removed_and_renamed_keys_are_errors_that_say_what_to_do(synth, pmmrec_config, key, value):
+    """Settings measured and not adopted left the package; renamed keys give their new name. Neither is ignored."""
+    from recbole_pmmrec.errors import PMMRecConfigError
+
+    with pytest.raises(PMMRecConfigError, match=f"'{key}' was (removed|renamed)"):
+        load_config("PMMRec", synth.name, config_dict=pmmrec_config(synth, **{key: value}))
