@@ -39,6 +39,21 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def recbole_dataset(name: str, data_path: Path):
+    """``data_path/name`` loaded by RecBole with ``properties/dataset/<name>.yaml``, as the runner loads it."""
+    import recbole_pmmrec  # noqa: F401  (compat first)
+    from recbole.config import Config
+    from recbole.data import create_dataset
+
+    config = Config(model="SASRec", dataset=name, config_file_list=[str(REPO / "properties" / "dataset" / f"{name}.yaml")],
+                    config_dict={"data_path": str(data_path), "train_neg_sample_args": None,
+                                 "state": "ERROR", "show_progress": False})
+    return create_dataset(config)
+
+
 def nothing_written(output: Path) -> bool:
     """No dataset folder and no hidden staging folder: ``output`` is missing or empty."""
     return not output.exists() or not any(output.iterdir())

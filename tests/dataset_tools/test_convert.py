@@ -25,7 +25,7 @@ from dataset_tools.text import clean_text
 from dataset_tools.writer import WriteOptions, write_dataset
 from recbole_pmmrec.errors import PMMRecDataError
 
-from .conftest import image_bytes
+from .conftest import image_bytes, recbole_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,16 +70,8 @@ def test_movielens_posters(ml100k_dir, tmp_path):
 
 
 def test_recbole_loads_the_converted_files_with_the_dataset_yaml(ml100k_dir, tmp_path):
-    import recbole_pmmrec  # noqa: F401  (compat first)
-    from recbole.config import Config
-    from recbole.data import create_dataset
-
     _convert_ml(ml100k_dir, tmp_path / "data")
-    config = Config(model="SASRec", dataset="ml100k-posters",
-                    config_file_list=[str(REPO / "properties" / "dataset" / "ml100k-posters.yaml")],
-                    config_dict={"data_path": str(tmp_path / "data"), "train_neg_sample_args": None,
-                                 "state": "ERROR", "show_progress": False})
-    dataset = create_dataset(config)
+    dataset = recbole_dataset("ml100k-posters", tmp_path / "data")
     assert (dataset.user_num, dataset.item_num, dataset.inter_num) == (5, 6, 20)  # + [PAD]
     row = dataset.token2id("item_id", "2")
     words = lambda f: [dataset.field2id_token[f][t] for t in dataset.item_feat[f][row].tolist() if t]  # noqa: E731

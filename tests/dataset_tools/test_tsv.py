@@ -13,9 +13,7 @@ from dataset_tools.convert import main, run
 from recbole_pmmrec.errors import PMMRecDataError
 from recbole_pmmrec.hashing import file_sha256
 
-from .conftest import nothing_written
-
-REPO = Path(__file__).resolve().parents[2]
+from .conftest import REPO, nothing_written, recbole_dataset
 
 
 def _rows(path: Path) -> list[list[str]]:
@@ -78,16 +76,8 @@ def test_tsv_layout(tsv_dir, tmp_path):
 
 
 def test_tsv_loads_in_recbole(tsv_dir, tmp_path):
-    import recbole_pmmrec  # noqa: F401  (compat first)
-    from recbole.config import Config
-    from recbole.data import create_dataset
-
     _convert(tsv_dir, tmp_path / "data", "--name", "ml1m-posters")
-    config = Config(model="SASRec", dataset="ml1m-posters",
-                    config_file_list=[str(REPO / "properties" / "dataset" / "ml1m-posters.yaml")],
-                    config_dict={"data_path": str(tmp_path / "data"), "train_neg_sample_args": None,
-                                 "state": "ERROR", "show_progress": False})
-    dataset = create_dataset(config)
+    dataset = recbole_dataset("ml1m-posters", tmp_path / "data")
     assert (dataset.user_num, dataset.item_num, dataset.inter_num) == (4, 4, 6)  # + [PAD]
     text = pd.read_csv(tmp_path / "data" / "ml1m-posters" / "ml1m-posters.item", sep="\t", dtype=str, keep_default_na=False)
     assert text["title:token_seq"].tolist()[2] == '"Quoted" title'
