@@ -53,30 +53,26 @@ BANDWIDTH = 0.25  # oracle kernel width, in log(1 + interactions)
 
 # ---------------------------------------------------------------------------- scores
 def train_and_score(seed: int, args) -> dict:
-    """Train one model on the cold split and return its validation / test scores and the item facts."""
-    from recbole.utils import init_seed
-
-    from recbole_pmmrec.quick_start import load_config
-    from recbole_pmmrec.utils import create_dataset, data_preparation, get_model, get_trainer
+    """Train one model on the cold split (``run_recbole_pmmrec``, as a user would) and return its validation / test
+    scores with the best weights, and the item facts."""
+    from recbole_pmmrec.quick_start import run_recbole_pmmrec
 
     work = args.work_dir
     cfg = {"data_path": str(args.data_dir), "checkpoint_dir": str(work / "cold_scores" / f"saved-{seed}"),
            "log_dir": str(work / "log"), "tensorboard_dir": str(work / "tb"), "cache_dir": str(work / "cache"),
            "show_progress": False, "epochs": args.max_epochs, "stopping_step": 3, "state": "warning",
            "seed": seed, "cold_item_ratio": 0.1, **args.overrides}
-    config = load_config("PMMRec", args.dataset, config_dict=cfg)
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
+    fit = {"s": 0.0}
+
+    def clock(record, trainer, valid_data):  # training + validation seconds, as the trainer counts them
+        fit["s"] = record["wall_s"]
+
+    run = run_recbole_pmmrec("PMMRec", args.dataset, config_dict=cfg, saved=True, epoch_callback=clock)
+    trainer, dataset, valid, test = run["trainer"], run["dataset"], run["valid_data"], run["test_data"]
+    # the whole data set (the cold split filters the training copy only); the trainer holds the best weights
     popularity = torch.bincount(torch.as_tensor(np.asarray(dataset.inter_feat[dataset.iid_field])),
-                                minlength=dataset.item_num)  # whole data set, before the split
-    train, valid, test = data_preparation(config, dataset)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model("PMMRec")(config, train._dataset)
-    trainer = get_trainer(config["MODEL_TYPE"], "PMMRec")(config, model)
-    t0 = time.perf_counter()
-    trainer.fit(train, valid, saved=True, show_progress=False)
-    fit_s = time.perf_counter() - t0
-    trainer.load_best_model()
+                                minlength=dataset.item_num)
+    fit_s = fit["s"]
     out = {"cold_items": dataset.cold_items.clone(), "train_item_counts": dataset.train_item_counts.clone(),
            "popularity": popularity, "fit_s": torch.tensor(fit_s)}
     for name, data in (("valid", valid), ("test", test)):
@@ -88,13 +84,12 @@ def train_and_score(seed: int, args) -> dict:
     for modality, (pooled, present) in features(dataset).items():  # items 1..n-1
         out[f"{modality}_features"] = torch.as_tensor(pooled)
         out[f"has_{modality}"] = torch.as_tensor(present)
-    remove_checkpoints(trainer.saved_model_file)
+    remove_checkpoints(run["checkpoint"])
     return out
 
 
 def load_or_train(seed: int, args) -> dict:
     from safetensors.torch import load_file, save_file
-
 
     tag = json.dumps(args.overrides, sort_keys=True) if args.overrides else ""
     digest = defaults_digest("PMMRec", args.dataset)

@@ -46,23 +46,13 @@ def ridge_cv(x: np.ndarray, y: np.ndarray, penalty: float, folds: int = 10, seed
     return pred
 
 
-def features(dataset) -> dict[str, np.ndarray]:
-    """Mean-pooled frozen encoder features of the real items (rows 1..n-1), per modality the dataset prepared
-    (the item tower's own ``masked_mean``: text over its valid tokens, image over every grid token)."""
-    from recbole_pmmrec.model.fusion import masked_mean
-
+def features(dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per modality the dataset prepared: the mean-pooled frozen encoder features of the real items (rows 1..n-1;
+    ``ItemFeatures.pooled``, the item tower's summary: text over its valid tokens, image over every grid token)
+    and which of them have that content."""
     feats = dataset.item_features
-    out = {}
-    for modality in ("text", "image"):
-        if f"{modality}_states" not in feats:
-            continue
-        states, mask = feats[f"{modality}_states"], feats[f"{modality}_mask"]
-        states = states.to_tensor() if hasattr(states, "to_tensor") else states
-        states = states.float().reshape(states.shape[0], -1, states.shape[-1])
-        pooled = masked_mean(states, mask.reshape(states.shape[0], -1) if modality == "text" else None)
-        present = feats[f"has_{modality}"].bool()
-        out[modality] = (pooled.numpy()[1:], present.numpy()[1:])
-    return out
+    return {m: (feats.pooled(m).float().numpy()[1:], getattr(feats, f"has_{m}").bool().numpy()[1:])
+            for m in feats.modalities}
 
 
 def check(name: str, args) -> dict:

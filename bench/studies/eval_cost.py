@@ -37,22 +37,15 @@ sys.path.insert(0, str(REPO))
 
 def build(model_name: str, args, **overrides):
     """(trainer, train, valid, test) for ``model_name`` with the plugin's defaults plus ``overrides``."""
-    from recbole.utils import init_seed
+    from recbole_pmmrec.utils import get_trainer
 
-    from recbole_pmmrec.logger import init_logger
-    from recbole_pmmrec.quick_start import load_config
-    from recbole_pmmrec.utils import create_dataset, data_preparation, get_model, get_trainer
+    from bench.suite.worker import built
 
     work = Path(args.work_dir)
-    config = load_config(model_name, args.dataset, config_dict={
+    config, _, (train_data, valid_data, test_data), model = built({"model": model_name, "dataset": args.dataset, "config": {
         "data_path": str(args.data_dir), "cache_dir": str(args.cache_dir), "checkpoint_dir": str(work / "saved"),
         "log_dir": str(work / "log"), "tensorboard_dir": str(work / "tb"), "show_progress": False,
-        "state": "warning", "seed": 2020, **overrides})
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+        "state": "warning", "seed": 2020, **overrides}})
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     return trainer, train_data, valid_data, test_data
 

@@ -77,3 +77,23 @@ def test_analyse_reports_every_question_on_made_up_scores():
     assert r["offset"]["valid_ndcg@10"] >= cc.rank_metrics(
         cc.rank_of_target(d["valid_rows"].double(), d["valid_targets"]))["ndcg@10"] - 1e-12
     assert "oracle_popularity" in r and r["oracle_popularity"]["test"]["cold"]["n"] == r["n_cold_test_rows"]
+
+
+def test_train_and_score_runs_the_entry_point_on_a_tiny_cold_split(synth, pmmrec_config, tmp_path):
+    """The study trains through ``run_recbole_pmmrec`` and keeps every row's scores with the best weights: one row
+    per validation / test user, targets among the items, the cold mask of the split and its checkpoint removed."""
+    import argparse
+
+    keys = {k: v for k, v in pmmrec_config(synth).items()
+            if k not in ("data_path", "checkpoint_dir", "log_dir", "tensorboard_dir", "cache_dir", "epochs")}
+    args = argparse.Namespace(work_dir=tmp_path / "work", data_dir=synth.root, dataset=synth.name, max_epochs=1,
+                              overrides=dict(keys, cold_item_ratio=0.2))
+    out = cc.train_and_score(2020, args)
+    n_items = len(out["cold_items"])
+    assert out["test_rows"].shape == (40, n_items) and out["valid_rows"].shape == (40, n_items)
+    assert int(out["cold_items"].sum()) == round(0.2 * (n_items - 1)) and out["fit_s"] > 0
+    assert int(out["popularity"].sum()) > int(out["train_item_counts"].sum())  # the whole data set, not training
+    assert not list((tmp_path / "work" / "cold_scores" / "saved-2020").glob("*.pth"))
+    for modality in ("text", "image"):  # the content-prior features: one pooled encoder state per real item
+        assert out[f"{modality}_features"].shape[0] == out[f"has_{modality}"].shape[0] == n_items - 1
+    assert out["text_features"].shape[1] == 32  # the tiny BERT's hidden size
