@@ -26,12 +26,14 @@ import sys
 import time
 from pathlib import Path
 
-from bench.suite import report
+from bench.suite import report, results
 from bench.suite.labels import COLD_EXTRA_SEEDS, COLD_ORDER, DATASET, QUALITY_ORDER, SEEDS, SELECT, model_of
-from bench.suite.results import (REPO, RESULTS, add_run, claimed, defaults_digest, find_done, load_results, machine,
+from bench.suite.results import (REPO, add_run, claimed, defaults_digest, find_done, load_results, machine,
                                  note_invocation, run_key, save_results)
 
+MARKDOWN, PLOTS = REPO / "BENCHMARKS.md", REPO / "bench" / "plots"
 HISTORY = REPO / "docs" / "benchmarks-history.md"  # the report's history and studies (generated)
+
 
 # ---------------------------------------------------------------------------- running one spec
 def base_config(args, work: Path, **extra) -> dict:
@@ -287,8 +289,8 @@ def part_salvage(args, work: Path) -> None:
 
 
 def part_report(args, work: Path) -> None:
-    report.write_report(RESULTS, REPO / "bench" / "plots", REPO / "BENCHMARKS.md", history=HISTORY)
-    print(f"[bench] wrote {REPO / 'BENCHMARKS.md'} and {HISTORY}")
+    report.write_report(results.RESULTS, PLOTS, MARKDOWN, history=HISTORY)
+    print(f"[bench] wrote {MARKDOWN} and {HISTORY}")
 
 
 PARTS = {"speed": part_speed, "quality": part_quality, "coldstart": part_coldstart, "scaling": part_scaling,

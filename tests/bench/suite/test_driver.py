@@ -25,3 +25,26 @@ def test_the_command_is_bench_run_py_and_it_lists_the_parts():
     assert out.returncode == 0, out.stderr
     for part in ("quality", "coldstart", "speed", "scaling", "salvage", "report"):
         assert part in out.stdout
+
+
+def test_a_part_runs_each_label_in_a_worker_process_records_and_reports_it(synth, tmp_path, monkeypatch):
+    """``bench/run.py quality`` on a tiny data set: the run goes to a worker process (with the chosen threads), its
+    record lands in results/quality.json with its identity and defaults, the report shows it, and a second
+    invocation reuses the finished run instead of training again."""
+    import json
+
+    from bench.suite import results
+
+    monkeypatch.setattr(results, "RESULTS", tmp_path / "results")
+    for name, path in (("MARKDOWN", "B.md"), ("PLOTS", "plots"), ("HISTORY", "H.md")):
+        monkeypatch.setattr(driver, name, tmp_path / path)
+    argv = ["quality", "--models", "SASRec", "--data-dir", str(synth.root), "--dataset", synth.name,
+            "--work-dir", str(tmp_path / "work"), "--max-epochs", "2", "--threads", "1"]
+    assert driver.main(argv) == 0
+    (run,) = json.loads((tmp_path / "results" / "quality.json").read_text())["runs"]
+    assert run["status"] == "done" and run["label"] == "SASRec" and run["spec"]["threads"] == 1, run.get("error")
+    assert run["defaults"] == results.defaults_digest("SASRec", synth.name) and len(run["curve"]) == 2
+    assert f"| SASRec on {synth.name} | 1 |" in (tmp_path / "B.md").read_text()
+    assert driver.main(argv) == 0
+    (again,) = json.loads((tmp_path / "results" / "quality.json").read_text())["runs"]
+    assert again["process_s"] == run["process_s"]  # the same record: nothing was trained again
