@@ -12,7 +12,15 @@ written pages count against the page cache, not the process), so memory stays bo
 batch whatever the catalogue size. Every few seconds the files are flushed and ``rows_done`` is
 written to ``meta.json`` (atomically): an interrupted build resumes from ``rows_done``. A missing
 file, an unreadable meta, a wrong shape or dtype is detected, logged and rebuilt. An exclusive
-lock serialises concurrent builders of the same cache.
+lock serialises concurrent builders of the same cache. A disk that fills up during the build is a
+``PMMRecDataError`` naming the file (the rows built so far are kept: the next run resumes).
+
+Content check: a completed build stores a CRC-32 of every 16 MiB block of ``states.npy`` and
+``mask.npy`` in ``meta.json`` (``checksums``), and every load recomputes them (one sequential read,
+about 0.6 s per GB from the page cache). A file changed in place (same size, other bytes) is
+logged as a warning that names the file and the changed byte range, and the cache is rebuilt. A
+cache built before checksums were kept is trusted once: its checksums are computed and stored at
+its first load (the key, hence the folder, stays the same).
 
 Loading: ``states`` stay on disk, wrapped in ``CachedStates``: ``states[ids]`` gathers the rows
 with positioned reads into a fresh (writable) array and returns a torch tensor, so the process
@@ -36,6 +44,7 @@ import logging
 import os
 import re
 import time
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -44,12 +53,16 @@ import torch
 from torch import Tensor
 
 from recbole_pmmrec.errors import PMMRecConfigError, PMMRecDataError
+from recbole_pmmrec.preflight import check_output_dir, write_failure
 
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 DTYPES = {"float16": np.float16, "float32": np.float32}
 ComputeFn = Callable[[Tensor], "tuple[Tensor, Tensor]"]
+CHECKSUM = "crc32"           # zlib's: ~2x faster than sha256 here; it guards against changed bytes, not forgery
+CHECK_BLOCK_BYTES = 16 << 20
+CHECKED_FILES = ("states.npy", "mask.npy")
 
 
 def _normalise(obj):
@@ -60,6 +73,25 @@ def _normalise(obj):
 
 def key_hash(key: dict) -> str:
     return hashlib.sha256(json.dumps(_normalise(key), sort_keys=True).encode()).hexdigest()
+
+
+def file_checksums(path: str | os.PathLike, block_bytes: int = CHECK_BLOCK_BYTES) -> list[str]:
+    """CRC-32 (hex) of every ``block_bytes`` block of a file, read sequentially (no memory map: RSS stays
+    at one block)."""
+    out = []
+    buf = bytearray(block_bytes)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            filled = 0
+            while filled < block_bytes and (n := fh.readinto(view[filled:])):
+                filled += n
+            if not filled:
+                break
+            out.append(format(zlib.crc32(view[:filled]), "08x"))
+            if filled < block_bytes:
+                break
+    return out
 
 
 def array_sha256(*arrays) -> str:
@@ -183,18 +215,28 @@ class EncoderStateCache:
             raise PMMRecConfigError(f"n_items and batch_size must be >= 1, got {n_items}, {batch_size}")
         key = self.full_key(n_items)
         self.dir = d = self.directory(n_items)
-        d.mkdir(parents=True, exist_ok=True)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            check_output_dir("cache_dir", self.root)  # a file in the way, no permission, a full disk: say which
+            raise
         self.built_rows = 0
         with self._lock(d):
             meta, problem = self._read_meta(d, key, n_items)
             if meta is not None and meta["complete"]:
-                logger.info("encoder-state cache %s: loaded (%s %s)", d, meta["shape"], meta["dtype"])
-                return self._open(d)
+                problem = self._verify(d, meta)
+                if problem is None:
+                    logger.info("encoder-state cache %s: loaded (%s %s)", d, meta["shape"], meta["dtype"])
+                    return self._open(d)
             if problem:
                 logger.warning("encoder-state cache %s: %s; rebuilding it", d, problem)
                 self._clear(d)
                 meta = None
-            self._build(d, key, n_items, compute_fn, batch_size, meta)
+            try:
+                self._build(d, key, n_items, compute_fn, batch_size, meta)
+            except OSError as exc:
+                raise PMMRecDataError(f"{write_failure(d / 'states.npy', exc, 'encoder-state cache')} (the rows "
+                                      f"built so far are kept: the next run resumes the build)") from exc
             return self._open(d)
 
     # -- internals ---------------------------------------------------------------------------------
@@ -238,6 +280,31 @@ class EncoderStateCache:
         meta.update(shape=shape, rows_done=rows_done, complete=complete and rows_done == n_items)
         return meta, None
 
+    def _verify(self, d: Path, meta: dict) -> str | None:
+        """Recompute the block checksums of a complete cache -> the problem, or None when they match.
+        A cache without checksums (built before they were kept) gets them now."""
+        stored = meta.get("checksums")
+        if not isinstance(stored, dict) or stored.get("algorithm") != CHECKSUM or \
+                stored.get("block_bytes") != CHECK_BLOCK_BYTES or any(f not in stored for f in CHECKED_FILES):
+            meta["checksums"] = self._checksums(d)
+            self._write_meta(d, meta)
+            logger.info("encoder-state cache %s: built before checksums were kept; stored them now, every later "
+                        "load checks them", d)
+            return None
+        for fname in CHECKED_FILES:
+            now, then = file_checksums(d / fname), stored[fname]
+            changed = [i for i in range(max(len(now), len(then))) if i >= len(now) or i >= len(then) or now[i] != then[i]]
+            if changed:
+                lo, hi = changed[0] * CHECK_BLOCK_BYTES, (changed[-1] + 1) * CHECK_BLOCK_BYTES
+                return (f"{d / fname} changed since it was built: {len(changed)} of {len(then)} blocks of "
+                        f"{CHECK_BLOCK_BYTES >> 20} MiB differ from the checksums in meta.json (bytes {lo}..{hi})")
+        return None
+
+    @staticmethod
+    def _checksums(d: Path) -> dict:
+        return {"algorithm": CHECKSUM, "block_bytes": CHECK_BLOCK_BYTES,
+                **{fname: file_checksums(d / fname) for fname in CHECKED_FILES}}
+
     @staticmethod
     def _clear(d: Path) -> None:
         for fname in ("states.npy", "mask.npy", "meta.json", "meta.json.tmp"):
@@ -247,8 +314,12 @@ class EncoderStateCache:
     @staticmethod
     def _write_meta(d: Path, meta: dict) -> None:
         tmp = d / "meta.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
-        os.replace(tmp, d / "meta.json")
+        try:
+            tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
+            os.replace(tmp, d / "meta.json")
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
     def _build(self, d: Path, key: dict, n_items: int, compute_fn: ComputeFn, batch_size: int,
                meta: dict | None) -> None:
@@ -321,6 +392,9 @@ class EncoderStateCache:
         for w in writers:
             w.flush()
         meta.update(rows_done=int(rows_done), complete=bool(complete))
+        meta.pop("checksums", None)
+        if complete:
+            meta["checksums"] = self._checksums(d)
         self._write_meta(d, meta)
 
     @staticmethod
@@ -385,4 +459,5 @@ def image_state_cache(encoder, content, root_dir, name: str = "image", dtype: st
     return states, mask
 
 
-__all__ = ["EncoderStateCache", "CachedStates", "text_state_cache", "image_state_cache", "array_sha256", "key_hash"]
+__all__ = ["EncoderStateCache", "CachedStates", "text_state_cache", "image_state_cache", "array_sha256", "key_hash",
+           "file_checksums"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import warnings
 
 import numpy as np
@@ -11,9 +13,10 @@ import pytest
 import torch
 import transformers
 
-from recbole_pmmrec.data.cache import EncoderStateCache, image_state_cache, text_state_cache
+from recbole_pmmrec.data import cache as cache_module
+from recbole_pmmrec.data.cache import EncoderStateCache, file_checksums, image_state_cache, text_state_cache
 from recbole_pmmrec.data.content import ItemContent
-from recbole_pmmrec.errors import PMMRecDataError
+from recbole_pmmrec.errors import PMMRecConfigError, PMMRecDataError
 
 N, L, D = 53, 5, 6
 
@@ -133,7 +136,8 @@ def test_changed_key_builds_a_separate_cache(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["meta_garbage", "meta_missing", "states_missing", "states_truncated",
-                                    "mask_wrong_shape", "meta_other_key"])
+                                    "mask_wrong_shape", "meta_other_key", "states_changed_in_place",
+                                    "mask_changed_in_place"])
 def test_damaged_cache_is_detected_and_rebuilt(tmp_path, caplog, damage):
     key = {"encoder": "toy"}
     cache = EncoderStateCache(tmp_path, "t", key)
@@ -150,6 +154,13 @@ def test_damaged_cache_is_detected_and_rebuilt(tmp_path, caplog, damage):
         (d / "states.npy").write_bytes(raw[: len(raw) // 2])
     elif damage == "mask_wrong_shape":
         np.save(d / "mask.npy", np.ones((N, L + 1), dtype=bool))
+    elif damage.endswith("changed_in_place"):  # same size, same header, other bytes: only the checksums see it
+        target = d / ("states.npy" if damage.startswith("states") else "mask.npy")
+        size = target.stat().st_size
+        with open(target, "r+b") as fh:
+            fh.seek(size - 7)
+            fh.write(bytes(b ^ 0x01 for b in fh.read(1)))  # one bit of the last row
+        assert target.stat().st_size == size
     else:
         meta = json.loads((d / "meta.json").read_text())
         meta["key"]["encoder"] = "other"
@@ -159,9 +170,68 @@ def test_damaged_cache_is_detected_and_rebuilt(tmp_path, caplog, damage):
         states, mask = EncoderStateCache(tmp_path, "t", key).load_or_build(N, rec, batch_size=16)
     assert len(rec.seen) == N
     assert "rebuilding" in caplog.text and str(d) in caplog.text
+    if damage.endswith("changed_in_place"):
+        assert "changed since it was built" in caplog.text and "1 of 1 blocks" in caplog.text
     exp_s, exp_m = _expected()
     np.testing.assert_array_equal(states.numpy(), exp_s)
     assert torch.equal(mask, torch.from_numpy(exp_m))
+
+
+def test_every_load_checks_the_content_and_an_old_cache_gets_its_checksums_once(tmp_path, caplog):
+    key = {"encoder": "toy"}
+    cache = EncoderStateCache(tmp_path, "t", key)
+    cache.load_or_build(N, Recorder(), batch_size=16)
+    meta_file = cache.dir / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["checksums"]["algorithm"] == "crc32" and meta["checksums"]["states.npy"] == \
+        file_checksums(cache.dir / "states.npy")
+    # a cache written before checksums were kept: loaded as is (same folder, nothing recomputed), checksums stored
+    built_with = meta.pop("checksums")
+    meta_file.write_text(json.dumps(meta))
+    with caplog.at_level(logging.INFO, logger="recbole_pmmrec.data.cache"):
+        rec = Recorder()
+        old = EncoderStateCache(tmp_path, "t", key)
+        old.load_or_build(N, rec, batch_size=16)
+    assert rec.seen == [] and old.dir == cache.dir and "stored them now" in caplog.text
+    assert json.loads(meta_file.read_text())["checksums"] == built_with
+    # every later load reads the files: a changed byte is seen although size and time stamps are restored
+    stat = (cache.dir / "states.npy").stat()
+    with open(cache.dir / "states.npy", "r+b") as fh:
+        fh.seek(stat.st_size // 2)
+        fh.write(b"\x7f\x7f")
+    os.utime(cache.dir / "states.npy", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    rec = Recorder()
+    states, _ = EncoderStateCache(tmp_path, "t", key).load_or_build(N, rec, batch_size=16)
+    assert len(rec.seen) == N  # rebuilt
+    np.testing.assert_array_equal(states.numpy(), _expected()[0])
+
+
+def test_a_full_disk_while_building_names_the_file_and_keeps_the_rows_built(tmp_path, monkeypatch):
+    real_pwrite, calls = os.pwrite, []
+
+    def pwrite(fd, data, offset):
+        calls.append(offset)
+        if len(calls) > 4:  # the 3rd batch
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(cache_module.os, "pwrite", pwrite)
+    cache = EncoderStateCache(tmp_path, "t", {"encoder": "toy"}, flush_every_s=0)
+    with pytest.raises(PMMRecDataError, match=r"cannot write the encoder-state cache .*states\.npy.*disk is full.*"
+                                              r"free space.*resumes"):
+        cache.load_or_build(N, Recorder(), batch_size=8)
+    assert not list(cache.dir.glob("*.tmp"))
+    monkeypatch.setattr(cache_module.os, "pwrite", real_pwrite)
+    rec = Recorder()
+    states, _ = EncoderStateCache(tmp_path, "t", {"encoder": "toy"}).load_or_build(N, rec, batch_size=8)
+    assert rec.seen == list(range(16, N))  # the two batches written before the disk filled are kept
+    np.testing.assert_array_equal(states.numpy(), _expected()[0])
+
+
+def test_a_cache_dir_that_is_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(PMMRecConfigError, match=r"cache_dir: .*afile.* is a file"):
+        EncoderStateCache(tmp_path / "afile", "t", {}).load_or_build(N, Recorder(), batch_size=8)
 
 
 def test_bad_compute_output_and_fp16_overflow(tmp_path):
