@@ -114,7 +114,8 @@ class Config(RecBoleConfig):
         compat.apply()
         super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
         self.unknown_keys = self._check_unknown_keys()
-        self.settings = Settings.from_config(self.final_config_dict, self.model)
+        self.settings = Settings.from_config(self.final_config_dict, self.model,
+                                             content=bool(getattr(self.model_class, "uses_item_content", False)))
         self.final_config_dict.update(self.settings)
 
     def resolve(self, reason: str, **values) -> None:
@@ -126,7 +127,8 @@ class Config(RecBoleConfig):
     def _check_unknown_keys(self) -> dict:
         """{unknown key: nearest known key or None} over the user's config files, dict and command line."""
         model_keys = set()
-        for file in (RECBOLE_PROPERTIES / "model" / f"{self.model}.yaml", properties_dir() / "model" / f"{self.model}.yaml"):
+        for file in (RECBOLE_PROPERTIES / "model" / f"{self.model}.yaml", properties_dir() / "model" / f"{self.model}.yaml",
+                     properties_dir() / "content.yaml"):
             if file.is_file():
                 model_keys |= _yaml_keys(file)
         known = known_keys() | model_keys
@@ -177,6 +179,7 @@ class Config(RecBoleConfig):
             rb / "dataset" / "sample.yaml",
             ours / "overall.yaml",
             rb / "model" / f"{model}.yaml",
+            *([ours / "content.yaml"] if getattr(model_class, "uses_item_content", False) else []),
             ours / "model" / f"{model}.yaml",
             rb / "dataset" / f"{dataset}.yaml",
         ):

@@ -20,6 +20,7 @@ from recbole.utils import init_seed, set_color
 from recbole_pmmrec import collectives, launch
 from recbole_pmmrec.config import Config
 from recbole_pmmrec.logger import init_logger
+from recbole_pmmrec.preflight import check_output_dirs
 from recbole_pmmrec.provenance import check_atomic_files, log_provenance, run_provenance
 from recbole_pmmrec.utils import create_dataset, data_preparation, get_model, get_trainer
 
@@ -28,7 +29,18 @@ def load_config(model, dataset, config_file_list=None, config_dict=None) -> Conf
     """Build the merged config; ``model`` is a name or a model class."""
     if isinstance(model, str):
         model = get_model(model)
-    return Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    if config["threads"] is not None:  # this process's torch threads (set 1 when runs share a machine)
+        torch.set_num_threads(config["threads"])
+    return config
+
+
+def output_dirs(config) -> dict:
+    """{config key: folder} of every folder this run writes into (None: the key writes nowhere)."""
+    from recbole_pmmrec.transfer import save_folder
+
+    keys = ["checkpoint_dir", "log_dir", "tensorboard_dir"] + (["cache_dir"] if "cache_dir" in config.settings else [])
+    return {**{key: config[key] for key in keys}, "save_pretrained": save_folder(config)}
 
 
 def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, nproc=None,
@@ -47,8 +59,7 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
     if nproc is not None:
         config_dict = dict(config_dict or {}, nproc=int(nproc))
     config = load_config(model, dataset, config_file_list, config_dict)
-    if config["threads"] is not None:
-        torch.set_num_threads(config["threads"])
+    check_output_dirs(output_dirs(config))  # before any work: a folder that cannot be written fails here
     if config["nproc"] > 1 and "local_rank" not in (config_dict or {}):
         os.makedirs(config["checkpoint_dir"], exist_ok=True)  # RecBole's ensure_dir races between ranks
         return launch.spawn_run(run_recbole_pmmrec, config["nproc"], model, dataset, config_file_list, config_dict,
@@ -68,6 +79,12 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    if config["pretrained"] and "projection" in config.settings and config.settings.projection is None:
+        from recbole_pmmrec.transfer import read_header
+
+        kind = read_header(config["pretrained"]).get("config", {}).get("projection")
+        if kind:  # transferred projections keep their kind
+            config.resolve("taken from the pre-trained checkpoint", projection=kind)
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     if config["pretrained"]:  # transfer: load (and freeze) components before the optimiser is built
         from recbole_pmmrec.transfer import load_pretrained
@@ -90,7 +107,7 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
     test_result = trainer.evaluate(test_data, load_best_model=saved and trained,
                                    show_progress=config["show_progress"])
 
-    logger.info(set_color("best valid ", "yellow") + f": {dict(best_valid_result)}")
+    logger.info(set_color("best valid ", "yellow") + f": {dict(best_valid_result or {})}")
     logger.info(set_color("test result", "yellow") + f": {dict(test_result)}")
     logger.info(f"log file: {log_file}")
     from recbole_pmmrec.transfer import save_folder, save_pretrained, source_datasets
@@ -102,7 +119,7 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
     return {
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": dict(best_valid_result),
+        "best_valid_result": dict(best_valid_result or {}),  # empty when no epoch was validated (eval_step 0)
         "test_result": dict(test_result),
         "config": config,
         "checkpoint": getattr(trainer, "saved_model_file", None) if saved and trained else None,

@@ -19,8 +19,8 @@ from typing import Any, Iterable, Mapping
 
 from recbole_pmmrec.errors import PMMRecConfigError
 
-PLUGIN_MODELS = ("PMMRec",)  # models whose keys (model=...) are required to have a yaml default
-_CONTENT = ("PMMRec",)  # models that read item content
+PLUGIN_MODELS = ("PMMRec", "ContentKNN")  # models whose keys are required to have a yaml default
+_CONTENT = "content"  # marks the keys of every model that reads item content (class attribute uses_item_content)
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ class Key:
     high_open: bool = False  # the upper bound is exclusive
     choices: tuple = ()  # allowed values (choice), or allowed items (list)
     optional: bool = False  # ~ (None) is allowed
-    models: tuple | None = None  # only read for these models (None: every model)
+    models: tuple | str | None = None  # only read for these models ("content": models that read item content;
+    # None: every model)
     arch: bool = False  # recorded in a component checkpoint's header (what the weights need to load)
 
     def allowed(self) -> str:
@@ -124,12 +125,15 @@ KEYS: tuple[Key, ...] = (
     _k("encoder_batch_size", "int", low=1, models=_CONTENT),
     _k("item_chunk_size", "int", low=1, models=_CONTENT),
     # ---- towers
-    _k("projection", "choice", choices=("linear", "mlp"), models=("PMMRec",), arch=True),
+    _k("projection", "choice", choices=("linear", "mlp"), optional=True, models=("PMMRec",), arch=True),
     _k("fusion_heads", "int", low=1, models=("PMMRec",), arch=True),
     _k("fusion_dropout", "float", low=0.0, high=1.0, high_open=True, models=("PMMRec",)),
     _k("hidden_act", "choice", choices=("gelu", "relu", "swish", "tanh", "sigmoid"), models=("PMMRec",), arch=True),
+    # ---- ContentKNN
+    _k("knn_decay", "float", low=0.0, high=1.0, models=("ContentKNN",)),
+    _k("knn_history", "int", low=1, models=("ContentKNN",)),
     # ---- objectives and evaluation
-    _k("exclude_history", "bool", models=("PMMRec",)),
+    _k("exclude_history", "bool", optional=True, models=("PMMRec", "ContentKNN")),
     _k("eval_item_dtype", "choice", choices=("float32", "bfloat16"), models=("PMMRec",)),
     _k("loss_type", "choice", choices=("NIP", "CE"), models=("PMMRec",)),
     _k("nip_debias", "bool", models=("PMMRec",)),
@@ -274,7 +278,7 @@ class Settings(Mapping):
         self.model = model
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], model: str) -> "Settings":
+    def from_config(cls, config: Mapping[str, Any], model: str, content: bool = False) -> "Settings":
         present = set(config)
         for old, new in RENAMED.items():
             if old in present and config.get(old) is not None:
@@ -287,13 +291,15 @@ class Settings(Mapping):
                         f"(CHANGELOG.md, 0.6.0); drop it from your config")
         values = {}
         for key in KEYS:
-            if key.models is not None and model not in key.models:
+            applies = key.models is None or (content if key.models == _CONTENT else model in key.models)
+            if not applies:
                 continue
             if key.name not in present:
                 if key.models is not None and model in PLUGIN_MODELS and not key.optional:
                     raise PMMRecConfigError(
-                        f"{key.name} has no value for model {model}: its default lives in "
-                        f"properties/model/{model}.yaml, which was not found or lacks it; reinstall recbole-pmmrec")
+                        f"{key.name} has no value for model {model}: its default lives in properties/ "
+                        f"(content.yaml or model/{model}.yaml), which was not found or lacks it; reinstall "
+                        f"recbole-pmmrec")
                 continue
             values[key.name] = check(key, config[key.name])
         return cls(values, model)
@@ -330,10 +336,4 @@ def settings_of(config) -> Settings:
     if isinstance(settings, Settings):
         return settings
     model = config["model"] if "model" in config else "PMMRec"
-    return Settings.from_config(config, str(model))
-
-
-def check_keys(names: Iterable[str]) -> None:
-    unknown = [n for n in names if n not in KEY]
-    if unknown:
-        raise PMMRecConfigError(f"unknown settings {unknown}")
+    return Settings.from_config(config, str(model), content=True)

@@ -18,12 +18,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import logging
 import os
 import random
+import socket
 import time
 import uuid
+from typing import Callable
 
 import numpy as np
 import recbole.trainer.trainer as recbole_trainer_module
@@ -37,6 +42,7 @@ from recbole_pmmrec import collectives
 from recbole_pmmrec.compat import is_inside, load_own_checkpoint
 from recbole_pmmrec.errors import PMMRecCheckpointError, PMMRecError
 from recbole_pmmrec.logger import get_tensorboard
+from recbole_pmmrec.preflight import write_failure
 
 # RecBole's trainers write TensorBoard files to a hard-coded ./log_tensorboard: point them at the config's.
 recbole_trainer_module.get_tensorboard = get_tensorboard
@@ -58,6 +64,10 @@ _RESUME_FREE_KEYS = {"checkpoint_dir", "log_dir", "tensorboard_dir", "resume_che
 logger = logging.getLogger(__name__)
 
 
+class _StopTraining(Exception):
+    """Raised inside ``fit`` when the epoch callback asked to stop."""
+
+
 def rng_state() -> dict:
     """The global random states this process trains with."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
@@ -74,21 +84,101 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def atomic_save(obj, target: str) -> None:
-    """``torch.save`` to a temporary file next to ``target``, then rename: never a half-written ``target``."""
+def write_atomically(write: Callable[[str], None], target: str) -> bool:
+    """``write(tmp)`` to ``target.tmp-PID`` next to ``target``, then rename: never a half-written ``target``.
+
+    -> whether ``write`` produced a file (RecBole's ``_save_checkpoint`` writes nothing on ranks > 0). A failed
+    write (a full disk: ``OSError`` or torch's ``RuntimeError`` "basic_ios::clear" / "file write failed")
+    removes the temporary file and raises a :class:`PMMRecCheckpointError` that names ``target`` and says to
+    free space."""
     tmp = f"{target}.tmp-{os.getpid()}"
     try:
-        torch.save(obj, tmp, pickle_protocol=4)
+        write(tmp)
+        if not os.path.exists(tmp):
+            return False
         os.replace(tmp, target)
+        return True
+    except (OSError, RuntimeError) as exc:
+        raise write_failure(target, exc, "checkpoint", PMMRecCheckpointError) from exc
     finally:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.remove(tmp)
+
+
+def atomic_save(obj, target: str) -> None:
+    """``torch.save`` through :func:`write_atomically`."""
+    write_atomically(lambda tmp: torch.save(obj, tmp, pickle_protocol=4), target)
 
 
 def latest_file_of(saved_model_file: str) -> str:
     """``dir/NAME.pth`` -> ``dir/NAME.latest.pth``."""
     stem = saved_model_file[:-4] if saved_model_file.endswith(".pth") else saved_model_file
     return stem + LATEST_SUFFIX
+
+
+def lock_file_of(saved_model_file: str) -> str:
+    """``dir/NAME.pth`` -> ``dir/NAME.lock``."""
+    stem = saved_model_file[:-4] if saved_model_file.endswith(".pth") else saved_model_file
+    return stem + ".lock"
+
+
+class CheckpointLock:
+    """An exclusive ``flock`` on ``NAME.lock`` beside the checkpoint ``NAME.pth``: one writer per checkpoint name.
+
+    The holder writes its pid and host into the file; a second writer gets a :class:`PMMRecCheckpointError`
+    naming the checkpoint, the lock file and that pid. The kernel drops the lock when the holder dies (even by
+    SIGKILL), so a stale file never blocks anybody. ``release`` deletes the file while it still holds the lock;
+    ``acquire`` checks that the file it locked is still the one at the path (a waiter may have opened the
+    deleted one)."""
+
+    def __init__(self, checkpoint: str) -> None:
+        self.checkpoint, self.path = checkpoint, lock_file_of(checkpoint)
+        self._fh = None
+
+    def acquire(self) -> "CheckpointLock":
+        while True:
+            fh = open(self.path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    fh.close()
+                    raise
+                fh.seek(0)
+                holder = fh.read().strip() or "unknown"
+                fh.close()
+                raise PMMRecCheckpointError(
+                    f"checkpoint '{self.checkpoint}' is being written by another run (pid {holder}, lock file "
+                    f"'{self.path}'): two runs must not write one checkpoint. Wait for that run to end (or stop it), "
+                    f"or start this one with another --checkpoint_dir") from None
+            try:
+                same = os.fstat(fh.fileno()).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            fh.close()  # the previous holder deleted the file between our open and flock: lock the new one
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
+        fcntl.flock(self._fh, fcntl.LOCK_UN)
+        self._fh.close()
+        self._fh = None
+
+    def __enter__(self) -> "CheckpointLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 class OwnCheckpointMixin:
@@ -106,6 +196,7 @@ class OwnCheckpointMixin:
         self._save_latest = False
         self.epoch_callback = None  # epoch_callback(record, trainer, valid_data): see quick_start.run_recbole_pmmrec
         self._epoch_record = None
+        self._stop_requested = False
         self._fit_clock = 0.0  # seconds of this fit, callbacks excluded
         self._valid_data = None
         self.sync_checks = 0  # training steps after which all ranks were checked to hold identical parameters
@@ -130,12 +221,11 @@ class OwnCheckpointMixin:
     # ------------------------------------------------------------------ saving
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         target = kwargs.pop("saved_model_file", self.saved_model_file)
-        tmp = f"{target}.tmp-{os.getpid()}"
-        super()._save_checkpoint(epoch, verbose=False, saved_model_file=tmp, **kwargs)
-        if os.path.exists(tmp):
-            os.replace(tmp, target)
-            if verbose:
-                self.logger.info(set_color("Saving current", "blue") + f": {target}")
+        parent = super()
+        written = write_atomically(
+            lambda tmp: parent._save_checkpoint(epoch, verbose=False, saved_model_file=tmp, **kwargs), target)
+        if written and verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {target}")
 
     def save_latest(self, epoch: int, train_data=None, finished: bool = False) -> None:
         """Write ``NAME.latest.pth``: the whole training state after ``epoch`` (all ranks must call it)."""
@@ -166,16 +256,23 @@ class OwnCheckpointMixin:
         if self._resumed_finished or (self._resume_state is not None and self.start_epoch >= self.epochs):
             self.logger.info(f"Resumed run has nothing left to train (epoch {self.start_epoch} of {self.epochs})")
             return self.best_valid_score, self.best_valid_result
-        result = super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
-                             callback_fn=callback_fn)
-        if saved:
-            self.save_latest(getattr(self, "_last_epoch", self.start_epoch - 1), train_data, finished=True)
+        writes = saved and collectives.rank() == 0  # only rank 0 writes NAME.pth / NAME.latest.pth
+        with CheckpointLock(self.saved_model_file) if writes else contextlib.nullcontext():
+            try:
+                result = super().fit(train_data, valid_data, verbose=verbose, saved=saved,
+                                     show_progress=show_progress, callback_fn=self._after_epoch_callback(callback_fn))
+            except _StopTraining:  # the epoch callback asked to stop (after this epoch's checkpoint)
+                result = self.best_valid_score, self.best_valid_result
+            if saved:
+                self.save_latest(getattr(self, "_last_epoch", self.start_epoch - 1), train_data, finished=True)
         if self.sync_checks:
             self.logger.info(f"ddp_check_sync: parameters bitwise identical on all {torch.distributed.get_world_size()} "
                              f"ranks after each of {self.sync_checks} training steps")
         return result
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if self._stop_requested:  # asked after an epoch without validation (its checkpoint is written by now)
+            raise _StopTraining
         # The state at the start of an epoch is exactly where a resumed run picks up.
         if self._resume_state is not None:
             self._restore_run_state(train_data)
@@ -202,13 +299,27 @@ class OwnCheckpointMixin:
         if self._epoch_record is not None:
             self._epoch_record.update(valid_s=seconds, valid={k: float(v) for k, v in result.items()},
                                       score=float(score), wall_s=self._fit_clock)
-            self._report_epoch()
+            score = self._report_epoch()["score"]
         return score, result
 
     def _report_epoch(self) -> None:
+        """Hand the epoch's record to ``epoch_callback``. The callback may return ``"stop"`` (training ends after
+        this epoch, its checkpoint written) and may set ``record["score"]``: the score early stopping and the
+        best checkpoint then use for this epoch."""
         record, self._epoch_record = self._epoch_record, None
         if self.epoch_callback is not None and record is not None:
-            self.epoch_callback(record, self, self._valid_data)
+            if self.epoch_callback(record, self, self._valid_data) == "stop":
+                self._stop_requested = True
+        return record
+
+    def _after_epoch_callback(self, callback_fn):
+        """RecBole's callback_fn, run after the epoch's checkpoint: where a requested stop takes effect."""
+        def after(epoch_idx, valid_score):
+            if callback_fn is not None:
+                callback_fn(epoch_idx, valid_score)
+            if self._stop_requested:
+                raise _StopTraining
+        return after
 
     def _restore_run_state(self, train_data) -> None:
         state, self._resume_state = self._resume_state, None

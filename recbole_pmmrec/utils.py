@@ -20,7 +20,8 @@ from recbole.utils import get_trainer as recbole_get_trainer  # noqa: E402
 from recbole_pmmrec.errors import PMMRecConfigError, PMMRecDataError  # noqa: E402
 
 # Models this plugin adds: name -> "module:attribute".
-PLUGIN_MODELS = {"PMMRec": "recbole_pmmrec.model.pmmrec:PMMRec"}
+PLUGIN_MODELS = {"PMMRec": "recbole_pmmrec.model.pmmrec:PMMRec",
+                 "ContentKNN": "recbole_pmmrec.model.content_knn:ContentKNN"}
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +99,10 @@ def create_dataset(config):
 
 
 def _create_dataset(config):
-    if config["model"] in PLUGIN_MODELS:
-        data_module = importlib.import_module("recbole_pmmrec.data")
-        dataset_class = getattr(data_module, f"{config['model']}Dataset", None)
-        if dataset_class is not None:
-            return dataset_class(config)
+    if getattr(get_model(config["model"]), "uses_item_content", False):  # PMMRec, ContentKNN
+        from recbole_pmmrec.data import PMMRecDataset
+
+        return PMMRecDataset(config)
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and _uses_split_variants(config):
         from recbole_pmmrec.data.splits import PluginSequentialDataset
 

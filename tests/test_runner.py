@@ -49,3 +49,36 @@ def test_unknown_dataset_is_a_clear_error_not_a_download(synth, tmp_path, capsys
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "dataset 'nosuchdata' not found" in err and "nosuchdata.inter" in err and "dataset_tools.convert" in err
+
+
+def test_epoch_callback_records_every_epoch_can_stop_and_can_rescore(synth, quick_config):
+    """``run_recbole_pmmrec(..., epoch_callback=fn)``: one record per epoch with times, loss and validation;
+    returning "stop" ends training after that epoch's checkpoint; a changed record["score"] is what early
+    stopping and the best checkpoint use."""
+    from recbole_pmmrec.quick_start import run_recbole_pmmrec
+
+    seen = []
+
+    def stop_after_two(record, trainer, valid_data):
+        seen.append(dict(record))
+        record["score"] = float(-record["epoch"])  # epoch 0 is the best by this score
+        return "stop" if record["epoch"] == 1 else None
+
+    result = run_recbole_pmmrec("SASRec", "synth", config_dict=quick_config(synth, epochs=6, MAX_ITEM_LIST_LENGTH=7),
+                                epoch_callback=stop_after_two)
+    assert [r["epoch"] for r in seen] == [0, 1]  # stopped after epoch 1
+    assert all(r["train_s"] > 0 and r["valid_s"] > 0 and "ndcg@10" in r["valid"] for r in seen)
+    assert seen[1]["wall_s"] > seen[0]["wall_s"]
+    assert result["best_valid_score"] == 0.0  # the callback's score chose epoch 0
+    assert result["trainer"].cur_step == 1  # early stopping counted one epoch without improvement
+
+
+def test_no_validated_epoch_still_returns_a_result(synth, quick_config):
+    from recbole_pmmrec.quick_start import run_recbole_pmmrec
+
+    records = []
+    result = run_recbole_pmmrec("SASRec", "synth", config_dict=quick_config(synth, epochs=2, eval_step=0,
+                                                                            MAX_ITEM_LIST_LENGTH=7),
+                                epoch_callback=lambda record, *_: records.append(record))
+    assert [r["valid"] for r in records] == [None, None] and result["best_valid_result"] == {}
+    assert "ndcg@10" in result["test_result"]

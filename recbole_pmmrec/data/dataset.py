@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pandas as pd
 from recbole.data.dataset import SequentialDataset
 
 from recbole_pmmrec.data.features import ItemFeatures, build_item_features
@@ -23,6 +24,12 @@ from recbole_pmmrec.errors import PMMRecDataError
 from recbole_pmmrec.settings import settings_of
 
 logger = logging.getLogger(__name__)
+
+# exclude_history: ~ removes a user's history items from the ranking unless at least this share of training
+# targets repeats an item the user already had. A content model ranks the items a user just read very high: on
+# data without repeats removing them is a large gain, and with repeats it forbids every repeated target (on an
+# Amazon set with ~5% repeats, removing them cost 40% of test NDCG@10: 0.0436 against 0.0734).
+REPEAT_SHARE_LIMIT = 0.01
 
 
 class PMMRecDataset(SplitVariantsMixin, SequentialDataset):
@@ -74,7 +81,30 @@ class PMMRecDataset(SplitVariantsMixin, SequentialDataset):
     def build(self):
         datasets = super().build()  # SplitVariantsMixin: train_window, few-shot, cold-start
         self.item_features.train_item_counts = self.train_item_counts
+        if settings_of(self.config).exclude_history is None and hasattr(self.config, "resolve"):
+            share = self.repeat_share()
+            keep = share >= REPEAT_SHARE_LIMIT
+            self.config.resolve(
+                f"decided from the data: {share:.2%} of training targets repeat an item the user already had, so "
+                f"history items are {'kept in' if keep else 'removed from'} the ranking (they are kept from "
+                f"{REPEAT_SHARE_LIMIT:.0%} on); set exclude_history to override", exclude_history=not keep)
         return datasets
+
+    def repeat_share(self) -> float:
+        """Share of training targets whose item the same user already had earlier (the last two interactions of
+        each user, the validation and test targets, are left out; so is each user's first interaction)."""
+        frame = pd.DataFrame({"u": self.inter_feat[self.uid_field].numpy(),
+                              "i": self.inter_feat[self.iid_field].numpy()})
+        if self.time_field in self.inter_feat:
+            frame["t"] = self.inter_feat[self.time_field].numpy()
+            frame = frame.sort_values(["u", "t"], kind="stable")
+        else:
+            frame = frame.sort_values("u", kind="stable")
+        from_end = frame.groupby("u").cumcount(ascending=False)
+        train = frame[from_end >= 2]
+        targets = len(train) - train["u"].nunique()
+        repeats = int(train.duplicated(["u", "i"]).sum())
+        return repeats / targets if targets > 0 else 0.0
 
     def data_preparation(self):
         """Split and wrap in PMMRec's dataloaders (RecBole's for sampled evaluation)."""

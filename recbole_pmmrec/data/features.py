@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -197,7 +198,9 @@ class ItemFeatures:
 
 def build_item_features(settings, item_tokens: Sequence[str], item_file: Path, text_fields: Sequence[str],
                         image_dir: Path | None, item_field: str, name: str, progress: bool) -> ItemFeatures:
-    """Decide the modalities, read the content, build the encoders and load (or build) their state caches."""
+    """Decide the modalities, read the content, build the encoders and load (or build) their state caches.
+    ``features.build_s`` is how long that took (seconds)."""
+    start = time.perf_counter()
     modalities, why = resolve_modalities(settings.modalities, text_fields, image_dir, item_tokens, name)
     encoders = {}
     for modality in modalities:
@@ -224,4 +227,5 @@ def build_item_features(settings, item_tokens: Sequence[str], item_file: Path, t
                                                   progress=progress)
     features = ItemFeatures(content, encoders, states, masks, settings.encoder_batch_size)
     features.decision = (modalities, why)
+    features.build_s = time.perf_counter() - start
     return features

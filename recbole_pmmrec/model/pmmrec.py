@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from recbole_pmmrec.data.dataloader import next_item_window
 from recbole_pmmrec.collectives import gather_rows, is_distributed
 from recbole_pmmrec.model.fusion import fused_gelu
-from recbole_pmmrec.model.item_tower import ItemTower
+from recbole_pmmrec.model.item_tower import ItemTower, default_projection
 from recbole_pmmrec.settings import settings_of
 from recbole_pmmrec.model.losses import corrupt_window, nicl_loss, nid_loss, nip_loss, popularity_log_q, rcl_loss
 
@@ -74,11 +74,18 @@ class PMMRec(SequentialRecommender):
     """PMMRec as a RecBole sequential recommender (see the module docstring)."""
 
     input_type = InputType.POINTWISE
+    uses_item_content = True  # Config loads properties/content.yaml; the dataset is a PMMRecDataset
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         # --- hyper-parameters: the validated settings (defaults and ranges: properties/model/PMMRec.yaml)
+        features = dataset.item_features
         s = settings_of(config)
+        if s.projection is None:  # decided from the data: see default_projection
+            s = s.resolved(projection=default_projection(features.modalities))
+            if hasattr(config, "resolve"):
+                config.resolve(f"decided from the modalities {list(features.modalities)}: mlp for one, linear for "
+                               f"two", projection=s.projection)
         self.hidden_size = s.hidden_size
         self.loss_type = s.loss_type
         self.nip_debias = s.nip_debias
@@ -88,10 +95,9 @@ class PMMRec(SequentialRecommender):
         self.initializer_range = s.initializer_range
         self.hidden_act = s.hidden_act
         # Rank only items outside the input history (the authors' evaluation removes a user's history items).
-        self.exclude_history = s.exclude_history
+        self.exclude_history = True if s.exclude_history is None else s.exclude_history  # ~: the dataset decides
         # Precision of the evaluation pass that computes every item vector (training always runs in float32).
         self.eval_item_dtype = s.eval_item_dtype
-        features = dataset.item_features
 
         # --- the two towers
         self.item_tower = ItemTower(s, features)

@@ -248,9 +248,9 @@ def test_ce_loss_nicl_compares_the_batch_items_and_equals_the_catalogue_form(syn
 
 
 def test_exclude_history_removes_exactly_the_input_items_from_the_ranking(synth, pmmrec_config):
-    """``exclude_history`` (default True): the items of each row's input sequence score -inf in full ranking and in
+    """``exclude_history: True``: the items of each row's input sequence score -inf in full ranking and in
     ``predict``; every other score is the plain dot product (the switch changes nothing else)."""
-    _, model, _, _, test = build(synth, pmmrec_config)
+    _, model, _, _, test = build(synth, pmmrec_config, exclude_history=True)
     assert model.exclude_history is True
     model.eval()
     batch = first_batch(test)

@@ -1,0 +1,60 @@
+"""ContentKNN: the cosine between frozen content vectors and the recency-weighted recent history."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recbole_pmmrec.quick_start import load_config, run_recbole_pmmrec
+from recbole_pmmrec.utils import create_dataset, data_preparation, get_model
+
+
+def _model(synth, pmmrec_config, **overrides):
+    config = load_config("ContentKNN", synth.name, config_dict=pmmrec_config(synth, **overrides))
+    dataset = create_dataset(config)
+    _, _, test = data_preparation(config, dataset)
+    return get_model("ContentKNN")(config, test._dataset), test
+
+
+def _batch(loader):
+    batch = next(iter(loader))
+    return batch[0] if isinstance(batch, tuple) else batch
+
+
+@pytest.mark.parametrize("modalities", [["text"], ["text", "image"]])
+def test_scores_equal_a_loop_reference(synth, pmmrec_config, modalities):
+    model, test = _model(synth, pmmrec_config, modalities=modalities, knn_decay=0.5, knn_history=3,
+                         exclude_history=False)
+    features = test._dataset.item_features
+    pooled = [F.normalize(features.pooled(m).float(), dim=-1) for m in modalities]
+    batch = _batch(test)
+    seqs, lengths = batch["item_id_list"], batch["item_length"]
+    scores = model.full_sort_predict(batch)
+    for row in range(min(5, len(seqs))):
+        n = int(lengths[row])
+        user = torch.zeros(sum(p.shape[1] for p in pooled))
+        for j in range(max(0, n - 3), n):  # the last 3 items, weight 0.5 ** age
+            item = int(seqs[row, j])
+            user += 0.5 ** (n - 1 - j) * torch.cat([p[item] for p in pooled]) / len(pooled) ** 0.5
+        items = torch.cat(pooled, dim=1) / len(pooled) ** 0.5
+        expected = items @ (user / user.norm())
+        torch.testing.assert_close(scores[row, 1:], expected[1:], atol=1e-5, rtol=1e-4)
+
+
+def test_decay_zero_is_the_last_item_alone_and_history_is_excluded(synth, pmmrec_config):
+    model, test = _model(synth, pmmrec_config, modalities=["text"], knn_decay=0.0, exclude_history=True)
+    batch = _batch(test)
+    seqs, lengths = batch["item_id_list"], batch["item_length"]
+    scores = model.full_sort_predict(batch)
+    last = seqs[torch.arange(len(seqs)), lengths - 1]
+    expected = model.item_vecs @ F.normalize(model.item_vecs[last], dim=-1).t()
+    seen = torch.zeros_like(scores, dtype=torch.bool).scatter(1, seqs, True)
+    torch.testing.assert_close(scores[~seen], expected.t()[~seen], atol=1e-5, rtol=1e-4)
+    assert torch.isinf(scores[seen & (torch.arange(scores.shape[1]) > 0)]).all()
+
+
+def test_runs_from_the_same_command_without_training(synth, pmmrec_config):
+    config = pmmrec_config(synth)
+    config.pop("epochs")  # ContentKNN.yaml: epochs 0
+    result = run_recbole_pmmrec("ContentKNN", synth.name, config_dict=config)
+    assert result["config"]["epochs"] == 0 and result["checkpoint"] is None
+    assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
