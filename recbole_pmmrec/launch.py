@@ -31,7 +31,11 @@ def free_port() -> int:
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGKILL this process when its parent exits (Linux); exit now if it already has."""
+    """Ask the kernel to SIGKILL this process when its parent exits (Linux); exit now if it already has.
+
+    torch's spawn asks for SIGINT instead, which a worker ignores when the launcher was started with SIGINT
+    ignored (``cmd &`` in a script) and which Python code may catch: such workers outlived a killed launcher.
+    SIGKILL can be neither ignored nor caught (``tests/test_hardening_workers.py``)."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

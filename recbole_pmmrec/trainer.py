@@ -13,6 +13,10 @@
   and the training loader's shuffling generator. ``resume_checkpoint(NAME.latest.pth)`` (``--resume``)
   restores all of it at the same point of the loop, so a run killed at any moment continues to the
   same result as an uninterrupted one;
+* one writer per checkpoint name: ``fit`` holds an exclusive lock on ``NAME.lock`` beside the checkpoint
+  (:class:`CheckpointLock`; a resumed run writes the same NAME), and a second writer is refused with a
+  :class:`PMMRecCheckpointError` naming the file and the holder's pid;
+* a failed write (a full disk) removes the temporary file and names the checkpoint (:func:`write_atomically`);
 * TensorBoard files go to ``tensorboard_dir``; multi-process runs (``nproc > 1``) work on CPU (gloo).
 """
 
