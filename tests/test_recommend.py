@@ -320,3 +320,40 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: refusing to unpickle") and "Traceback" not in proc.stderr
 
+
+
+# -------------------------------------------------------------------------------- html page in a browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run"]
+
+
+def test_html_page_shows_every_poster_and_title_in_a_browser(world, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (.ci/browser.sh)")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"no browser at {CHROMIUM}: install Debian's chromium (.ci/browser.sh)")
+    rec = world.load(world.copy(tmp_path / "model"))
+    rec.add_items([world.new_item_row()], image_dir=world.full.folder / "full.images", persist=False)
+    recs = rec.recommend(users=["u1", "u2"], k=5) + rec.recommend(
+        histories=[["1", "2", HELD_OUT]], k=3, candidates=[HELD_OUT, "3", "9"], exclude_history=False)
+    page_file = tmp_path / "page" / "top.html"
+    rec.write(recs, "html", page_file)
+    assert list(page_file.parent.iterdir()) == [page_file]  # self-contained: images are embedded
+    expected_titles = {rec.title(item) for r in recs for item in r.items + r.history[-5:]}
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(page_file.as_uri(), wait_until="load")
+            images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+            shown = set(page.locator(".title").all_inner_texts())
+            badges = page.locator(f'.card[data-item="{HELD_OUT}"] .new').count()
+            visible = page.get_by_text(rec.title(recs[0].items[0]), exact=True).first.is_visible()
+        finally:
+            browser.close()
+    n_cards = sum(len(r.items) + len(r.history[-5:]) for r in recs)
+    assert len(images) == n_cards  # every synthetic item has a poster
+    assert all(complete and width > 0 for complete, width in images), images
+    assert expected_titles <= shown and visible
+    assert badges >= 1  # the new item is marked (in the third history and its top 3)
