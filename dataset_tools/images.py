@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dataset_tools.base import Report
+from recbole_pmmrec.imaging import to_rgb
 from dataset_tools.tokens import is_safe_token
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -144,25 +144,6 @@ def decode(data: bytes, limits: ImageLimits, where: str) -> Image.Image:
     except Exception as err:  # truncated data, broken chunks, decoder errors
         raise ImageRejected("image_corrupt", f"{where}: {type(err).__name__}: {err}") from None
     return image
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """An RGB copy: 16-bit and 32-bit gray scaled to 8 bits, transparency composited on white."""
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        values = np.asarray(image)
-        if mode.startswith("I;16") or (mode == "I" and values.max(initial=0) > 255):
-            values = np.clip(values.astype(np.int64), 0, 65535) >> 8  # 16-bit range -> 8-bit
-        gray = np.clip(values, 0, 255).astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB")  # uint8 (H, W) -> mode L
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGB", image.size, (255, 255, 255))
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas
-    return image.convert("RGB")
 
 
 def save_image(ref: ImageRef, dst: Path, limits: ImageLimits) -> str:

@@ -12,7 +12,6 @@ directories (their names carry the cache key hash); ``run_recbole_pmmrec`` write
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -86,9 +85,6 @@ def check_atomic_files(config) -> dict[str, dict]:
                 f"{path} has {info['columns']} columns (more than {MAX_COLUMNS}); RecBole would load every one of them. "
                 f"Keep only the columns you need in the file, or name them with load_col, e.g. "
                 f"load_col: {{inter: [user_id, item_id, timestamp], item: [item_id, title]}}")
-        if info["max_line_bytes"] >= csv.field_size_limit():  # RecBole reads with pandas' python engine (csv)
-            csv.field_size_limit(info["max_line_bytes"] + 1)
-            logger.info("%s: a line of %d bytes; raised the CSV field size limit for it", path, info["max_line_bytes"])
         found[path.name] = info
     return found
 

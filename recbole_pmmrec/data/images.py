@@ -30,34 +30,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from recbole_pmmrec.imaging import to_rgb
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 MAX_PIXELS = 64_000_000  # 8000 x 8000; a poster or a product photo is far below this
 REASONS = ("ok", "missing", "empty", "corrupt", "truncated", "too_large", "unsafe")
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB (transparency on white, 16-bit scaled to 8-bit)."""
-    mode = im.mode
-    if mode == "RGB":
-        return im
-    if mode == "P" and "transparency" in im.info:
-        im, mode = im.convert("RGBA"), "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        peak = float(arr.max(initial=0.0))
-        if mode.startswith("I;16") or (mode == "I" and peak > 255):
-            top = 65535.0  # 16-bit range -> 8 bit
-        elif mode == "F" and peak > 255:
-            top = peak
-        else:
-            top = 255.0
-        arr8 = np.clip(arr * (255.0 / top), 0, 255).round().astype(np.uint8)
-        return Image.fromarray(arr8).convert("RGB")
-    return im.convert("RGB")
 
 
 def load_image(
@@ -92,7 +69,7 @@ def load_image(
                     im = ImageOps.exif_transpose(im)
                 except Exception:  # unreadable EXIF: keep the pixels as stored
                     pass
-                im = _to_rgb(im)
+                im = to_rgb(im)
                 im = ImageOps.fit(im, (size, size), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))
                 arr = np.array(im, dtype=np.uint8)  # (H, W, 3), a writable copy
     except Image.DecompressionBombError:

@@ -77,3 +77,27 @@ def test_changed_item_text_builds_a_new_cache(synth, pmmrec_config, tmp_path):
     item_file.write_text(item_file.read_text().replace("item1\t", "item1 renamed\t", 1))
     dataset_for(synth, pmmrec_config)
     assert len(sorted((tmp_path / "cache").glob("synth-text-*"))) == 2
+
+
+def test_a_data_set_without_images_never_touches_the_image_encoder(tmp_path, pmmrec_config, monkeypatch, caplog):
+    """modalities ~ on data without any image: text only, one log line says why, and no image encoder is built
+    (before: EfficientNet states for every item, 10+ minutes on a 20k-item text set). Asking for images that the
+    data does not have is an error that says what to do."""
+    import shutil
+
+    from recbole_pmmrec.data import features as features_module
+
+    data = make_synthetic_dataset(tmp_path, "textonly", n_users=20, n_items=30, seed=3)
+    shutil.rmtree(data.folder / "textonly.images")
+    built = []
+    real = features_module.build_encoder
+    monkeypatch.setattr(features_module, "build_encoder", lambda modality, **kw: built.append(modality) or
+                        real(modality, **kw))
+    with caplog.at_level(logging.INFO, logger="recbole_pmmrec.config"):
+        dataset = dataset_for(data, pmmrec_config)
+    assert built == ["text"] and dataset.item_features.modalities == ("text",)
+    assert not list((tmp_path / "cache").glob("textonly-image*"))
+    assert any("modalities=['text']" in r.getMessage() and "0 of 30 items have an image" in r.getMessage()
+               for r in caplog.records)
+    with pytest.raises(PMMRecDataError, match=r"modalities=\['text', 'image'\] but the data has no image"):
+        dataset_for(data, pmmrec_config, modalities=["text", "image"])
