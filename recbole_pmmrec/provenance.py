@@ -2,8 +2,9 @@
 
 :func:`check_atomic_files` reads each atomic file of the dataset once, streaming: its sha256, size,
 column count and longest line. It refuses a file with more columns than RecBole can sensibly load
-(unless ``load_col`` picks columns for it) and lets pandas read long cells (RecBole's CSV reader
-stops at 128 KiB per field otherwise, with a bare ``ParserError``).
+(unless ``load_col`` picks columns for it). Then each file RecBole reads is checked row by row
+(:mod:`recbole_pmmrec.atomic_rows`: empty files, broken rows, bad timestamps, each named by file,
+line and column) before pandas sees it.
 
 :func:`run_provenance` gathers library versions, the config, those hashes and the encoder-state cache
 directories (their names carry the cache key hash); ``run_recbole_pmmrec`` writes it into the run log
@@ -12,6 +13,7 @@ directories (their names carry the cache key hash); ``run_recbole_pmmrec`` write
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -21,6 +23,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from recbole_pmmrec.atomic_rows import check_rows
 from recbole_pmmrec.errors import PMMRecDataError
 from recbole_pmmrec.hashing import jsonable
 
@@ -69,10 +72,22 @@ def inspect_file(path: Path, separator: str = "\t") -> dict:
             "max_line_bytes": max(longest, current)}
 
 
+def loaded_by_recbole(config, path: Path) -> bool:
+    """Whether RecBole reads ``path``: ``<dataset>.<suffix>``, or with ``benchmark_filename`` only the
+    ``<dataset>.<part>.inter`` files it names (instead of ``<dataset>.inter``)."""
+    name, suffix = str(config["dataset"]), path.suffix.lstrip(".")
+    benchmark = config["benchmark_filename"] or []
+    if suffix == "inter" and benchmark:
+        return path.name in {f"{name}.{part}.inter" for part in benchmark}
+    return path.name == f"{name}.{suffix}"
+
+
 def check_atomic_files(config) -> dict[str, dict]:
-    """Inspect every atomic file (see the module docstring); ``{file name: inspect_file(...)}``."""
+    """Inspect every atomic file (see the module docstring) and check the rows of those RecBole reads
+    (:func:`recbole_pmmrec.atomic_rows.check_rows`); ``{file name: inspect_file(...) + rows}``."""
     separator = str(config["field_separator"] or "\t")
     load_col = config["load_col"]
+    eval_args = config["eval_args"] or {}
     found = {}
     for path in atomic_files(config):
         info = inspect_file(path, separator)
@@ -85,6 +100,12 @@ def check_atomic_files(config) -> dict[str, dict]:
                 f"{path} has {info['columns']} columns (more than {MAX_COLUMNS}); RecBole would load every one of them. "
                 f"Keep only the columns you need in the file, or name them with load_col, e.g. "
                 f"load_col: {{inter: [user_id, item_id, timestamp], item: [item_id, title]}}")
+        if loaded_by_recbole(config, path):
+            # the csv module (RecBole's pandas engine too) stops at its field size limit: make room for the longest line
+            csv.field_size_limit(max(csv.field_size_limit(), info["max_line_bytes"] + 1))
+            info.update(check_rows(path, separator=separator, encoding=str(config["encoding"] or "utf-8"),
+                                   load_col=load_col, unload_col=config["unload_col"], time_field=config["TIME_FIELD"],
+                                   time_ordered=isinstance(eval_args, dict) and eval_args.get("order") == "TO"))
         found[path.name] = info
     return found
 
