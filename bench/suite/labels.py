@@ -18,10 +18,11 @@ COLD_EXTRA_SEEDS = [2023, 2024]
 # states, NIP + NICL + NID), each label's suffix -> its keys.
 SUITE = {
     "": {},
-    " text-only": {"modalities": ["text"]},
+    # one modality: projection ~ resolves to mlp since 0.6; named here so that the older linear runs are history
+    " text-only": {"modalities": ["text"], "projection": "mlp"},
     # 19 movies have no poster: they keep a zero item vector (counted in the run's log), so that image-only is
     # ranked over the same candidates as every other model
-    " image-only": {"modalities": ["image"], "contentless_items": "zero"},
+    " image-only": {"modalities": ["image"], "contentless_items": "zero", "projection": "mlp"},
     " w/o NICL": {"w_nicl": 0.0},
     " w/o NID": {"w_nid": 0.0},
     " with RCL": {"w_rcl": 0.1},  # the paper's fourth objective (the default before 2026-11-30)
@@ -31,10 +32,8 @@ PMMREC = {"PMMRec" + suffix: keys for suffix, keys in SUITE.items()}
 PMMREC.update({
     "PMMRec coarse fusion": {"image_grid": 1, "text_groups": 1},  # one token per modality enters the fusion
     "PMMRec mlp": {"projection": "mlp"},  # more item-tower capacity
-    "PMMRec image-only mlp": {**SUITE[" image-only"], "projection": "mlp"},
     # tried on MicroLens-50K (19,220 items, where the in-batch softmax sees a small share of the catalogue per step)
-    "PMMRec text-only mlp": {"modalities": ["text"], "projection": "mlp"},
-    "PMMRec text-only CE": {"modalities": ["text"], "loss_type": "CE"},  # full-catalogue softmax
+    "PMMRec text-only CE": {"modalities": ["text"], "loss_type": "CE", "projection": "linear"},  # full softmax
 })
 BASELINES = {
     "SASRec": {},
@@ -42,17 +41,32 @@ BASELINES = {
     "BERT4Rec": {},
     "FDSA": {"selected_features": ["genres"], "pooling_mode": "mean"},
     "Pop": {},
+    "ContentKNN": {},  # the training-free floor (plugin model, same content cache as PMMRec)
 }
 # baselines whose early stopping and checkpoint follow validation NDCG@10 with the input history removed (the rule
 # PMMRec ranks by) instead of RecBole's score; the label's model is the part before the first space
 SELECT = {"SASRec hr-selected": "history_removed"}
 BASELINES.update({label: dict(BASELINES[label.split(" ")[0]]) for label in SELECT})
 QUALITY_ORDER = ["PMMRec", "SASRec", "SASRec hr-selected", "PMMRec text-only", "GRU4Rec", "FDSA", "PMMRec image-only",
-                 "Pop", "PMMRec w/o NICL", "PMMRec w/o NID", "PMMRec with RCL", "BERT4Rec"]
+                 "ContentKNN", "Pop", "PMMRec w/o NICL", "PMMRec w/o NID", "PMMRec with RCL", "BERT4Rec"]
 COLD_ORDER = ["PMMRec", "SASRec", "PMMRec text-only", "GRU4Rec", "FDSA", "PMMRec image-only", "BERT4Rec"]
 # keys every run of a part sets (paths, budget, seed, the part's protocol): not a model setting
 RUN_KEYS = frozenset({"data_path", "checkpoint_dir", "log_dir", "tensorboard_dir", "cache_dir", "show_progress",
                       "epochs", "stopping_step", "state", "seed", "threads", "cold_item_ratio"})
+
+
+# Labels renamed when a default changed: a stored run under the old label whose settings are today's label's counts
+# as today's (0.6: projection ~ is mlp for one modality, so "text-only mlp" is today's "text-only").
+RENAMED_LABELS = {"PMMRec text-only mlp": "PMMRec text-only", "PMMRec image-only mlp": "PMMRec image-only"}
+
+
+def canonical_label(run: dict) -> str:
+    """A stored run's label under today's registry (RENAMED_LABELS applied where the settings match)."""
+    label, spec = run.get("label"), run.get("spec") or {}
+    new = RENAMED_LABELS.get(label)
+    if new is not None and overrides_of(spec) == model_of(new)[1]:
+        return new
+    return label
 
 
 def model_of(label: str) -> tuple[str, dict]:

@@ -16,7 +16,8 @@ import re
 import statistics
 from pathlib import Path
 
-from bench.suite.labels import COLD_ORDER, DATASET as MAIN_DATASET, QUALITY_ORDER, is_current, overrides_of, run_label
+from bench.suite.labels import (COLD_ORDER, DATASET as MAIN_DATASET, QUALITY_ORDER, canonical_label, is_current,
+                                overrides_of, run_label)
 from bench.suite.plots import GB, plot_curves, plot_scaling, plot_speed_bars
 from bench.suite.results import load_results, write_json
 
@@ -886,6 +887,9 @@ def write_report(results_dir: Path, plots_dir: Path, markdown: Path, history: Pa
     generated ``history`` document; returns the markdown's text."""
     results_dir, plots_dir, markdown = Path(results_dir), Path(plots_dir), Path(markdown)
     speed, quality, cold, scaling = (load_results(p, results_dir) for p in ("speed", "quality", "coldstart", "scaling"))
+    for part in (quality, cold):
+        for run in part.get("runs", []):
+            run["label"] = canonical_label(run)
     sp, sc = speed_numbers(speed), scaling_numbers(scaling)
     q = quality_table_rows(split_current(quality.get("runs", []))[0])
     cs = quality_table_rows(split_current(cold.get("runs", []))[0])
