@@ -6,6 +6,7 @@ and whatever a converter writes, our readers read without an error."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import tempfile
 import uuid
@@ -215,3 +216,29 @@ def test_random_amazon_inputs_convert_cleanly_or_fail_with_our_errors(data, toke
                                            "--name", "fz", "--quiet"]))
         if not isinstance(result, PMMRecError):
             _read_output(out, "fz", ["title", "brand", "categories", "description"], tokenize)
+
+
+# Interaction rows: tokens, timestamps that are numbers, text, non-finite, missing; rows short, long or split.
+STAMP = st.sampled_from([b"1", b"978300019", b"2.5", b"-3", b"1e9", b" 7", b"nan", b"NaN", b"inf", b"-inf", b"1e400",
+                         b"", b"abc", b"0x10", b"1_000", b'"5"', b'"', b"None", b"NA", b"1,5"]) | TEXT
+INTER_ROW = st.tuples(ITEM, ITEM, STAMP).map(lambda r: b"\t".join(r)) | st.sampled_from([b"", b"u1\t2", b"u1\t2\t3\t4"])
+
+
+@FUZZ
+@given(rows=st.lists(INTER_ROW, max_size=8), header=st.sampled_from([True, True, True, False]))
+def test_random_interaction_files_pass_the_row_check_only_when_recbole_reads_them_cleanly(rows, header):
+    """Whatever ``check_rows`` lets through, RecBole's own read (pandas' python engine, float timestamps) reads
+    with as many rows and only finite timestamps; everything else is one of our errors."""
+    from recbole_pmmrec.atomic_rows import check_rows
+
+    lines = ([b"user_id:token\titem_id:token\ttimestamp:float"] if header else []) + rows
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fz.inter"
+        path.write_bytes(_lines(lines))
+        info = _outcome(lambda: check_rows(path, time_field="timestamp", time_ordered=True))
+        if isinstance(info, PMMRecError):
+            return
+        cols = ["user_id:token", "item_id:token", "timestamp:float"]
+        df = pd.read_csv(path, delimiter="\t", usecols=cols, engine="python", encoding="utf-8",
+                         dtype={"user_id:token": str, "item_id:token": str, "timestamp:float": float})
+        assert len(df) == info["rows"] and df["timestamp:float"].map(math.isfinite).all()
