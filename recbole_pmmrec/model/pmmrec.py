@@ -114,6 +114,14 @@ class PMMRec(SequentialRecommender):
                                                nn.Linear(self.hidden_size, self.hidden_size))
         if self.w_nid > 0:
             self.heads["nid"] = nn.Linear(self.hidden_size, 1)
+        # --- optional item-ID embedding [ours; UniSRec's transductive mode]: added to the content vector of items
+        # with a training interaction; an item without one (cold, or added later) keeps its content vector only.
+        self.item_id_embedding = None
+        if s.item_id_embedding:
+            self.item_id_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+            warm = features.train_item_counts > 0 if features.train_item_counts is not None else \
+                torch.ones(self.n_items, dtype=torch.bool)
+            self.register_buffer("id_warm", warm, persistent=False)
 
         counts = features.train_item_counts
         log_q = popularity_log_q(counts) if counts is not None else torch.zeros(self.n_items)
@@ -172,13 +180,21 @@ class PMMRec(SequentialRecommender):
                            "name": "encoders"})
         return groups
 
+    def encode_items(self, ids: Tensor):
+        """The item tower on ``ids`` (unique ids), plus the item-ID embedding of warm items when it is on."""
+        items = self.item_tower(ids)
+        if self.item_id_embedding is not None:
+            warm = self.id_warm[ids].to(items.vectors.dtype)[:, None]
+            items.vectors = items.vectors + self.item_id_embedding(ids) * warm
+        return items
+
     def item_vectors(self) -> Tensor:
         """Vectors of every item (n_items, d), computed once while the weights do not change."""
         if self.training or self._item_cache is None:
             ids = torch.arange(self.n_items, device=self.log_q.device)
             dtype = None if self.training else _EVAL_ITEM_DTYPES[self.eval_item_dtype]
             with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype is not None):
-                vecs = torch.cat([self.item_tower(chunk).vectors for chunk in ids.split(2048)])
+                vecs = torch.cat([self.encode_items(chunk).vectors for chunk in ids.split(2048)])
             if self.training:
                 return vecs
             self._item_cache = vecs.float()  # users and scores stay float32 in either case
@@ -204,7 +220,7 @@ class PMMRec(SequentialRecommender):
             uniq, inverse = torch.arange(self.n_items, device=ids.device), ids
         else:  # each item encoded once per batch
             uniq, inverse = batch_items, batch_inverse
-        items = self.item_tower(uniq)
+        items = self.encode_items(uniq)
         slot_emb = items.vectors[inverse]  # (B, L+1, d)
         valid_in = ids[:, :-1] > 0
         seq_out = self.user_encoder(slot_emb[:, :-1], valid_in)  # (B, L, d)

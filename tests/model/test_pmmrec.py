@@ -341,3 +341,28 @@ def test_removed_and_renamed_keys_are_errors_that_say_what_to_do(synth, pmmrec_c
 
     with pytest.raises(PMMRecConfigError, match=f"'{key}' was (removed|renamed)"):
         load_config("PMMRec", synth.name, config_dict=pmmrec_config(synth, **{key: value}))
+
+
+def test_item_id_embedding_is_added_to_warm_items_only(synth, pmmrec_config):
+    """``item_id_embedding: True``: each item with a training interaction gets its content vector plus a learned
+    ID vector; an item without one (here: a cold item) keeps its content vector; off, no ID weight exists."""
+    _, plain, *_ = build(synth, pmmrec_config)
+    assert plain.item_id_embedding is None and not any("item_id_embedding" in k for k in plain.state_dict())
+    _, model, train, *_ = build(synth, pmmrec_config, item_id_embedding=True, cold_item_ratio=0.2)
+    features = train._dataset.item_features
+    cold = (features.train_item_counts == 0).nonzero().flatten()
+    cold = cold[cold > 0]
+    assert len(cold) > 0
+    model.eval()
+    with torch.no_grad():
+        ids = torch.arange(1, model.n_items)
+        with_ids = model.encode_items(ids).vectors
+        content = model.item_tower(ids).vectors
+        added = model.item_id_embedding(ids)
+    warm = model.id_warm[ids]
+    torch.testing.assert_close(with_ids[warm], content[warm] + added[warm])
+    torch.testing.assert_close(with_ids[~warm], content[~warm])
+    assert torch.equal(warm, features.train_item_counts[ids] > 0)
+    loss = model.calculate_loss(first_batch(train))
+    loss.backward()
+    assert model.item_id_embedding.weight.grad.abs().sum() > 0
