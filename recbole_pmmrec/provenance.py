@@ -26,6 +26,7 @@ from pathlib import Path
 from recbole_pmmrec.atomic_rows import check_rows
 from recbole_pmmrec.errors import PMMRecDataError
 from recbole_pmmrec.hashing import jsonable
+from recbole_pmmrec.preflight import write_failure
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +172,11 @@ def log_provenance(info: dict, log_file: str | None) -> None:
     logging.getLogger().info("run provenance: " + json.dumps(info, sort_keys=True))
     if log_file:
         target = Path(log_file).with_suffix(".provenance.json")
-        target.write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
+        try:
+            target.write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
+        except OSError as exc:  # a full disk: no half-written file, and an error that says so
+            target.unlink(missing_ok=True)
+            raise write_failure(target, exc, "run provenance") from exc
 
 
 __all__ = ["check_atomic_files", "inspect_file", "atomic_files", "library_versions", "cache_dirs", "run_provenance",

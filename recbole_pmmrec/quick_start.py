@@ -11,7 +11,6 @@ hashes and encoder-state cache directories (:mod:`recbole_pmmrec.provenance`).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import torch
@@ -59,9 +58,10 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
     if nproc is not None:
         config_dict = dict(config_dict or {}, nproc=int(nproc))
     config = load_config(model, dataset, config_file_list, config_dict)
-    check_output_dirs(output_dirs(config))  # before any work: a folder that cannot be written fails here
+    # before any work: a folder that cannot be written fails here (and exists before the ranks start: RecBole's
+    # ensure_dir races between them)
+    check_output_dirs(output_dirs(config))
     if config["nproc"] > 1 and "local_rank" not in (config_dict or {}):
-        os.makedirs(config["checkpoint_dir"], exist_ok=True)  # RecBole's ensure_dir races between ranks
         return launch.spawn_run(run_recbole_pmmrec, config["nproc"], model, dataset, config_file_list, config_dict,
                                 saved=saved, world_size=config["world_size"] or -1, ip=config["ip"],
                                 port=config["port"], offset=config["offset"])

@@ -100,3 +100,21 @@ def test_a_full_disk_while_saving_a_checkpoint_leaves_no_temporary_file(synth, q
         atomic_save({"a": 1}, str(saved / "x.latest.pth"))
     monkeypatch.setattr(torch, "save", real_save)
     assert os.listdir(saved) == []  # the lock file went with the failed run
+
+
+def test_a_full_disk_while_writing_the_run_provenance_names_the_file(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from recbole_pmmrec.errors import PMMRecError
+    from recbole_pmmrec.provenance import log_provenance
+
+    real_write_text = Path.write_text
+
+    def write_then_fail(self, data, *args, **kwargs):
+        real_write_text(self, data[:10], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", write_then_fail)
+    with pytest.raises(PMMRecError, match=r"cannot write the run provenance '.*run\.provenance\.json': the disk is full"):
+        log_provenance({"a": 1}, str(tmp_path / "run.log"))
+    assert list(tmp_path.iterdir()) == []
