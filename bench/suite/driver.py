@@ -289,7 +289,7 @@ def part_salvage(args, work: Path) -> None:
 
 
 def part_report(args, work: Path) -> None:
-    report.write_report(results.RESULTS, PLOTS, MARKDOWN, history=HISTORY)
+    report.write_report(results.RESULTS, PLOTS, MARKDOWN, history=HISTORY, readme=REPO / "README.md")
     print(f"[bench] wrote {MARKDOWN} and {HISTORY}")
 
 

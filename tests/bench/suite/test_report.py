@@ -190,3 +190,22 @@ def test_time_to_quality_under_one_protocol():
     assert sp["pmmrec_ttq"] == pytest.approx(10 / 30)  # RecBole's own numbers: SASRec's best 0.06 at 30 s
     del sas["curve"][0]["valid_history_removed"]  # older runs: no same-protocol ratio
     assert "pmmrec_ttq_hr" not in report.speed_numbers({"runs": [sas, pmm]})
+
+
+def test_readme_results_table_between_the_markers(tmp_path):
+    from bench.suite.report import README_END, README_START, readme_results, write_readme_results
+
+    def row(dataset, values):
+        return {"dataset": dataset, "history_removed": values, "n": len(values)}
+
+    rows = {"PMMRec": row("ml100k-posters", [0.10, 0.12]), "SASRec hr-selected": row("ml100k-posters", [0.08, 0.12]),
+            "PMMRec on seqrec-toys": row("seqrec-toys", [0.05]), "ContentKNN on seqrec-toys": row("seqrec-toys", [0.03]),
+            "SASRec hr-selected on seqrec-toys": row("seqrec-toys", [0.04])}
+    table = readme_results(rows).splitlines()
+    assert table[2].startswith("| ml100k-posters | 0.1100 ± 0.0141 (2) | 0.1000 ± 0.0283 (2) | – | – | 1.10x |")
+    assert table[3] == "| seqrec-toys | 0.0500 (1) | 0.0400 (1) | – | 0.0300 (1) | 1.25x |"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold\n{README_END}\nrest\n")
+    write_readme_results(readme, rows)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{README_END}\nrest\n") and "old" not in text
