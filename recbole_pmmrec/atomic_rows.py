@@ -89,6 +89,8 @@ def check_rows(path: str | Path, *, separator: str = "\t", encoding: str = "utf-
     orders interactions by time, so the column must be there."""
     path = Path(path)
     suffix = path.suffix.lstrip(".")
+    if isinstance(load_col, dict) and suffix not in load_col:  # RecBole does not open the file at all
+        return {"rows": None, "blank_lines_skipped": 0}
     with open(path, encoding=encoding, newline="") as fh:
         try:
             header_line = fh.readline()
