@@ -151,3 +151,19 @@ def test_every_plugin_key_has_its_default_in_the_yaml_only():
                  for key in re.findall(r"config\[\"(\w+)\"\] or [\w\"'.-]+", p.read_text())
                  if key in plugin and key != "world_size"]  # world_size ~ means "nproc", said in overall.yaml
     assert not fallbacks, fallbacks
+
+
+def test_the_readme_spelling_works_from_a_real_shell(synth, tiny_bert_dir, tmp_path):
+    """``--modalities="[text]"`` typed in bash (the README's spelling) runs PMMRec on text only."""
+    import subprocess
+
+    repo = Path(config_module.__file__).resolve().parents[1]
+    command = (f'"{sys.executable}" "{repo / "run_recbole_pmmrec.py"}" --model=PMMRec --dataset={synth.name} '
+               f'--data_path="{synth.root}" --modalities="[text]" --epochs=0 --use_gpu=False --state=INFO '
+               f'--text_encoder="{tiny_bert_dir}" --text_max_length=12 --hidden_size=32 --inner_size=64 '
+               f'--cache_dir="{tmp_path}/cache" --checkpoint_dir="{tmp_path}/saved" --log_dir="{tmp_path}/log" '
+               f'--tensorboard_dir="{tmp_path}/tb" --text_fields="[title,description]" --threads=1')
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "modalities=['text']" in done.stderr  # the one log line of the decision
+    assert '"test_result"' in done.stdout
