@@ -116,16 +116,17 @@ def topk_by_id(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """``torch.topk`` whose order is exact for ties: higher score first, equal scores by lower column index,
     and the k-th place filled from the lowest indices among the items tied with it. -> (values, indices)."""
     k = min(k, scores.shape[1])
-    values, index = torch.topk(scores, k, dim=1)
-    kth = values[:, -1:]
-    # rows with more items tied at the k-th score than topk kept: choose those with the lowest ids
-    spill = (scores == kth).sum(dim=1) > (values == kth).sum(dim=1)
-    for row in torch.nonzero(spill).flatten().tolist():
-        s = scores[row]
-        above = torch.nonzero(s > kth[row]).flatten()
-        tied = torch.nonzero(s == kth[row]).flatten()[: k - len(above)]
-        index[row] = torch.cat([above, tied])
-        values[row] = s[index[row]]
+    values, index = torch.topk(scores, min(k + 1, scores.shape[1]), dim=1)  # one more: is the k-th place tied?
+    if values.shape[1] > k:
+        spill = values[:, k] == values[:, k - 1]
+        values, index = values[:, :k].clone(), index[:, :k].clone()
+        # rows with an item tied at the k-th score left out: fill the tied places with the lowest ids
+        for row in torch.nonzero(spill).flatten().tolist():
+            s, kth = scores[row], values[row, -1]
+            above = torch.nonzero(s > kth).flatten()
+            tied = torch.nonzero(s == kth).flatten()[: k - len(above)]
+            index[row] = torch.cat([above, tied])
+            values[row] = s[index[row]]
     # order inside the top k: by score descending, ties by index ascending (two stable sorts)
     by_id = torch.argsort(index, dim=1, stable=True)
     index, values = index.gather(1, by_id), values.gather(1, by_id)
@@ -454,7 +455,10 @@ class Recommender:
                 f"model file '{path}' was trained on data set '{trained_on}', not '{dataset}': its users and "
                 f"history semantics belong to '{trained_on}'. Pass dataset='{trained_on}', or "
                 f"allow_other_dataset=True (--allow_other_dataset) to rank '{dataset}' zero-shot")
-        fixed = {k: v for k, v in overrides.items() if k in base and k not in _FROM_MODEL_PATHS and v != base[k]}
+        # A folder's header records the encoders' identities (compared below), so their paths may differ; a .pth
+        # has no such record: there the encoder settings cannot change either.
+        movable = _FROM_MODEL_PATHS if header is not None else ()
+        fixed = {k: v for k, v in overrides.items() if k in base and k not in movable and v != base[k]}
         if fixed:
             detail = ", ".join(f"{k}={v!r} (the model file has {base[k]!r})" for k, v in fixed.items())
             raise PMMRecConfigError(f"cannot change {detail}: these settings decide the model's architecture or "
@@ -664,12 +668,13 @@ class Recommender:
         for start in range(0, len(names), batch_size):
             part = slice(start, start + batch_size)
             values, index = self._rank(seq[part], lengths[part], k, exclude, allowed)
-            for r, name in enumerate(names[part]):
-                finite = torch.isfinite(values[r])
-                items = [self.item_tokens[i] for i in index[r][finite].tolist()]
-                history = [self.item_tokens[i] for i in seq[start + r, : int(lengths[start + r])].tolist()]
-                out.append(Recommendation(name, history, items, values[r][finite].tolist(),
-                                          [self.is_new(t) for t in items], skipped[start + r]))
+            tokens, first_new = self.item_tokens, self.n_dataset_items
+            for r, (name, vals, ids, row, n) in enumerate(zip(names[part], values.tolist(), index.tolist(),
+                                                               seq[part].tolist(), lengths[part].tolist())):
+                keep = [j for j, v in enumerate(vals) if v != float("-inf")]  # excluded items are not returned
+                out.append(Recommendation(name, [tokens[i] for i in row[:n]], [tokens[ids[j]] for j in keep],
+                                          [vals[j] for j in keep], [ids[j] >= first_new for j in keep],
+                                          skipped[start + r]))
         return out
 
     def scores(self, item_seq: Tensor, lengths: Tensor, exclude_history: bool | None = None) -> Tensor:

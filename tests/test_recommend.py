@@ -284,6 +284,8 @@ def test_recbole_pth_needs_trust_or_its_checkpoint_dir(world, rec, tmp_path):
         Recommender.load(pth)
     with pytest.raises(PMMRecCheckpointError, match="not inside"):
         Recommender.load(pth, checkpoint_dir=tmp_path / "elsewhere")
+    with pytest.raises(PMMRecConfigError, match="cannot change text_encoder='minilm'"):  # no identity to check
+        Recommender.load(pth, trust_pickle=True, text_encoder="minilm")
     for trusted in (Recommender.load(pth, trust_pickle=True), Recommender.load(pth, checkpoint_dir=saved)):
         assert trusted.config["dataset"] == "held"
         assert trusted.recommend(users=["u4"], k=5)[0].items == rec.recommend(users=["u4"], k=5)[0].items
