@@ -260,7 +260,8 @@ class OwnCheckpointMixin:
         if self._resumed_finished or (self._resume_state is not None and self.start_epoch >= self.epochs):
             self.logger.info(f"Resumed run has nothing left to train (epoch {self.start_epoch} of {self.epochs})")
             return self.best_valid_score, self.best_valid_result
-        writes = saved and collectives.rank() == 0  # only rank 0 writes NAME.pth / NAME.latest.pth
+        # only rank 0 writes NAME.pth / NAME.latest.pth
+        writes = saved and collectives.rank() == 0 and hasattr(self, "saved_model_file")
         with CheckpointLock(self.saved_model_file) if writes else contextlib.nullcontext():
             try:
                 result = super().fit(train_data, valid_data, verbose=verbose, saved=saved,
