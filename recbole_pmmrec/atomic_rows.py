@@ -10,7 +10,8 @@ with a :class:`~recbole_pmmrec.errors.PMMRecDataError` that names the file, the 
 What is refused (an error: the data cannot be used as it is, and guessing would change the data set):
 
 * an empty file (no header); an ``.inter`` or ``.item`` with a header and no rows;
-* a header column that is not ``name:type`` with a RecBole type (token, token_seq, float, float_seq);
+* a header column that is not ``name:type`` with a RecBole type (token, token_seq, float, float_seq); a
+  byte-order mark before the header (RecBole would keep it in the first column's name);
 * the time field missing from the ``.inter`` header (or from ``load_col``) while the split orders by time;
 * a row with more fields than the header, or without a field that is loaded (a row without its timestamp; a
   raw newline inside a cell: the message says which line is broken and on which line it continues);
@@ -43,6 +44,10 @@ _EXAMPLE_HEADER = {"inter": "user_id:token<TAB>item_id:token<TAB>timestamp:float
 
 def parse_header(path: Path, line: str, separator: str) -> list[tuple[str, str]]:
     """``name:type`` columns of a header line (RecBole splits it with the field separator, without quoting)."""
+    if line.startswith("\ufeff"):
+        raise PMMRecDataError(
+            f"{path}, line 1: the file starts with a byte-order mark, which RecBole keeps in the first column's name "
+            f"('\\ufeff{line[1:].split(separator)[0][:40]}'); save it without one (utf-8, not utf-8-sig)")
     columns = []
     for index, cell in enumerate(line.rstrip("\r\n").split(separator), start=1):
         name, _, kind = cell.rpartition(":")

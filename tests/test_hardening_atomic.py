@@ -50,6 +50,8 @@ CASES = [
      r"split orders interactions by time \(eval_args order: TO\)"),
     ("header cell without a type", "inter", lambda ls: ["user_id:token\titem_id\ttimestamp:float\n"] + ls[1:],
      r"synth\.inter, line 1, column 2: header cell 'item_id' is not name:type"),
+    ("byte-order mark", "inter", lambda ls: ["\ufeff" + ls[0]] + ls[1:],
+     r"synth\.inter, line 1: the file starts with a byte-order mark.*'\\ufeffuser_id:token'"),
     ("header-only item", "item", lambda ls: ls[:1], r"synth\.item has a header but no rows: add one row per item"),
     ("empty item", "item", lambda ls: [], r"synth\.item is empty"),
     ("raw newline inside a title", "item", lambda ls: ls[:3] + ["77\tThe Great\n", "Escape\tabout escape\n"] + ls[3:],
