@@ -664,17 +664,18 @@ class Recommender:
         if k > pool:
             logger.warning("k=%d is more than the %d items that can be ranked: returning at most %d", k, pool, pool)
             k = pool
-        out = []
-        for start in range(0, len(names), batch_size):
-            part = slice(start, start + batch_size)
-            values, index = self._rank(seq[part], lengths[part], k, exclude, allowed)
-            tokens, first_new = self.item_tokens, self.n_dataset_items
-            for r, (name, vals, ids, row, n) in enumerate(zip(names[part], values.tolist(), index.tolist(),
-                                                               seq[part].tolist(), lengths[part].tolist())):
+        out: list[Recommendation | None] = [None] * len(names)
+        tokens, first_new = self.item_tokens, self.n_dataset_items
+        # batches of similar history lengths: each is encoded only as wide as its longest history
+        order = torch.argsort(lengths, stable=True).tolist()
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            values, index = self._rank(seq[rows], lengths[rows], k, exclude, allowed)
+            for r, vals, ids, history, n in zip(rows, values.tolist(), index.tolist(), seq[rows].tolist(),
+                                                lengths[rows].tolist()):
                 keep = [j for j, v in enumerate(vals) if v != float("-inf")]  # excluded items are not returned
-                out.append(Recommendation(name, [tokens[i] for i in row[:n]], [tokens[ids[j]] for j in keep],
-                                          [vals[j] for j in keep], [ids[j] >= first_new for j in keep],
-                                          skipped[start + r]))
+                out[r] = Recommendation(names[r], [tokens[i] for i in history[:n]], [tokens[ids[j]] for j in keep],
+                                        [vals[j] for j in keep], [ids[j] >= first_new for j in keep], skipped[r])
         return out
 
     def scores(self, item_seq: Tensor, lengths: Tensor, exclude_history: bool | None = None) -> Tensor:
@@ -685,7 +686,8 @@ class Recommender:
 
     def _scores(self, seq: Tensor, lengths: Tensor, exclude: bool, allowed: Tensor | None) -> Tensor:
         device = self._vectors.device
-        seq, lengths = seq.to(device), lengths.to(device)
+        # Trailing padding columns change nothing (causal attention, padding masked, absolute positions): drop them
+        seq, lengths = seq[:, : max(int(lengths.max()), 1)].to(device), lengths.to(device)
         users = self.model.user_states(seq, lengths, self._vectors)  # (B, d)
         scores = users @ self._vectors.t()  # (B, n_items + new)
         if exclude:
