@@ -64,6 +64,7 @@ class World:
             "text_encoder": str(bert_dir), "text_max_length": 12, "text_fields": ["title", "description"],
             "image_encoder": "timm:efficientnet_lite0", "image_checkpoint": str(image_ckpt), "image_size": 32,
             "image_grid": 2, "hidden_size": 32, "inner_size": 64, "fusion_heads": 2, "cache_dir": str(root / "cache"),
+            "projection": "linear",  # one kind for every modality setting (~ would be mlp for one modality)
         }
         self._splits, self._checkpoints = {}, {}
 
@@ -189,9 +190,9 @@ def test_a_component_that_cannot_load_when_listed_is_an_error(world):
     with pytest.raises(PMMRecCheckpointError, match="asks for fusion.*never trained"):
         load_pretrained(fresh, folder, components=["fusion"])
     text_only = world.fresh("text")
-    with pytest.raises(PMMRecCheckpointError, match="this model has no image modality"):
+    with pytest.raises(PMMRecCheckpointError, match="the model has no image modality"):
         load_pretrained(text_only, world.checkpoint("text+image")[0], components=["image_encoder"])
-    with pytest.raises(PMMRecCheckpointError, match="this model has one modality"):
+    with pytest.raises(PMMRecCheckpointError, match="the model has one modality"):
         load_pretrained(text_only, world.checkpoint("text+image")[0], components=["fusion"])
     with pytest.raises(PMMRecConfigError, match="unknown component"):
         load_pretrained(text_only, folder, components=["item_embedding"])
@@ -387,3 +388,18 @@ def test_few_shot_keeps_valid_and_test_users(world):
             assert torch.equal(a[field], b[field])
     for u in few_users:  # a kept user keeps all of their training rows
         assert int((full_train[uid] == u).sum()) == int((few_train[uid] == u).sum())
+
+
+def test_projection_unset_takes_the_checkpoint_kind(world):
+    """``projection: ~`` is mlp for one modality and linear for two; with ``pretrained`` it is the checkpoint's,
+    so a text-only model (mlp) still transfers into a text + image model."""
+    result = run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config(
+        "text", projection=None, save_pretrained=str(world.root / "text-mlp")))
+    assert result["config"]["projection"] == "mlp"  # decided from one modality
+    assert read_header(world.root / "text-mlp")["config"]["projection"] == "mlp"
+    moved = run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config(
+        "text+image", projection=None, epochs=0, pretrained=str(world.root / "text-mlp"),
+        transfer_components=["text_encoder", "user_encoder"]))
+    assert moved["config"]["projection"] == "mlp"  # the checkpoint's, not linear
+    fused = run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config("text+image", projection=None, epochs=0))
+    assert fused["config"]["projection"] == "linear"
