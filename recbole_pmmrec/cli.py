@@ -43,8 +43,24 @@ def _without_own_options(argv: list[str]) -> list[str]:
     return out
 
 
+def _repeated_keys(argv: list[str]) -> list[str]:
+    """``--key=value`` options given twice with different values (RecBole raises a bare SyntaxError)."""
+    seen, repeated = {}, []
+    for arg in argv:
+        if arg.startswith("--") and "=" in arg:
+            key, value = arg[2:].split("=", 1)
+            if key in seen and seen[key] != value:
+                repeated.append(f"--{key} ({seen[key]!r} and {value!r})")
+            seen[key] = value
+    return repeated
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
+    repeated = _repeated_keys(list(argv))
+    if repeated:
+        print(f"error: given twice with different values: {', '.join(repeated)}; keep one", file=sys.stderr)
+        raise SystemExit(2)
     args, _ = build_parser().parse_known_args(argv)
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     # RecBole's Config reads the remaining --key=value pairs from sys.argv itself.

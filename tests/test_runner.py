@@ -82,3 +82,11 @@ def test_no_validated_epoch_still_returns_a_result(synth, quick_config):
                                 epoch_callback=lambda record, *_: records.append(record))
     assert [r["valid"] for r in records] == [None, None] and result["best_valid_result"] == {}
     assert "ndcg@10" in result["test_result"]
+
+
+def test_an_option_given_twice_with_different_values_is_one_clear_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model=SASRec", "--epochs=1", "--epochs=2"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--epochs ('1' and '2')" in err and "Traceback" not in err
