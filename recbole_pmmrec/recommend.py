@@ -664,12 +664,13 @@ class Recommender:
         if k > pool:
             logger.warning("k=%d is more than the %d items that can be ranked: returning at most %d", k, pool, pool)
             k = pool
+        # Batches in the order given, every history as wide as RecBole's (L): the same batches give bit-identical
+        # scores. (Dropping the padding columns of short histories is ~2x faster on short histories and exact in
+        # arithmetic, but moves scores by an ulp, which swaps near-ties: measured, not adopted.)
         out: list[Recommendation | None] = [None] * len(names)
         tokens, first_new = self.item_tokens, self.n_dataset_items
-        # batches of similar history lengths: each is encoded only as wide as its longest history
-        order = torch.argsort(lengths, stable=True).tolist()
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
+        for start in range(0, len(names), batch_size):
+            rows = list(range(start, min(start + batch_size, len(names))))
             values, index = self._rank(seq[rows], lengths[rows], k, exclude, allowed)
             for r, vals, ids, history, n in zip(rows, values.tolist(), index.tolist(), seq[rows].tolist(),
                                                 lengths[rows].tolist()):
@@ -686,8 +687,7 @@ class Recommender:
 
     def _scores(self, seq: Tensor, lengths: Tensor, exclude: bool, allowed: Tensor | None) -> Tensor:
         device = self._vectors.device
-        # Trailing padding columns change nothing (causal attention, padding masked, absolute positions): drop them
-        seq, lengths = seq[:, : max(int(lengths.max()), 1)].to(device), lengths.to(device)
+        seq, lengths = seq.to(device), lengths.to(device)
         users = self.model.user_states(seq, lengths, self._vectors)  # (B, d)
         scores = users @ self._vectors.t()  # (B, n_items + new)
         if exclude:
