@@ -201,9 +201,14 @@ def test_readme_results_table_between_the_markers(tmp_path):
     rows = {"PMMRec": row("ml100k-posters", [0.10, 0.12]), "SASRec hr-selected": row("ml100k-posters", [0.08, 0.12]),
             "PMMRec on seqrec-toys": row("seqrec-toys", [0.05]), "ContentKNN on seqrec-toys": row("seqrec-toys", [0.03]),
             "SASRec hr-selected on seqrec-toys": row("seqrec-toys", [0.04])}
-    table = readme_results(rows).splitlines()
-    assert table[2].startswith("| ml100k-posters | 0.1100 ± 0.0141 (2) | 0.1000 ± 0.0283 (2) | – | – | 1.10x |")
-    assert table[3] == "| seqrec-toys | 0.0500 (1) | 0.0400 (1) | – | 0.0300 (1) | 1.25x |"
+    cold = {"PMMRec text-only on microlens-50k": {"dataset": "microlens-50k", "test": {"ndcg@10": [0.02]}},
+            "SASRec on microlens-50k": {"dataset": "microlens-50k", "test": {"ndcg@10": [0.04]}, "budget": True}}
+    table = readme_results(rows, cold).splitlines()
+    assert table[2] == ("| ml100k-posters | leave-one-out, history removed | 0.1100 ± 0.0141 (2) | 0.1000 ± 0.0283 (2) "
+                        "| – | – | 1.10x |")
+    assert table[3] == "| seqrec-toys | leave-one-out, history removed | 0.0500 (1) | 0.0400 (1) | – | 0.0300 (1) | 1.25x |"
+    assert table[4].startswith("| microlens-50k (text-only) | cold split") and table[4].endswith(
+        "| 0.0200 (1) | – | 0.0400 (1) † | – | 0.50x |")
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{README_START}\nold\n{README_END}\nrest\n")
     write_readme_results(readme, rows)
