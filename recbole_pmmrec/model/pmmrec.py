@@ -144,7 +144,8 @@ class PMMRec(SequentialRecommender):
 
     # ------------------------------------------------------------------ helpers
     def train(self, mode: bool = True):
-        self._item_cache = None  # weights may change from here on
+        if mode or self.training:  # weights may change from here on (or did since the cache was made)
+            self._item_cache = None
         return super().train(mode)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
