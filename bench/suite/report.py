@@ -21,7 +21,7 @@ from bench.suite.labels import (COLD_ORDER, DATASET as MAIN_DATASET, QUALITY_ORD
 from bench.suite.plots import GB, plot_curves, plot_scaling, plot_speed_bars
 from bench.suite.results import load_results, write_json
 
-SECTIONS = ["intro", "targets", "quality", "coldstart", "speed", "scaling", "method"]
+SECTIONS = ["intro", "targets", "quality", "coldstart", "speed", "scaling", "recommend", "method"]
 MAIN_METRICS = ("recall@10", "ndcg@10", "mrr@10")
 QUALITY_HEADER = ("| model | seeds | epochs (best) | Recall@10 | NDCG@10 | MRR@10 | NDCG@10, history removed |",
                   "|---|---|---|---|---|---|---|")
@@ -739,6 +739,48 @@ def _scaling_when(scaling: dict) -> str:
     return ", ".join(p for p in parts if p) or "date not recorded"
 
 
+RECOMMEND_TARGETS = (("batch top-10, users/s", "users_per_s", ">= 2,000", lambda v: v >= 2000),
+                     ("one user, p99 ms", ("one_user_ms", "p99"), "<= 30", lambda v: v <= 30),
+                     ("adding 1,000 text items, s", "add_1000_text_items_s", "<= 10", lambda v: v <= 10),
+                     ("vs RecBole's full_sort_topk on the same model and users", "ratio_vs_recbole", ">= 5x",
+                      lambda v: v >= 5))
+
+
+def section_recommend(results_dir: Path) -> str:
+    """Speed of ``recbole_pmmrec.recommend`` from ``bench/studies/recommend_speed.py``'s result files."""
+    runs = []
+    for path in sorted(Path(results_dir).glob("recommend_speed_*.json")):
+        try:
+            runs.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    lines = ["## Recommend", ""]
+    if not runs:
+        return "\n".join(lines + ["Not measured yet: `python bench/studies/recommend_speed.py synthetic --out "
+                                  "bench/results/recommend_speed_synthetic.json`."])
+
+    def value(run, key):
+        return run[key[0]][key[1]] if isinstance(key, tuple) else run[key]
+
+    lines += ["`Recommender.recommend` (cached item vectors, one thread) against RecBole's `full_sort_topk` on the "
+              "same model and users, measured in one process by `bench/studies/recommend_speed.py`; both give the "
+              "same top-10 lists (checked for every measured user).", "",
+              "| measure | target | " + " | ".join(f"{r['dataset']} ({r['items']:,} items, {'+'.join(r['modalities'])})"
+                                                  for r in runs) + " |",
+              "|---|---|" + "---|" * len(runs)]
+    for name, key, goal, ok in RECOMMEND_TARGETS:
+        cells = []
+        for r in runs:
+            v = value(r, key)
+            cells.append(f"{v:,}{'x' if key == 'ratio_vs_recbole' else ''} {'met' if ok(v) else '**missed**'}")
+        lines.append(f"| {name} | {goal} | " + " | ".join(cells) + " |")
+    lines.append("| RecBole's path, users/s | | " + " | ".join(f"{r['recbole_users_per_s']:,}" for r in runs) + " |")
+    lines.append("| same top-10 as RecBole | | " + " | ".join(str(r["same_top10_as_recbole"]) for r in runs) + " |")
+    lines += ["", "RecBole's path calls `model.eval()` per call; PMMRec keeps its item vectors across such calls since "
+              "0.6, so both paths score from the same cached vectors and the ratio measures the ranking code alone."]
+    return "\n".join(lines)
+
+
 def section_scaling(scaling: dict, sc: dict, plots_dir: Path, md_dir: Path) -> str:
     lines = ["## Scaling", "",
              "Synthetic data (`recbole_pmmrec.synthetic.make_synthetic_dataset`, 30–70 interactions per user, "
@@ -970,6 +1012,7 @@ def write_report(results_dir: Path, plots_dir: Path, markdown: Path, history: Pa
         "coldstart": section_coldstart(cold),
         "speed": section_speed(speed, sp, plots_dir, md_dir),
         "scaling": section_scaling(scaling, sc, plots_dir, md_dir),
+        "recommend": section_recommend(results_dir),
         "method": section_method(meta),
     }
     text = markdown.read_text() if markdown.exists() else ""

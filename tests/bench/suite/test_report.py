@@ -214,3 +214,19 @@ def test_readme_results_table_between_the_markers(tmp_path):
     write_readme_results(readme, rows)
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith(f"{README_END}\nrest\n") and "old" not in text
+
+
+def test_recommend_section_reads_the_speed_results(tmp_path):
+    import json
+
+    from bench.suite.report import section_recommend
+
+    assert "Not measured yet" in section_recommend(tmp_path)
+    run = {"dataset": "speed", "items": 20000, "modalities": ["text", "image"], "users_per_s": 5000.0,
+           "one_user_ms": {"p50": 1.0, "p99": 40.0}, "add_1000_text_items_s": 2.5, "ratio_vs_recbole": 1.3,
+           "recbole_users_per_s": 3800.0, "same_top10_as_recbole": "4000/4000"}
+    (tmp_path / "recommend_speed_synthetic.json").write_text(json.dumps(run))
+    text = section_recommend(tmp_path)
+    assert "| batch top-10, users/s | >= 2,000 | 5,000.0 met |" in text
+    assert "| one user, p99 ms | <= 30 | 40.0 **missed** |" in text
+    assert "1.3x **missed**" in text and "4000/4000" in text
