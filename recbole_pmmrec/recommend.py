@@ -945,21 +945,16 @@ class Recommender:
 
 def _check_encoders(config, header: dict, path: Path) -> None:
     """Before any cache is built: the configured encoders must be the ones the model file was trained on."""
-    from recbole_pmmrec.encoders import build_encoder
+    from recbole_pmmrec.data.features import modality_encoder
     from recbole_pmmrec.settings import settings_of
-    from recbole_pmmrec.transfer import IDENTITY_HARD
+    from recbole_pmmrec.transfer import identity_differences
 
     s = settings_of(config)
     for modality, saved in (header.get("encoders") or {}).items():
-        if modality == "text":
-            encoder = build_encoder("text", name=s.text_encoder, train_layers=s.text_train_layers,
-                                    max_length=s.text_max_length)
-        else:
-            encoder = build_encoder("image", name=s.image_encoder, train_layers=s.image_train_layers,
-                                    image_size=s.image_size, grid=s.image_grid, checkpoint=s.image_checkpoint)
+        encoder = modality_encoder(s, modality)
         own = encoder.identity()
         del encoder
-        differ = [k for k in IDENTITY_HARD if (k in saved or k in own) and saved.get(k) != own.get(k)]
+        differ = identity_differences(saved, own)
         if differ:
             detail = ", ".join(f"{k}: model file {saved.get(k)!r} vs now {own.get(k)!r}" for k in differ)
             raise PMMRecCheckpointError(

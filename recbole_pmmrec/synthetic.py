@@ -100,3 +100,29 @@ def make_synthetic_dataset(root, name: str = "synth", n_users: int = 40, n_items
             Image.fromarray(pixels, "RGB").save(image_dir / f"{item_prefix}{i + 1}.png")
 
     return SyntheticDataset(Path(root), name, n_users, n_items, total, item_topic)
+
+
+def make_tiny_text_encoder(folder, hidden_size: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A random (seeded) BERT with a WordPiece vocabulary of the synthetic texts, saved as a local Hugging Face
+    folder: the text encoder of the tests and of the benchmarks that measure the recommender, not an encoder.
+
+    The same weights in every process (seeded), so cached text states and outcome-based tests are stable.
+    """
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = Path(folder)
+    if (folder / "config.json").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ";", "item", *_TOPIC_WORDS, *_FILLER]
+    words += [f"##{d}" for d in "0123456789"] + list("0123456789abcdefghijklmnopqrstuvwxyz")
+    # transformers 5 ignores vocab_file= here (every word becomes [UNK]): pass the vocabulary itself
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(dict.fromkeys(words))}, do_lower_case=True)
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=64)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        BertModel(config).save_pretrained(folder)
+    return folder

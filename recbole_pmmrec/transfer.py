@@ -326,10 +326,16 @@ def _read_weights(folder: Path, header: dict) -> dict[str, Tensor]:
             f"checkpoint folder again") from exc
 
 
+def identity_differences(saved: dict, own: dict) -> list[str]:
+    """The identity fields (:data:`IDENTITY_HARD`) in which two encoders differ: any one means the top blocks
+    and projection trained on one encoder's states would read other states from the other."""
+    return [k for k in IDENTITY_HARD if (k in saved or k in own) and saved.get(k) != own.get(k)]
+
+
 def _check_identity(modality: str, saved: dict | None, own: dict, folder: Path, report: LoadReport) -> None:
     if saved is None:
         raise PMMRecCheckpointError(f"{folder / HEADER_FILE}: no identity recorded for the {modality} encoder")
-    differ = [k for k in IDENTITY_HARD if (k in saved or k in own) and saved.get(k) != own.get(k)]
+    differ = identity_differences(saved, own)
     if differ:
         detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs model {own.get(k)!r}" for k in differ)
         raise PMMRecCheckpointError(

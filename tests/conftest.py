@@ -64,24 +64,13 @@ def quick_config(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory):
     """A random-initialised 2-layer BERT (hidden 32) with a WordPiece tokenizer, saved as a local folder."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import AutoTokenizer
 
-    from recbole_pmmrec.synthetic import _FILLER, _TOPIC_WORDS
+    from recbole_pmmrec.synthetic import make_tiny_text_encoder
 
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ";", "item", *_TOPIC_WORDS, *_FILLER]
-    words += [f"##{d}" for d in "0123456789"] + list("0123456789abcdefghijklmnopqrstuvwxyz")
-    # transformers 5 ignores vocab_file= here (every word becomes [UNK]): pass the vocabulary itself.
-    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(dict.fromkeys(words))}, do_lower_case=True)
-    tokenizer.save_pretrained(folder)
+    folder = make_tiny_text_encoder(tmp_path_factory.mktemp("tiny_bert"))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     assert tokenizer.unk_token_id not in tokenizer("space cooking item")["input_ids"]
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
-    # The same weights in every process: unseeded, they differed from run to run, and so did every cached text
-    # state, which made outcome-based tests (the cold-item ranking test) fail in about 1 run of 4.
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        BertModel(config).save_pretrained(folder)
     return folder
 
 

@@ -132,15 +132,16 @@ def test_settings_are_typed_and_written_back(synth, pmmrec_config, monkeypatch):
 
 
 def test_every_plugin_key_has_its_default_in_the_yaml_only():
-    """No key of the schema lacks a default: each is in properties/overall.yaml or properties/model/PMMRec.yaml
-    (the code has no `config[k] or default` fallbacks left)."""
+    """No key of the schema lacks a default: each is in properties/overall.yaml, content.yaml or a plugin model's
+    yaml (the code has no `config[k] or default` fallbacks left)."""
     import re
 
     from recbole_pmmrec.settings import KEYS
 
     root = config_module.properties_dir()
-    ours = {**(yaml.safe_load((root / "overall.yaml").read_text()) or {}),
-            **(yaml.safe_load((root / "model" / "PMMRec.yaml").read_text()) or {})}
+    ours = {}
+    for file in (root / "overall.yaml", root / "content.yaml", *sorted((root / "model").glob("*.yaml"))):
+        ours.update(yaml.safe_load(file.read_text()) or {})
     recbole_keys = {"epochs", "train_batch_size", "eval_batch_size", "learning_rate", "weight_decay",
                     "MAX_ITEM_LIST_LENGTH", "stopping_step", "eval_step", "seed", "checkpoint_dir"}
     missing = [k.name for k in KEYS if k.name not in ours and k.name not in recbole_keys]

@@ -44,20 +44,9 @@ TARGETS = {"users_per_s": 2000, "p99_ms": 30.0, "add_1000_s": 10.0, "ratio_vs_re
 
 def tiny_bert(folder: Path) -> Path:
     """The tests' tiny encoder: a random (seeded) 2-layer BERT, hidden 32, with a WordPiece vocabulary."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from recbole_pmmrec.synthetic import make_tiny_text_encoder
 
-    from recbole_pmmrec.synthetic import _FILLER, _TOPIC_WORDS
-
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ";", "item", *_TOPIC_WORDS, *_FILLER]
-    words += [f"##{d}" for d in "0123456789"] + list("0123456789abcdefghijklmnopqrstuvwxyz")
-    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(dict.fromkeys(words))}, do_lower_case=True)
-    tokenizer.save_pretrained(folder)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        BertModel(config).save_pretrained(folder)
-    return folder
+    return make_tiny_text_encoder(folder)
 
 
 def build_model(dataset: str, config_dict: dict, epochs: int, out: Path) -> tuple[Path, float]:

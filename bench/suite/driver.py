@@ -207,8 +207,9 @@ def part_speed(args, work: Path) -> None:
 def tiny_text_encoder(folder: Path) -> str:
     """A random 1-layer BERT (hidden 64) with a word-level vocabulary of the synthetic texts, saved locally:
     the scaling runs measure the recommender's cost per interaction, not a large encoder's cache build."""
-    if (folder / "config.json").exists():
-        return str(folder)
+    from recbole_pmmrec.synthetic import make_tiny_text_encoder
+
+    return str(make_tiny_text_encoder(folder, hidden_size=64, layers=1))
     import torch
     import transformers
 

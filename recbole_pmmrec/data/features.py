@@ -196,23 +196,22 @@ class ItemFeatures:
                 "caches": dict(self.cache_dirs)}
 
 
+def modality_encoder(settings, modality: str):
+    """The encoder the settings name for ``modality`` (``text`` or ``image``), with its frozen bottom."""
+    if modality == "text":
+        return build_encoder("text", name=settings.text_encoder, train_layers=settings.text_train_layers,
+                             max_length=settings.text_max_length)
+    return build_encoder("image", name=settings.image_encoder, train_layers=settings.image_train_layers,
+                         image_size=settings.image_size, grid=settings.image_grid, checkpoint=settings.image_checkpoint)
+
+
 def build_item_features(settings, item_tokens: Sequence[str], item_file: Path, text_fields: Sequence[str],
                         image_dir: Path | None, item_field: str, name: str, progress: bool) -> ItemFeatures:
     """Decide the modalities, read the content, build the encoders and load (or build) their state caches.
     ``features.build_s`` is how long that took (seconds)."""
     start = time.perf_counter()
     modalities, why = resolve_modalities(settings.modalities, text_fields, image_dir, item_tokens, name)
-    encoders = {}
-    for modality in modalities:
-        if modality == "text":
-            encoders[modality] = build_encoder("text", name=settings.text_encoder,
-                                               train_layers=settings.text_train_layers,
-                                               max_length=settings.text_max_length)
-        else:
-            encoders[modality] = build_encoder("image", name=settings.image_encoder,
-                                               train_layers=settings.image_train_layers,
-                                               image_size=settings.image_size, grid=settings.image_grid,
-                                               checkpoint=settings.image_checkpoint)
+    encoders = {modality: modality_encoder(settings, modality) for modality in modalities}
     content = ItemContent.from_item_file(
         item_tokens, item_file if "text" in modalities else None, text_fields if "text" in modalities else [],
         encoders["text"].tokenize if "text" in encoders else None, item_field=item_field,
