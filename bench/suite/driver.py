@@ -33,6 +33,7 @@ from bench.suite.results import (REPO, add_run, claimed, defaults_digest, find_d
 
 MARKDOWN, PLOTS = REPO / "BENCHMARKS.md", REPO / "bench" / "plots"
 HISTORY = REPO / "docs" / "benchmarks-history.md"  # the report's history and studies (generated)
+README = REPO / "README.md"  # the report fills its results table (between <!-- results:start/end -->)
 
 
 # ---------------------------------------------------------------------------- running one spec
@@ -290,7 +291,7 @@ def part_salvage(args, work: Path) -> None:
 
 
 def part_report(args, work: Path) -> None:
-    report.write_report(results.RESULTS, PLOTS, MARKDOWN, history=HISTORY, readme=REPO / "README.md")
+    report.write_report(results.RESULTS, PLOTS, MARKDOWN, history=HISTORY, readme=README)
     print(f"[bench] wrote {MARKDOWN} and {HISTORY}")
 
 

@@ -36,7 +36,7 @@ def test_a_part_runs_each_label_in_a_worker_process_records_and_reports_it(synth
     from bench.suite import results
 
     monkeypatch.setattr(results, "RESULTS", tmp_path / "results")
-    for name, path in (("MARKDOWN", "B.md"), ("PLOTS", "plots"), ("HISTORY", "H.md")):
+    for name, path in (("MARKDOWN", "B.md"), ("PLOTS", "plots"), ("HISTORY", "H.md"), ("README", "README.md")):
         monkeypatch.setattr(driver, name, tmp_path / path)
     argv = ["quality", "--models", "SASRec", "--data-dir", str(synth.root), "--dataset", synth.name,
             "--work-dir", str(tmp_path / "work"), "--max-epochs", "2", "--threads", "1"]
