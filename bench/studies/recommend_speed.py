@@ -239,7 +239,8 @@ def main() -> None:
         model_dir, train_s = build_model(dataset, train_cfg, epochs, model_dir)
     result = measure(model_dir, data_path, dataset, overrides, args.users, text_field)
     result.update(epochs=epochs, build_and_train_s=None if train_s is None else round(train_s, 1),
-                  command=" ".join(sys.argv))
+                  command=" ".join(sys.argv), loadavg_at_end=[round(x, 2) for x in os.getloadavg()],
+                  cpus=os.cpu_count())
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

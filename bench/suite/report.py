@@ -776,6 +776,8 @@ def section_recommend(results_dir: Path) -> str:
         lines.append(f"| {name} | {goal} | " + " | ".join(cells) + " |")
     lines.append("| RecBole's path, users/s | | " + " | ".join(f"{r['recbole_users_per_s']:,}" for r in runs) + " |")
     lines.append("| same top-10 as RecBole | | " + " | ".join(str(r["same_top10_as_recbole"]) for r in runs) + " |")
+    lines.append("| machine load at the end (1-min average, 2 cores) | | "
+                 + " | ".join(str((r.get("loadavg_at_end") or ["not recorded"])[0]) for r in runs) + " |")
     lines += ["", "RecBole's path calls `model.eval()` per call; PMMRec keeps its item vectors across such calls since "
               "0.6, so both paths score from the same cached vectors and the ratio measures the ranking code alone."]
     return "\n".join(lines)
