@@ -110,11 +110,11 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
     logger.info(set_color("best valid ", "yellow") + f": {dict(best_valid_result or {})}")
     logger.info(set_color("test result", "yellow") + f": {dict(test_result)}")
     logger.info(f"log file: {log_file}")
-    from recbole_pmmrec.transfer import save_folder, save_pretrained, source_datasets
+    from recbole_pmmrec.transfer import corpus, save_folder, save_pretrained, source_datasets
 
     pretrained_out = save_folder(config)  # the best model's components (the last epoch's when saved=False)
     if pretrained_out is not None and collectives.rank() == 0:
-        save_pretrained(model, pretrained_out, config, source_datasets(config))
+        save_pretrained(model, pretrained_out, config, source_datasets(config), corpus(config, data_files))
         logger.info(f"pretrained components: {pretrained_out}")
     return {
         "best_valid_score": best_valid_score,

@@ -149,7 +149,7 @@ def parse_components(value) -> list[str] | None:
 # --------------------------------------------------------------------------------------------
 
 
-def save_pretrained(model: nn.Module, folder, config=None, dataset_names=None) -> Path:
+def save_pretrained(model: nn.Module, folder, config=None, dataset_names=None, corpus: dict | None = None) -> Path:
     """Write ``folder/model.safetensors`` and ``folder/pmmrec.json`` (atomically: temp file, then rename).
 
     ``config``: the run's config (its architecture keys go into the header); ``dataset_names``: the
@@ -196,6 +196,7 @@ def save_pretrained(model: nn.Module, folder, config=None, dataset_names=None) -
             "encoders": jsonable(_encoder_identities(model)),
             "config": cfg,
             "source_datasets": [str(d) for d in (dataset_names or [])],
+            "corpus": corpus or {},
             "versions": library_versions(),
             "weights": WEIGHTS_FILE,
             "weights_sha256": file_sha256(tmp_weights),
@@ -471,19 +472,40 @@ def load_pretrained(model: nn.Module, folder, components=None, freeze: bool = Fa
     return report
 
 
+def _dataset_meta(config) -> dict:
+    """The converter's ``NAME.meta.json`` of the run's data set ({} when there is none)."""
+    name = str(config["dataset"])
+    root = Path(str(_cfg(config, "data_path") or ""))  # RecBole's Config appends the dataset name to data_path
+    for meta in (root / f"{name}.meta.json", root / name / f"{name}.meta.json"):
+        try:
+            return json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+    return {}
+
+
+def _merged_sources(meta: dict) -> list[dict]:
+    sources = meta.get("source", {}).get("datasets") if meta.get("format") == "merge" else None
+    return [s for s in sources or [] if isinstance(s, dict) and "name" in s]
+
+
 def source_datasets(config) -> list[str]:
     """The datasets a run trained on: the dataset's name, or a merged dataset's sources (from its meta.json)."""
     name = str(config["dataset"])
-    root = Path(str(_cfg(config, "data_path") or ""))  # RecBole's Config appends the dataset name to data_path
-    data = {}
-    for meta in (root / f"{name}.meta.json", root / name / f"{name}.meta.json"):
-        try:
-            data = json.loads(meta.read_text(encoding="utf-8"))
-            break
-        except (OSError, ValueError):
-            continue
-    sources = data.get("source", {}).get("datasets") if data.get("format") == "merge" else None
-    return [name] + [f"{name}:{s['name']}" for s in sources or [] if isinstance(s, dict) and "name" in s]
+    return [name] + [f"{name}:{s['name']}" for s in _merged_sources(_dataset_meta(config))]
+
+
+def corpus(config, data_files: dict | None = None) -> dict:
+    """What a checkpoint was trained on, for its header: the data set, the sha256 and size of each atomic file
+    the run read (``provenance.check_atomic_files``), its counts, and for a merged data set each source's name,
+    counts and file hashes (from the converters' meta.json)."""
+    meta = _dataset_meta(config)
+    return jsonable({
+        "dataset": str(config["dataset"]),
+        "files": {name: {k: info.get(k) for k in ("sha256", "bytes")} for name, info in (data_files or {}).items()},
+        "counts": meta.get("counts"),
+        "sources": [{k: s.get(k) for k in ("name", "counts", "sha256")} for s in _merged_sources(meta)],
+    })
 
 
 def save_folder(config) -> Path | None:
@@ -501,5 +523,5 @@ def save_folder(config) -> Path | None:
 
 __all__ = [
     "COMPONENTS", "DEFAULT_COMPONENTS", "ComponentReport", "LoadReport", "load_pretrained", "parse_components",
-    "read_header", "save_folder", "save_pretrained", "source_datasets", "exportable_state",
+    "read_header", "save_folder", "save_pretrained", "source_datasets", "corpus", "exportable_state",
 ]

@@ -356,6 +356,11 @@ def test_freeze_keeps_transferred_weights_through_training(world):
     for name in ("image_encoder", "fusion"):  # trained from a fresh start
         assert not same(component_state(reloaded, name), component_state(trained, name))
     assert read_header(out)["source_datasets"] == ["synth"]
+    recorded = read_header(out)["corpus"]  # what it was trained on: files with their hashes
+    assert recorded["dataset"] == "synth" and set(recorded["files"]) >= {"synth.inter", "synth.item"}
+    from recbole_pmmrec.hashing import file_sha256
+
+    assert recorded["files"]["synth.inter"]["sha256"] == file_sha256(world.synth.folder / "synth.inter")
 
 
 def test_zero_shot_on_another_dataset(world):
@@ -403,3 +408,21 @@ def test_projection_unset_takes_the_checkpoint_kind(world):
     assert moved["config"]["projection"] == "mlp"  # the checkpoint's, not linear
     fused = run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config("text+image", projection=None, epochs=0))
     assert fused["config"]["projection"] == "linear"
+
+
+def test_corpus_of_a_merged_data_set_lists_each_source(tmp_path):
+    """A checkpoint pre-trained on several sources (``dataset_tools.convert merge``) records each source's name,
+    counts and file hashes, as the merge converter wrote them to meta.json."""
+    import json as _json
+
+    from recbole_pmmrec.transfer import corpus
+
+    folder = tmp_path / "mix"
+    folder.mkdir()
+    meta = {"format": "merge", "counts": {"interactions": 30},
+            "source": {"datasets": [{"name": "a", "counts": {"interactions": 10}, "sha256": {"a.inter": "x"}},
+                                    {"name": "b", "counts": {"interactions": 20}, "sha256": {"b.inter": "y"}}]}}
+    (folder / "mix.meta.json").write_text(_json.dumps(meta))
+    got = corpus({"dataset": "mix", "data_path": str(folder)}, {"mix.inter": {"sha256": "z", "bytes": 5}})
+    assert got["files"] == {"mix.inter": {"sha256": "z", "bytes": 5}} and got["counts"] == {"interactions": 30}
+    assert [s["name"] for s in got["sources"]] == ["a", "b"] and got["sources"][1]["sha256"] == {"b.inter": "y"}
