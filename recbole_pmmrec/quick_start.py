@@ -82,15 +82,20 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
     if config["pretrained"] and "projection" in config.settings and config.settings.projection is None:
         from recbole_pmmrec.transfer import read_header
 
-        kind = read_header(config["pretrained"]).get("config", {}).get("projection")
-        if kind:  # transferred projections keep their kind
-            config.resolve("taken from the pre-trained checkpoint", projection=kind)
+        saved = read_header(config["pretrained"]).get("config", {})
+        if saved.get("projection"):  # transferred projections keep their kind (and an adaptor its experts)
+            config.resolve("taken from the pre-trained checkpoint", projection=saved["projection"],
+                           **({"moe_experts": saved["moe_experts"]} if saved.get("moe_experts") else {}))
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     if config["pretrained"]:  # transfer: load (and freeze) components before the optimiser is built
         from recbole_pmmrec.transfer import load_pretrained
 
         load_pretrained(model, config["pretrained"], config["transfer_components"],
                         freeze=bool(config["freeze_transferred"]), config=config)
+    if "finetune" in config.settings and config.settings.finetune != "all":  # before the optimiser is built
+        from recbole_pmmrec.transfer import apply_finetune
+
+        apply_finetune(model, config.settings.finetune)
     logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     trainer.epoch_callback = epoch_callback

@@ -125,7 +125,8 @@ KEYS: tuple[Key, ...] = (
     _k("encoder_batch_size", "int", low=1, models=_CONTENT),
     _k("item_chunk_size", "int", low=1, models=_CONTENT),
     # ---- towers
-    _k("projection", "choice", choices=("linear", "mlp"), optional=True, models=("PMMRec",), arch=True),
+    _k("projection", "choice", choices=("linear", "mlp", "moe"), optional=True, models=("PMMRec",), arch=True),
+    _k("moe_experts", "int", low=1, models=("PMMRec",), arch=True),
     _k("fusion_heads", "int", low=1, models=("PMMRec",), arch=True),
     _k("item_id_embedding", "bool", models=("PMMRec",), arch=True),
     _k("fusion_dropout", "float", low=0.0, high=1.0, high_open=True, models=("PMMRec",)),
@@ -151,6 +152,7 @@ KEYS: tuple[Key, ...] = (
     _k("transfer_components", "list", optional=True, models=("PMMRec",),
        choices=("text_encoder", "image_encoder", "fusion", "user_encoder", "heads")),
     _k("freeze_transferred", "bool", models=("PMMRec",)),
+    _k("finetune", "choice", choices=("all", "adaptor", "user_encoder"), models=("PMMRec",)),
     _k("save_pretrained", "path", optional=True, models=("PMMRec",)),
 )
 KEY = {k.name: k for k in KEYS}

@@ -87,7 +87,8 @@ BOTTOM = ".backbone.bottom."  # frozen encoder bottoms: identified by their iden
 
 # Identity fields that decide whether the transferred top blocks read the same states: must be equal.
 # Architecture values (``model.architecture()``) that each component's tensors depend on.
-ARCH_OF = {"text_encoder": ("hidden_size", "projection"), "image_encoder": ("hidden_size", "projection"),
+ARCH_OF = {"text_encoder": ("hidden_size", "projection", "moe_experts"),
+           "image_encoder": ("hidden_size", "projection", "moe_experts"),
            "fusion": ("hidden_size", "fusion_heads", "hidden_act"),
            "user_encoder": ("hidden_size", "n_heads", "n_layers", "hidden_act"), "heads": ("hidden_size",)}
 IDENTITY_HARD = ("kind", "model_type", "arch", "num_blocks", "boundary_layer", "boundary_block", "state_dim",
@@ -489,6 +490,26 @@ def _merged_sources(meta: dict) -> list[dict]:
     return [s for s in sources or [] if isinstance(s, dict) and "name" in s]
 
 
+FINETUNE_TRAINS = {"adaptor": (".proj.",), "user_encoder": ("user_encoder.",)}
+
+
+def apply_finetune(model: nn.Module, mode: str) -> list[str]:
+    """``finetune``: ``all`` trains every parameter that is not frozen otherwise; ``adaptor`` only the
+    projections between the encoders and the model (UniSRec's fixed-encoder mode with ``projection: moe``);
+    ``user_encoder`` only the user encoder. Returns the names of the parameters left trainable."""
+    if mode == "all":
+        return [k for k, p in model.named_parameters() if p.requires_grad]
+    keep = FINETUNE_TRAINS[mode]
+    for key, p in model.named_parameters():
+        if not any(part in f".{key}" for part in keep):
+            p.requires_grad_(False)
+    trainable = [k for k, p in model.named_parameters() if p.requires_grad]
+    if not trainable:
+        raise PMMRecConfigError(f"finetune={mode}: the model has no parameter to train in that mode")
+    logger.info("finetune=%s: %d parameter tensors train, the rest is frozen", mode, len(trainable))
+    return trainable
+
+
 def source_datasets(config) -> list[str]:
     """The datasets a run trained on: the dataset's name, or a merged dataset's sources (from its meta.json)."""
     name = str(config["dataset"])
@@ -523,5 +544,5 @@ def save_folder(config) -> Path | None:
 
 __all__ = [
     "COMPONENTS", "DEFAULT_COMPONENTS", "ComponentReport", "LoadReport", "load_pretrained", "parse_components",
-    "read_header", "save_folder", "save_pretrained", "source_datasets", "corpus", "exportable_state",
+    "read_header", "save_folder", "save_pretrained", "source_datasets", "corpus", "exportable_state", "apply_finetune",
 ]

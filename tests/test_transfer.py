@@ -426,3 +426,36 @@ def test_corpus_of_a_merged_data_set_lists_each_source(tmp_path):
     got = corpus({"dataset": "mix", "data_path": str(folder)}, {"mix.inter": {"sha256": "z", "bytes": 5}})
     assert got["files"] == {"mix.inter": {"sha256": "z", "bytes": 5}} and got["counts"] == {"interactions": 30}
     assert [s["name"] for s in got["sources"]] == ["a", "b"] and got["sources"][1]["sha256"] == {"b.inter": "y"}
+
+
+def test_moe_adaptor_is_a_gated_mixture_of_whitening_experts():
+    from recbole_pmmrec.model.item_tower import WhiteningExperts
+
+    torch.manual_seed(0)
+    layer = WhiteningExperts(6, 4, n_experts=3)
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(5, 2, 6)
+    gates = torch.softmax(layer.gate(x), dim=-1)
+    expected = sum(gates[..., k, None] * ((x - layer.bias[k]) @ layer.weight[k]) for k in range(3))
+    torch.testing.assert_close(layer(x), expected)
+    layer(x).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.parameters())
+
+
+@pytest.mark.parametrize("mode,trains", [("adaptor", ".proj."), ("user_encoder", "user_encoder.")])
+def test_finetune_modes_train_only_their_part(world, mode, trains):
+    """``finetune: adaptor`` (with ``projection: moe``: UniSRec's fixed-encoder mode) trains only the projections;
+    ``finetune: user_encoder`` only the user encoder; the checkpoint records the adaptor and loads it back."""
+    folder = world.root / f"moe-{mode}"
+    run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config("text", projection="moe", moe_experts=2,
+                                                                    save_pretrained=str(folder)))
+    assert read_header(folder)["config"]["projection"] == "moe"
+    result = run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config(
+        "text", projection=None, pretrained=str(folder), finetune=mode))
+    model = result["trainer"].model
+    assert result["config"]["projection"] == "moe"  # taken from the checkpoint
+    trainable = [k for k, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(trains in f".{k}" for k in trainable)
+    frozen = [k for k, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and not any(trains in f".{k}" for k in frozen)

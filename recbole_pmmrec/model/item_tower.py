@@ -37,20 +37,43 @@ def default_projection(modalities) -> str:
     return "mlp" if len(modalities) == 1 else "linear"
 
 
-def projection(in_dim: int, hidden_size: int, kind: str) -> nn.Module:
-    """``linear`` (the authors' code) or ``mlp`` ([ours]: Linear-GELU-Linear, more capacity for frozen encoders)."""
+class WhiteningExperts(nn.Module):
+    """A mixture of parametric whitening layers [ours, after UniSRec's MoE adaptor]: expert k maps x to
+    (x - b_k) W_k, a softmax gate on x mixes them. Meant to bridge the frozen text space of several domains.
+
+    x (..., in_dim) -> (..., hidden_size).
+    """
+
+    def __init__(self, in_dim: int, hidden_size: int, n_experts: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(n_experts, in_dim))
+        self.weight = nn.Parameter(torch.empty(n_experts, in_dim, hidden_size))
+        nn.init.normal_(self.weight, std=0.02)
+        self.gate = nn.Linear(in_dim, n_experts, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        experts = torch.einsum("...ki,kio->...ko", x.unsqueeze(-2) - self.bias, self.weight)  # (..., K, d)
+        gates = torch.softmax(self.gate(x), dim=-1)  # (..., K)
+        return (gates.unsqueeze(-1) * experts).sum(dim=-2)
+
+
+def projection(in_dim: int, hidden_size: int, kind: str, n_experts: int = 8) -> nn.Module:
+    """``linear`` (the authors' code), ``mlp`` ([ours]: Linear-GELU-Linear, more capacity for frozen encoders) or
+    ``moe`` ([ours]: :class:`WhiteningExperts`, an adaptor between the frozen features and the model)."""
     if kind == "mlp":
         return nn.Sequential(nn.Linear(in_dim, 4 * hidden_size), nn.GELU(), nn.Linear(4 * hidden_size, hidden_size))
+    if kind == "moe":
+        return WhiteningExperts(in_dim, hidden_size, n_experts)
     return nn.Linear(in_dim, hidden_size)
 
 
 class ModalityEncoder(nn.Module):
     """One modality's transfer component: the encoder's trainable top (k blocks) + projection to d."""
 
-    def __init__(self, backbone: nn.Module, hidden_size: int, kind: str):
+    def __init__(self, backbone: nn.Module, hidden_size: int, kind: str, n_experts: int = 8):
         super().__init__()
         self.backbone = backbone
-        self.proj = projection(backbone.out_dim, hidden_size, kind)
+        self.proj = projection(backbone.out_dim, hidden_size, kind, n_experts)
 
 
 @dataclass
@@ -81,7 +104,7 @@ class ItemTower(nn.Module):
         for modality in self.modalities:
             # A copy of the dataset's encoder top: the states and the top blocks always come from the same weights
             kind = settings.projection or default_projection(self.modalities)
-            setattr(self, f"{modality}_encoder", ModalityEncoder(features.top(modality), d, kind))
+            setattr(self, f"{modality}_encoder", ModalityEncoder(features.top(modality), d, kind, settings.moe_experts))
         self.fusion = MergeAttentionFusion(d, settings.fusion_heads, dropout=settings.fusion_dropout,
                                            hidden_act=settings.hidden_act, layer_norm_eps=settings.layer_norm_eps)
         # With two modalities the text tokens that enter the fusion are averaged in at most text_groups runs of

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from recbole_pmmrec.data.dataloader import next_item_window
 from recbole_pmmrec.collectives import gather_rows, is_distributed
 from recbole_pmmrec.model.fusion import fused_gelu
-from recbole_pmmrec.model.item_tower import ItemTower, default_projection
+from recbole_pmmrec.model.item_tower import ItemTower, WhiteningExperts, default_projection
 from recbole_pmmrec.settings import settings_of
 from recbole_pmmrec.model.losses import corrupt_window, nicl_loss, nid_loss, nip_loss, popularity_log_q, rcl_loss
 
@@ -158,10 +158,12 @@ class PMMRec(SequentialRecommender):
         tower = self.item_tower
         first = getattr(tower, f"{tower.modalities[0]}_encoder").proj
         user_layer = self.user_encoder.encoder.layer[0]
+        kind = "linear" if isinstance(first, nn.Linear) else "moe" if isinstance(first, WhiteningExperts) else "mlp"
         return {
             "modalities": list(tower.modalities),
             "hidden_size": int(self.hidden_size),
-            "projection": "linear" if isinstance(first, nn.Linear) else "mlp",
+            "projection": kind,
+            **({"moe_experts": int(first.bias.shape[0])} if kind == "moe" else {}),
             "fusion_heads": int(tower.fusion.n_heads),
             "n_layers": len(self.user_encoder.encoder.layer),
             "n_heads": int(user_layer.multi_head_attention.num_attention_heads),
