@@ -7,9 +7,16 @@ uses full ranking; item vectors for it are computed once per evaluation by the m
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from recbole.data.dataloader import TrainDataLoader
+
+from recbole_pmmrec.errors import PMMRecConfigError
+from recbole_pmmrec.settings import settings_of
 
 
 def next_item_window(item_seq: torch.Tensor, item_seq_len: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -18,8 +25,60 @@ def next_item_window(item_seq: torch.Tensor, item_seq_len: torch.Tensor, target:
     return ids.scatter(1, item_seq_len[:, None], target[:, None])
 
 
+def row_domains(dataset) -> np.ndarray:
+    """The source domain of each row of a merged data set (``dataset_tools.convert merge``): the index of the
+    prefix its user token starts with (``PREFIX_user``), from the merge's meta.json."""
+    meta_file = Path(dataset.dataset_path) / f"{dataset.dataset_name}.meta.json"
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    sources = (meta.get("source") or {}).get("datasets") if meta.get("format") == "merge" else None
+    if not sources:
+        raise PMMRecConfigError(f"domain_batches needs a data set merged from several sources (python -m "
+                                f"dataset_tools.convert merge ...); {meta_file} does not describe one")
+    prefixes = sorted(((s["prefix"] + "_", i) for i, s in enumerate(sources)), key=lambda p: -len(p[0]))
+    tokens = dataset.field2id_token[dataset.uid_field]
+    of_user = np.array([next((i for p, i in prefixes if str(t).startswith(p)), -1) for t in tokens])
+    return of_user[dataset.inter_feat[dataset.uid_field].numpy()]
+
+
 class PMMRecTrainDataLoader(TrainDataLoader):
-    """RecBole's training loader; each batch also carries ``window`` (B, L+1)."""
+    """RecBole's training loader; each batch also carries ``window`` (B, L+1).
+
+    ``domain_batches: True`` (a merged data set): every batch holds rows of one source domain only, so that the
+    in-batch negatives of NIP come from the same domain; the batches of all domains are shuffled together.
+    """
+
+    def __init__(self, config, dataset, sampler, shuffle=False):
+        super().__init__(config, dataset, sampler, shuffle=shuffle)
+        self._domains = None
+        if settings_of(config).domain_batches:
+            if not config["single_spec"]:
+                raise PMMRecConfigError("domain_batches works in one process only; drop it or use nproc: 1")
+            self._domains = row_domains(dataset)
+
+    def _domain_plan(self) -> list[np.ndarray]:
+        """This epoch's batches: each domain's rows shuffled and cut into batches, the batches shuffled."""
+        batches = []
+        for domain in np.unique(self._domains):
+            rows = np.flatnonzero(self._domains == domain)
+            if self.shuffle:
+                rows = rows[torch.randperm(len(rows), generator=self.generator).numpy()]
+            batches += [rows[i:i + self.step] for i in range(0, len(rows), self.step)]
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()]
+        return batches
+
+    def __iter__(self):
+        if self._domains is None:
+            return super().__iter__()
+        return (self.collate_fn(batch.tolist()) for batch in self._domain_plan())
+
+    def __len__(self):
+        if self._domains is None:
+            return super().__len__()
+        return sum(-(-int((self._domains == d).sum()) // self.step) for d in np.unique(self._domains))
 
     def collate_fn(self, index):
         batch = super().collate_fn(index)
