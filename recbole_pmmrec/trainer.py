@@ -312,10 +312,22 @@ class OwnCheckpointMixin:
         this epoch, its checkpoint written) and may set ``record["score"]``: the score early stopping and the
         best checkpoint then use for this epoch."""
         record, self._epoch_record = self._epoch_record, None
+        if record is not None:
+            self._log_eta(record)
         if self.epoch_callback is not None and record is not None:
             if self.epoch_callback(record, self, self._valid_data) == "stop":
                 self._stop_requested = True
         return record
+
+    def _log_eta(self, record: dict) -> None:
+        """One progress line per epoch: epochs done, time so far, and an upper bound of the time left (every epoch
+        still allowed at this run's mean epoch time; early stopping usually ends sooner)."""
+        done = record["epoch"] + 1 - (self._fit_first_epoch or 0)
+        left = max(0, self.epochs - record["epoch"] - 1)
+        per_epoch = record["wall_s"] / max(done, 1)
+        self.logger.info(f"epoch {record['epoch'] + 1}/{self.epochs}: {record['wall_s'] / 60:.1f} min so far, "
+                         f"at most {left} epochs (~{left * per_epoch / 60:.0f} min) left; early stopping may end "
+                         f"sooner")
 
     def _after_epoch_callback(self, callback_fn):
         """RecBole's callback_fn, run after the epoch's checkpoint: where a requested stop takes effect."""

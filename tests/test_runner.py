@@ -90,3 +90,14 @@ def test_an_option_given_twice_with_different_values_is_one_clear_error(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--epochs ('1' and '2')" in err and "Traceback" not in err
+
+
+def test_each_epoch_logs_its_progress_and_an_upper_bound_of_the_time_left(synth, quick_config):
+    from recbole_pmmrec.quick_start import run_recbole_pmmrec
+
+    result = run_recbole_pmmrec("SASRec", "synth", config_dict=quick_config(synth, epochs=2, MAX_ITEM_LIST_LENGTH=7,
+                                                                            state="INFO"))
+    log = open(result["log_file"], encoding="utf-8").read().splitlines()
+    lines = [line.split("INFO  ", 1)[-1] for line in log if "min so far" in line]
+    assert len(lines) == 2 and lines[0].startswith("epoch 1/2") and "at most 1 epochs" in lines[0]
+    assert "at most 0 epochs" in lines[1]
