@@ -53,7 +53,7 @@ class PMMRecTrainDataLoader(TrainDataLoader):
     def __init__(self, config, dataset, sampler, shuffle=False):
         super().__init__(config, dataset, sampler, shuffle=shuffle)
         self._domains = None
-        if settings_of(config).domain_batches:
+        if settings_of(config).get("domain_batches", False):  # a PMMRec key (ContentKNN has no training batches)
             if not config["single_spec"]:
                 raise PMMRecConfigError("domain_batches works in one process only; drop it or use nproc: 1")
             self._domains = row_domains(dataset)

@@ -86,8 +86,7 @@ class ItemFeatures:
         self.modalities = tuple(m for m in MODALITIES if m in encoders)
         self._encoders = encoders
         self.cache_dirs = {m: str(Path(s.path).resolve().parent) for m, s in states.items() if hasattr(s, "path")}
-        self._states = {m: s.to_tensor() if hasattr(s, "to_tensor") and _nbytes(s) <= IN_RAM_BYTES else s
-                        for m, s in states.items()}
+        self._states = dict(states)  # memory-mapped; to_ram() reads those a model reads per batch into RAM
         self._masks = masks
         self.encoder_batch_size = int(encoder_batch_size)
         self.n_items = content.n_items
@@ -182,8 +181,14 @@ class ItemFeatures:
             tokens[ids, :width], mask[ids, :width], sizes[ids, :width] = t, m, c
         return tokens, mask, sizes
 
-    def in_ram(self, modality: str) -> bool:
-        return isinstance(self._states.get(modality), Tensor)
+    def to_ram(self, modality: str) -> bool:
+        """Read ``modality``'s cached states into RAM once (when they fit in IN_RAM_BYTES), for a model that reads
+        them per batch; a model that only needs ``pooled`` / ``grouped_text`` never asks, and the states stay on
+        disk (41k items x 32 tokens x 384 would be 1 GB more). Returns whether they are in RAM."""
+        states = self._states[modality]
+        if hasattr(states, "to_tensor") and _nbytes(states) <= IN_RAM_BYTES:
+            self._states[modality] = states = states.to_tensor()
+        return isinstance(states, Tensor)
 
     def _check(self, modality: str) -> None:
         if modality not in self._encoders:

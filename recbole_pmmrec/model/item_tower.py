@@ -109,11 +109,11 @@ class ItemTower(nn.Module):
                                            hidden_act=settings.hidden_act, layer_norm_eps=settings.layer_norm_eps)
         # With two modalities the text tokens that enter the fusion are averaged in at most text_groups runs of
         # consecutive tokens (~ = every token): the fusion layer's cost grows with its token count. For frozen text
-        # whose states are in RAM the groups never change: computed once for the catalogue.
+        # the groups never change: computed once for the catalogue.
         self.text_groups = settings.text_groups
         self.text_grouped = None
         if (len(self.modalities) == 2 and self.text_groups is not None and not self.end_to_end
-                and self.text_encoder.backbone.train_layers == 0 and features.in_ram("text")):
+                and self.text_encoder.backbone.train_layers == 0):
             self.text_grouped = features.grouped_text(self.text_groups)
         # One frozen, mean-pooled modality: its pooled states, once (exact).
         self.pooled = None
@@ -122,6 +122,11 @@ class ItemTower(nn.Module):
             if getattr(self, f"{modality}_encoder").backbone.train_layers == 0:
                 self.pooled = modality
                 self.register_buffer("pooled_states", features.pooled(modality), persistent=False)
+        # States read per batch (every modality not summarised above): into RAM once, when they fit.
+        if not self.end_to_end:
+            for modality in self.modalities:
+                if self.pooled != modality and not (modality == "text" and self.text_grouped is not None):
+                    features.to_ram(modality)
 
     # ------------------------------------------------------------------ tokens
     def _encoder_tokens(self, modality: str, ids: Tensor) -> tuple[Tensor, Tensor]:
