@@ -52,17 +52,17 @@ class PMMRecTrainDataLoader(TrainDataLoader):
 
     def __init__(self, config, dataset, sampler, shuffle=False):
         super().__init__(config, dataset, sampler, shuffle=shuffle)
-        self._domains = None
+        self._domain_rows = None  # one array of row indices per source domain
         if settings_of(config).get("domain_batches", False):  # a PMMRec key (ContentKNN has no training batches)
             if not config["single_spec"]:
                 raise PMMRecConfigError("domain_batches works in one process only; drop it or use nproc: 1")
-            self._domains = row_domains(dataset)
+            domains = row_domains(dataset)
+            self._domain_rows = [np.flatnonzero(domains == d) for d in np.unique(domains)]
 
     def _domain_plan(self) -> list[np.ndarray]:
         """This epoch's batches: each domain's rows shuffled and cut into batches, the batches shuffled."""
         batches = []
-        for domain in np.unique(self._domains):
-            rows = np.flatnonzero(self._domains == domain)
+        for rows in self._domain_rows:
             if self.shuffle:
                 rows = rows[torch.randperm(len(rows), generator=self.generator).numpy()]
             batches += [rows[i:i + self.step] for i in range(0, len(rows), self.step)]
@@ -71,14 +71,14 @@ class PMMRecTrainDataLoader(TrainDataLoader):
         return batches
 
     def __iter__(self):
-        if self._domains is None:
+        if self._domain_rows is None:
             return super().__iter__()
         return (self.collate_fn(batch.tolist()) for batch in self._domain_plan())
 
     def __len__(self):
-        if self._domains is None:
+        if self._domain_rows is None:
             return super().__len__()
-        return sum(-(-int((self._domains == d).sum()) // self.step) for d in np.unique(self._domains))
+        return sum(-(-len(rows) // self.step) for rows in self._domain_rows)
 
     def collate_fn(self, index):
         batch = super().collate_fn(index)

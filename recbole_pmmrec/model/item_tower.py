@@ -102,9 +102,10 @@ class ItemTower(nn.Module):
         d = settings.hidden_size
         self.text_encoder = self.image_encoder = None
         for modality in self.modalities:
-            # A copy of the dataset's encoder top: the states and the top blocks always come from the same weights
-            kind = settings.projection or default_projection(self.modalities)
-            setattr(self, f"{modality}_encoder", ModalityEncoder(features.top(modality), d, kind, settings.moe_experts))
+            # A copy of the dataset's encoder top: the states and the top blocks always come from the same weights.
+            # settings.projection is resolved by the model (default_projection when it is ~).
+            setattr(self, f"{modality}_encoder",
+                    ModalityEncoder(features.top(modality), d, settings.projection, settings.moe_experts))
         self.fusion = MergeAttentionFusion(d, settings.fusion_heads, dropout=settings.fusion_dropout,
                                            hidden_act=settings.hidden_act, layer_norm_eps=settings.layer_norm_eps)
         # With two modalities the text tokens that enter the fusion are averaged in at most text_groups runs of
