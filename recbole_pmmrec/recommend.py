@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import copy
 import html
 import io
 import json
@@ -137,116 +136,6 @@ def topk_by_id(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
 # --------------------------------------------------------------------------------------------
 # new items: their states through the data set's encoders (what ItemFeatures would hold for them)
 # --------------------------------------------------------------------------------------------
-
-
-def item_text(values: Sequence, lowercase: bool) -> str:
-    """The joined item text, exactly as :class:`~recbole_pmmrec.data.content.ItemContent` builds it."""
-    from collections import Counter
-
-    from recbole_pmmrec.data.content import MAX_TEXT_CHARS, TEXT_SEPARATOR, _as_text
-
-    counts = Counter()
-    text = TEXT_SEPARATOR.join(s for s in (_as_text(v, counts) for v in values) if s)[:MAX_TEXT_CHARS]
-    return text.lower() if lowercase else text
-
-
-def encode_new_items(features, texts: Sequence[str] | None, image_paths: Sequence[Path | None] | None,
-                     cached_dtype: torch.dtype | None) -> dict:
-    """Frozen-bottom states of new items through ``features``' encoders (an
-    :class:`~recbole_pmmrec.data.features.ItemFeatures`).
-
-    ``texts``: the joined item texts ('' = no text); ``image_paths``: None = no image. ``cached_dtype``: the
-    cache's dtype (states are rounded to it as cached states are), None for ``end_to_end`` (float32).
-    Returns ``{"has_text", "has_image", "<modality>.states", "<modality>.mask"}`` for the modalities of
-    ``features``. (This belongs on ItemFeatures: ``features.encode_new(texts, images)``.)
-    """
-    from recbole_pmmrec.data.images import load_image
-
-    n = len(texts if texts is not None else image_paths)
-    out = {"has_text": torch.zeros(n, dtype=torch.bool), "has_image": torch.zeros(n, dtype=torch.bool)}
-    batch = features.encoder_batch_size
-    for modality in features.modalities:
-        encoder = features.encoder(modality)
-        encoder.eval()
-        states, masks = [], []
-        with torch.inference_mode():
-            for start in range(0, n, batch):
-                stop = min(start + batch, n)
-                if modality == "text":
-                    chunk = list(texts[start:stop])
-                    ids, mask = encoder.tokenize(chunk)
-                    ids = torch.as_tensor(ids).to(torch.int32).long()  # as ItemContent stores them
-                    s, m = encoder.encode_bottom((ids, torch.as_tensor(mask).bool()))
-                    out["has_text"][start:stop] = torch.tensor([bool(t) for t in chunk])
-                else:
-                    size = features.content.image_size
-                    images = torch.zeros(stop - start, 3, size, size, dtype=torch.uint8)
-                    ok = torch.zeros(stop - start, dtype=torch.bool)
-                    for row, path in enumerate(image_paths[start:stop]):
-                        if path is not None:
-                            img, reason = load_image(path, size)
-                            if img is None:
-                                logger.warning("new item image %s unusable (%s): the item falls back to text",
-                                               path, reason)
-                            else:
-                                images[row], ok[row] = img, True
-                    s, m = encoder.encode_bottom(images)
-                    m = m & ok[:, None]
-                    out["has_image"][start:stop] = ok
-                s = s.detach().float().cpu()
-                if cached_dtype is not None:
-                    s = s.to(cached_dtype)
-                states.append(s)
-                masks.append(m.detach().cpu().bool())
-        out[f"{modality}.states"], out[f"{modality}.mask"] = torch.cat(states), torch.cat(masks)
-    return out
-
-
-class _NewItemStates:
-    """What the item tower reads from ItemFeatures (``states`` / ``bottom``), for the new items only."""
-
-    def __init__(self, encoded: dict, modalities: Sequence[str]):
-        self._encoded = encoded
-        self.modalities = tuple(modalities)
-
-    def states(self, modality: str, ids: Tensor) -> tuple[Tensor, Tensor]:
-        index = ids.cpu()
-        mask = self._encoded[f"{modality}.mask"][index]
-        states = self._encoded[f"{modality}.states"][index]
-        if modality == "text":  # as ItemFeatures.states: drop the columns no item of ``ids`` uses
-            width = max(int(mask.sum(dim=1).max()), 1)
-            mask, states = mask[:, :width], states[:, :width]
-        return states.to(ids.device, torch.float32), mask.to(ids.device)
-
-    bottom = states  # end_to_end: the states were computed in float32 from the raw inputs
-
-
-def new_item_vectors(model, encoded: dict) -> Tensor:
-    """Vectors of the new items in ``encoded`` (from :func:`encode_new_items`) through ``model``'s own item
-    tower: a view of it whose features, masks and precomputed pools cover the new items only."""
-    from recbole_pmmrec.data.pooling import masked_mean, pool_token_groups
-    from recbole_pmmrec.model.pmmrec import _EVAL_ITEM_DTYPES
-
-    tower = model.item_tower
-    n = int(encoded["has_text"].shape[0])
-    device = model.log_q.device
-    view = copy.copy(tower)  # shares the weights; gets its own buffers and features below
-    view._buffers = dict(tower._buffers)
-    view.features = _NewItemStates(encoded, tower.modalities)
-    view.has_text = encoded["has_text"].to(device)
-    view.has_image = encoded["has_image"].to(device)
-    view.n_items = n
-    every = torch.arange(n)
-    if tower.text_grouped is not None:
-        states, mask = view.features.states("text", every)
-        view.text_grouped = pool_token_groups(states, mask, tower.text_groups)
-    if tower.pooled is not None:
-        states, mask = view.features.states(tower.pooled, every)
-        view.pooled_states = masked_mean(states, mask if tower.pooled == "text" else None).to(device)
-    dtype = _EVAL_ITEM_DTYPES[model.eval_item_dtype]
-    ids = torch.arange(n, device=device)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-        return torch.cat([view(chunk).vectors for chunk in ids.split(2048)]).float()
 
 
 # --------------------------------------------------------------------------------------------
@@ -741,6 +630,7 @@ class Recommender:
         exists in the data set is an error; one added before with the same content is skipped; an item with
         neither text nor an image (of the modalities the model uses) is an error naming it. ``persist``: store
         them in ``<model>.new_items/`` so that a later :meth:`load` has them."""
+        from recbole_pmmrec.data.content import join_item_text
         from recbole_pmmrec.data.images import index_image_dir, resolve_image_path
 
         frame = _read_table(table, self.item_field)
@@ -761,7 +651,7 @@ class Recommender:
             _check_token(token)
             row = frame.loc[token]
             values = [row[f] if f in frame.columns else "" for f in fields]
-            text = item_text(values, content.lowercase) if "text" in self.features.modalities else ""
+            text = join_item_text(values, content.lowercase) if "text" in self.features.modalities else ""
             path = None
             if "image" in self.features.modalities and image_dir is not None:
                 path, _ = resolve_image_path(image_dir, token, index)
@@ -785,7 +675,7 @@ class Recommender:
                           dict.fromkeys(fields + (["title"] if "title" in frame.columns else []))}
         if not tokens:
             return []
-        encoded = encode_new_items(self.features, texts, images, self._cached_dtype())
+        encoded = self.features.encode_new(texts, images, self._cached_dtype())
         missing = [t for t, ht, hi in zip(tokens, encoded["has_text"].tolist(), encoded["has_image"].tolist())
                    if not (ht or hi)]
         if missing:
@@ -798,7 +688,9 @@ class Recommender:
         return tokens
 
     def _append(self, tokens, encoded, texts, raw, images) -> None:
-        vectors = new_item_vectors(self.model, encoded).to(self._vectors.device)
+        from recbole_pmmrec.data.features import NewItemStates
+
+        vectors = self.model.vectors_of(NewItemStates(encoded, self.features.modalities)).to(self._vectors.device)
         self._vectors = torch.cat([self._vectors, vectors])
         for token, text, path in zip(tokens, texts, images):
             self.item_index[token] = len(self.item_tokens)
@@ -890,13 +782,14 @@ class Recommender:
         if not keep:
             return
         images_dir = folder / "images"
+        from recbole_pmmrec.data.content import join_item_text
         from recbole_pmmrec.data.images import index_image_dir, resolve_image_path
 
         index = index_image_dir(images_dir) if images_dir.is_dir() else {}
         images = [resolve_image_path(images_dir, t, index)[0] if "image" in self.features.modalities and index
                   else None for t in keep]
         fields = list(self.features.content.text_fields)
-        texts = [item_text([frame.loc[t][f] if f in frame.columns else "" for f in fields],
+        texts = [join_item_text([frame.loc[t][f] if f in frame.columns else "" for f in fields],
                            self.features.content.lowercase) if "text" in self.features.modalities else ""
                  for t in keep]
         same = (meta.get("encoders") == json.loads(json.dumps(self._identities(), default=str))
@@ -912,7 +805,7 @@ class Recommender:
         else:
             logger.warning("%s was made with other encoders or settings: recomputing its %d items' states",
                            folder, len(keep))
-            encoded = encode_new_items(self.features, texts, images, self._cached_dtype())
+            encoded = self.features.encode_new(texts, images, self._cached_dtype())
         raw = {t: {c: _clean_cell(frame.loc[t][c]) for c in frame.columns} for t in keep}
         self._append(keep, encoded, texts, raw, images)
         logger.info("loaded %d new items from %s", len(keep), folder)
@@ -1092,7 +985,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Recommender", "Recommendation", "topk_by_id", "encode_new_items", "new_item_vectors", "render_html",
+__all__ = ["Recommender", "Recommendation", "topk_by_id", "render_html",
            "main"]
 
 if __name__ == "__main__":

@@ -145,6 +145,18 @@ def _as_text(value, counts: Counter) -> str:
     return str(value).strip()
 
 
+def join_item_text(values: Sequence, lowercase: bool, counts: Counter | None = None,
+                   separator: str = TEXT_SEPARATOR) -> str:
+    """One item's text from its field values: non-empty values joined by ``separator``, cut at MAX_TEXT_CHARS
+    (counted in ``counts``), lower-cased when the encoder is uncased. The one rule for catalogue and new items."""
+    counts = Counter() if counts is None else counts
+    text = separator.join(s for s in (_as_text(v, counts) for v in values) if s)
+    if len(text) > MAX_TEXT_CHARS:  # tokenisers keep <= 512 tokens; do not make them read megabytes
+        text = text[:MAX_TEXT_CHARS]
+        counts["long_text_truncated"] += 1
+    return text.lower() if lowercase else text
+
+
 def _text_table(texts, text_fields: Sequence[str]) -> tuple[dict[str, list], list[str]]:
     """DataFrame / {token: {field: value}} / {token: str} -> ({field: values}, tokens)."""
     if isinstance(texts, pd.DataFrame):
@@ -252,13 +264,7 @@ class ItemContent:
             if r is None:
                 counts["missing_text_row"] += 1
                 continue
-            parts = [s for s in (_as_text(col[r], counts) for col in fields) if s]
-            text = separator.join(parts)
-            if len(text) > MAX_TEXT_CHARS:  # tokenisers keep <= 512 tokens; do not make them read megabytes
-                text = text[:MAX_TEXT_CHARS]
-                counts["long_text_truncated"] += 1
-            if self.lowercase:
-                text = text.lower()
+            text = join_item_text([col[r] for col in fields], self.lowercase, counts, separator)
             if not text:
                 counts["empty_text"] += 1
             self.texts[iid] = text
@@ -383,4 +389,4 @@ class ItemContent:
         }
 
 
-__all__ = ["ItemContent", "read_item_text", "PAD_TOKEN", "TEXT_SEPARATOR"]
+__all__ = ["ItemContent", "read_item_text", "join_item_text", "PAD_TOKEN", "TEXT_SEPARATOR"]

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from recbole_pmmrec.data.cache import image_state_cache, text_state_cache
 from recbole_pmmrec.data.content import ItemContent
-from recbole_pmmrec.data.images import index_image_dir
+from recbole_pmmrec.data.images import index_image_dir, load_image
 from recbole_pmmrec.data.pooling import masked_mean, pool_token_groups
 from recbole_pmmrec.encoders import build_encoder
 from recbole_pmmrec.errors import PMMRecConfigError, PMMRecDataError
@@ -78,7 +78,43 @@ def resolve_modalities(requested: Sequence[str] | None, text_fields: Sequence[st
     return chosen, "as configured"
 
 
-class ItemFeatures:
+class _StateSummaries:
+    """``pooled`` and ``grouped_text`` for any reader of frozen-bottom states (``states``, ``n_items``,
+    ``_text_width``): the catalogue's :class:`ItemFeatures` and :class:`NewItemStates` alike."""
+
+    n_items: int
+
+    def states(self, modality: str, ids: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _text_width(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def pooled(self, modality: str) -> Tensor:
+        """Masked mean of every item's cached states (n_items, D): a frozen modality's item summary."""
+        chunks = []
+        for start in range(0, self.n_items, _POOL_CHUNK):
+            states, mask = self.states(modality, torch.arange(start, min(start + _POOL_CHUNK, self.n_items)))
+            chunks.append(masked_mean(states, mask if modality == "text" else None))
+        return torch.cat(chunks)
+
+    def grouped_text(self, groups: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Every item's cached text states averaged in at most ``groups`` runs of tokens: (tokens (n, G, D),
+        mask (n, G), sizes (n, G)), for a frozen text encoder whose groups never change."""
+        g = min(groups, self._text_width())
+        tokens = mask = sizes = None
+        for start in range(0, self.n_items, _POOL_CHUNK):
+            ids = torch.arange(start, min(start + _POOL_CHUNK, self.n_items))
+            t, m, c = pool_token_groups(*self.states("text", ids), groups)
+            if tokens is None:  # a chunk of short texts may have fewer than g columns: the rest stay padding
+                tokens = t.new_zeros(self.n_items, g, t.shape[2])
+                mask, sizes = m.new_zeros(self.n_items, g), c.new_zeros(self.n_items, g)
+            width = t.shape[1]
+            tokens[ids, :width], mask[ids, :width], sizes[ids, :width] = t, m, c
+        return tokens, mask, sizes
+
+
+class ItemFeatures(_StateSummaries):
     """Content, frozen encoders and their cached states of every item (see the module docstring)."""
 
     def __init__(self, content: ItemContent, encoders: dict, states: dict, masks: dict, encoder_batch_size: int):
@@ -158,28 +194,57 @@ class ItemFeatures:
             parts.append(encoder.encode_bottom(self.inputs(modality, chunk)))
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]).bool()
 
-    def pooled(self, modality: str) -> Tensor:
-        """Masked mean of every item's cached states (n_items, D): a frozen modality's item summary."""
-        chunks = []
-        for start in range(0, self.n_items, _POOL_CHUNK):
-            states, mask = self.states(modality, torch.arange(start, min(start + _POOL_CHUNK, self.n_items)))
-            chunks.append(masked_mean(states, mask if modality == "text" else None))
-        return torch.cat(chunks)
+    def _text_width(self) -> int:
+        return int(self._masks["text"].shape[1])
 
-    def grouped_text(self, groups: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Every item's cached text states averaged in at most ``groups`` runs of tokens: (tokens (n, G, D),
-        mask (n, G), sizes (n, G)), for a frozen text encoder whose groups never change."""
-        g = min(groups, self._masks["text"].shape[1])
-        tokens = mask = sizes = None
-        for start in range(0, self.n_items, _POOL_CHUNK):
-            ids = torch.arange(start, min(start + _POOL_CHUNK, self.n_items))
-            t, m, c = pool_token_groups(*self.states("text", ids), groups)
-            if tokens is None:  # a chunk of short texts may have fewer than g columns: the rest stay padding
-                tokens = t.new_zeros(self.n_items, g, t.shape[2])
-                mask, sizes = m.new_zeros(self.n_items, g), c.new_zeros(self.n_items, g)
-            width = t.shape[1]
-            tokens[ids, :width], mask[ids, :width], sizes[ids, :width] = t, m, c
-        return tokens, mask, sizes
+    # ------------------------------------------------------------------ items outside the catalogue
+    def encode_new(self, texts: Sequence[str] | None, image_paths: Sequence[Path | None] | None,
+                   cached_dtype: torch.dtype | None) -> dict:
+        """Frozen-bottom states of items outside the catalogue, through the same encoders as the cache.
+
+        ``texts``: the joined item texts (:func:`~recbole_pmmrec.data.content.join_item_text`; '' = no text);
+        ``image_paths``: None = no image (an image that does not decode is logged and left out). ``cached_dtype``:
+        the cache's dtype (states are rounded to it as cached states are), None for ``end_to_end`` (float32).
+        Returns ``{"has_text", "has_image", "<modality>.states", "<modality>.mask"}`` for this object's
+        modalities: what :class:`NewItemStates` reads, and what a caller may store."""
+        n = len(texts if texts is not None else image_paths)
+        out = {"has_text": torch.zeros(n, dtype=torch.bool), "has_image": torch.zeros(n, dtype=torch.bool)}
+        for modality in self.modalities:
+            encoder = self.encoder(modality)
+            encoder.eval()
+            states, masks = [], []
+            with torch.inference_mode():
+                for start in range(0, n, self.encoder_batch_size):
+                    stop = min(start + self.encoder_batch_size, n)
+                    if modality == "text":
+                        chunk = list(texts[start:stop])
+                        ids, mask = encoder.tokenize(chunk)
+                        ids = torch.as_tensor(ids).to(torch.int32).long()  # as ItemContent stores them
+                        s, m = encoder.encode_bottom((ids, torch.as_tensor(mask).bool()))
+                        out["has_text"][start:stop] = torch.tensor([bool(t) for t in chunk])
+                    else:
+                        images, ok = self._new_images(image_paths[start:stop])
+                        s, m = encoder.encode_bottom(images)
+                        m = m & ok[:, None]
+                        out["has_image"][start:stop] = ok
+                    s = s.detach().float().cpu()
+                    states.append(s if cached_dtype is None else s.to(cached_dtype))
+                    masks.append(m.detach().cpu().bool())
+            out[f"{modality}.states"], out[f"{modality}.mask"] = torch.cat(states), torch.cat(masks)
+        return out
+
+    def _new_images(self, paths: Sequence[Path | None]) -> tuple[Tensor, Tensor]:
+        size = self.content.image_size
+        images = torch.zeros(len(paths), 3, size, size, dtype=torch.uint8)
+        ok = torch.zeros(len(paths), dtype=torch.bool)
+        for row, path in enumerate(paths):
+            if path is not None:
+                img, reason = load_image(path, size)
+                if img is None:
+                    logger.warning("new item image %s unusable (%s): the item falls back to text", path, reason)
+                else:
+                    images[row], ok[row] = img, True
+        return images, ok
 
     def to_ram(self, modality: str) -> bool:
         """Read ``modality``'s cached states into RAM once (when they fit in IN_RAM_BYTES), for a model that reads
@@ -199,6 +264,36 @@ class ItemFeatures:
         """What provenance logs: modalities, cache folders, content fallbacks."""
         return {"modalities": list(self.modalities), "content": self.content.report(),
                 "caches": dict(self.cache_dirs)}
+
+
+class NewItemStates(_StateSummaries):
+    """What the item tower reads (``states``, ``bottom``, ``pooled``, ``grouped_text``, ``has_text``,
+    ``has_image``) for items outside the catalogue, from :meth:`ItemFeatures.encode_new`'s output."""
+
+    def __init__(self, encoded: dict, modalities: Sequence[str]):
+        self._encoded = encoded
+        self.modalities = tuple(modalities)
+        self.has_text = encoded["has_text"].bool()
+        self.has_image = encoded["has_image"].bool()
+        self.n_items = int(self.has_text.shape[0])
+
+    def states(self, modality: str, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """As :meth:`ItemFeatures.states` (text columns no item of ``ids`` uses are dropped)."""
+        index = ids.cpu()
+        mask = self._encoded[f"{modality}.mask"][index]
+        states = self._encoded[f"{modality}.states"][index]
+        if modality == "text":
+            width = max(int(mask.sum(dim=1).max()), 1)
+            mask, states = mask[:, :width], states[:, :width]
+        return states.to(ids.device, torch.float32), mask.to(ids.device)
+
+    bottom = states  # end_to_end: the states were computed in float32 from the raw inputs
+
+    def to_ram(self, modality: str) -> bool:
+        return True
+
+    def _text_width(self) -> int:
+        return int(self._encoded["text.mask"].shape[1])
 
 
 def modality_encoder(settings, modality: str):

@@ -19,6 +19,7 @@ small projection per item: exact, not an approximation.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -109,25 +110,42 @@ class ItemTower(nn.Module):
         self.fusion = MergeAttentionFusion(d, settings.fusion_heads, dropout=settings.fusion_dropout,
                                            hidden_act=settings.hidden_act, layer_norm_eps=settings.layer_norm_eps)
         # With two modalities the text tokens that enter the fusion are averaged in at most text_groups runs of
-        # consecutive tokens (~ = every token): the fusion layer's cost grows with its token count. For frozen text
-        # the groups never change: computed once for the catalogue.
+        # consecutive tokens (~ = every token): the fusion layer's cost grows with its token count.
         self.text_groups = settings.text_groups
+        self._summarise(features)
+        # States read per batch (every modality not summarised): into RAM once, when they fit.
+        if not self.end_to_end:
+            for modality in self.modalities:
+                if self.pooled != modality and not (modality == "text" and self.text_grouped is not None):
+                    features.to_ram(modality)
+
+    def _summarise(self, features) -> None:
+        """What a frozen encoder lets the tower compute once for every item of ``features``: the text groups of
+        two modalities, or the pooled states of one (exact: the frozen states never change)."""
         self.text_grouped = None
         if (len(self.modalities) == 2 and self.text_groups is not None and not self.end_to_end
                 and self.text_encoder.backbone.train_layers == 0):
             self.text_grouped = features.grouped_text(self.text_groups)
-        # One frozen, mean-pooled modality: its pooled states, once (exact).
         self.pooled = None
         if len(self.modalities) == 1 and not self.end_to_end:
             modality = self.modalities[0]
             if getattr(self, f"{modality}_encoder").backbone.train_layers == 0:
                 self.pooled = modality
-                self.register_buffer("pooled_states", features.pooled(modality), persistent=False)
-        # States read per batch (every modality not summarised above): into RAM once, when they fit.
-        if not self.end_to_end:
-            for modality in self.modalities:
-                if self.pooled != modality and not (modality == "text" and self.text_grouped is not None):
-                    features.to_ram(modality)
+                self.register_buffer("pooled_states", features.pooled(modality).to(self.has_text.device),
+                                     persistent=False)
+
+    def view_of(self, features) -> "ItemTower":
+        """This tower reading another states source (e.g. :class:`~recbole_pmmrec.data.features.NewItemStates`
+        of items added after training): a shallow view that shares every weight, so that each of those items
+        gets exactly the vector it would have had in the catalogue. Call it on ids ``0 .. features.n_items-1``."""
+        view = copy.copy(self)
+        view._buffers = dict(self._buffers)  # its own has_text / has_image / pooled_states, same parameters
+        view.features = features
+        device = self.has_text.device
+        view.has_text, view.has_image = features.has_text.to(device), features.has_image.to(device)
+        view.n_items = features.n_items
+        view._summarise(features)
+        return view
 
     # ------------------------------------------------------------------ tokens
     def _encoder_tokens(self, modality: str, ids: Tensor) -> tuple[Tensor, Tensor]:

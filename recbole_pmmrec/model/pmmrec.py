@@ -203,6 +203,16 @@ class PMMRec(SequentialRecommender):
             self._item_cache = vecs.float()  # users and scores stay float32 in either case
         return self._item_cache
 
+    def vectors_of(self, features) -> Tensor:
+        """Vectors (N, d) of items outside the catalogue (a :class:`~recbole_pmmrec.data.features.NewItemStates`),
+        computed as :meth:`item_vectors` computes the catalogue's in evaluation: content only (a new item has
+        no ID-embedding row: it is cold), same autocast dtype, float32 out."""
+        view = self.item_tower.view_of(features)
+        ids = torch.arange(features.n_items, device=self.log_q.device)
+        dtype = _EVAL_ITEM_DTYPES[self.eval_item_dtype]
+        with torch.inference_mode(), torch.autocast(ids.device.type, dtype=dtype, enabled=dtype is not None):
+            return torch.cat([view(chunk).vectors for chunk in ids.split(2048)]).float()
+
     def user_states(self, item_seq: Tensor, item_seq_len: Tensor, item_vecs: Tensor) -> Tensor:
         """State after the last item of each history: (B, d)."""
         out = self.user_encoder(item_vecs[item_seq], item_seq > 0)
