@@ -34,6 +34,11 @@ PMMREC.update({
     "PMMRec mlp": {"projection": "mlp"},  # more item-tower capacity
     # tried on MicroLens-50K (19,220 items, where the in-batch softmax sees a small share of the catalogue per step)
     "PMMRec text-only CE": {"modalities": ["text"], "loss_type": "CE", "projection": "linear"},  # full softmax
+    # issue 22's levers, tried on the text data sets (the data's own modalities and projection, one key changed)
+    "PMMRec with item ID": {"item_id_embedding": True},  # UniSRec's transductive mode: warm items add an ID row
+    "PMMRec CE": {"loss_type": "CE"},  # full-catalogue softmax instead of the in-batch one
+    "PMMRec batch 256": {"train_batch_size": 256},  # 4x the in-batch negatives (short histories: few per batch)
+    "PMMRec d128": {"hidden_size": 128, "inner_size": 512},
 })
 BASELINES = {
     "SASRec": {},
