@@ -77,8 +77,9 @@ def _yaml_keys(file: Path) -> set[str]:
 
 @functools.lru_cache(maxsize=None)
 def known_keys() -> frozenset:
-    """Every config key RecBole or the plugin knows: yaml defaults, RecBole's argument lists, the keys
-    their code reads (``config["key"]`` / ``config.get("key")``), and RecBole's internal keys."""
+    """Every config key RecBole or the plugin knows: the plugin's schema (``settings.KEYS``), yaml defaults,
+    RecBole's argument lists, the keys RecBole's code reads (``config["key"]`` / ``config.get("key")``), and
+    RecBole's internal keys. (The plugin reads no key outside its schema: a test checks it.)"""
     from recbole.utils import argument_list
 
     keys = set(_INTERNAL_KEYS) | set(KEY) | set(RENAMED) | set(REMOVED)
@@ -87,9 +88,8 @@ def known_keys() -> frozenset:
     for root in (RECBOLE_PROPERTIES, properties_dir()):
         for file in root.rglob("*.yaml"):
             keys |= _yaml_keys(file)
-    for package in (RECBOLE_PROPERTIES.parent, Path(__file__).resolve().parent):
-        for file in package.rglob("*.py"):
-            keys.update(_CONFIG_READ.findall(file.read_text(encoding="utf-8", errors="replace")))
+    for file in RECBOLE_PROPERTIES.parent.rglob("*.py"):
+        keys.update(_CONFIG_READ.findall(file.read_text(encoding="utf-8", errors="replace")))
     return frozenset(keys)
 
 

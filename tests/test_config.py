@@ -154,6 +154,19 @@ def test_every_plugin_key_has_its_default_in_the_yaml_only():
     assert not fallbacks, fallbacks
 
 
+def test_the_plugin_reads_no_key_outside_its_schema():
+    """Every key the plugin's code reads from a config is in settings.KEYS or known to RecBole, so that
+    known_keys() (the typo check) needs no scan of the plugin's source."""
+    from recbole_pmmrec.settings import KEYS
+
+    package = Path(config_module.__file__).parent
+    read = {key for p in package.rglob("*.py")
+            for key in config_module._CONFIG_READ.findall(p.read_text(encoding="utf-8"))}
+    known = config_module.known_keys()
+    assert {k.name for k in KEYS} <= known
+    assert read - known <= {"key"}, sorted(read - known)  # "key": the docstring's example
+
+
 def test_the_readme_spelling_works_from_a_real_shell(synth, tiny_bert_dir, tmp_path):
     """``--modalities="[text]"`` typed in bash (the README's spelling) runs PMMRec on text only."""
     import subprocess

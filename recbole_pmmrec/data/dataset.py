@@ -20,7 +20,7 @@ from recbole.data.dataset import SequentialDataset
 
 from recbole_pmmrec.data.features import ItemFeatures, build_item_features
 from recbole_pmmrec.data.splits import SplitVariantsMixin
-from recbole_pmmrec.errors import PMMRecDataError
+from recbole_pmmrec.errors import PMMRecConfigError, PMMRecDataError
 from recbole_pmmrec.settings import settings_of
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,22 @@ logger = logging.getLogger(__name__)
 # data without repeats removing them is a large gain, and with repeats it forbids every repeated target (on an
 # Amazon set with ~5% repeats, removing them cost 40% of test NDCG@10: 0.0436 against 0.0734).
 REPEAT_SHARE_LIMIT = 0.01
+
+
+def resolve_exclude_history(config, dataset) -> bool:
+    """A model's ``exclude_history``: the config's, or (``~`` on a dataset that ``PMMRecDataset.build`` did not
+    resolve) decided from ``dataset``'s repeats as ``build`` decides it, and written back to the config."""
+    value = settings_of(config).exclude_history
+    if value is not None:
+        return bool(value)
+    decide = getattr(dataset, "decide_exclude_history", None)
+    if decide is None:
+        raise PMMRecConfigError(f"exclude_history: ~ is decided from a PMMRecDataset's repeats, and "
+                                f"{type(dataset).__name__} is not one: set exclude_history to True or False")
+    value, why = decide()
+    if hasattr(config, "resolve"):
+        config.resolve(why, exclude_history=value)
+    return value
 
 
 class PMMRecDataset(SplitVariantsMixin, SequentialDataset):
@@ -82,13 +98,18 @@ class PMMRecDataset(SplitVariantsMixin, SequentialDataset):
         datasets = super().build()  # SplitVariantsMixin: train_window, few-shot, cold-start
         self.item_features.train_item_counts = self.train_item_counts
         if settings_of(self.config).exclude_history is None and hasattr(self.config, "resolve"):
-            share = self.repeat_share()
-            keep = share >= REPEAT_SHARE_LIMIT
-            self.config.resolve(
-                f"decided from the data: {share:.2%} of training targets repeat an item the user already had, so "
-                f"history items are {'kept in' if keep else 'removed from'} the ranking (they are kept from "
-                f"{REPEAT_SHARE_LIMIT:.0%} on); set exclude_history to override", exclude_history=not keep)
+            exclude, why = self.decide_exclude_history()
+            self.config.resolve(why, exclude_history=exclude)
         return datasets
+
+    def decide_exclude_history(self) -> tuple[bool, str]:
+        """``exclude_history: ~`` decided from the data: (remove history items from the ranking?, the one-line
+        reason). They are removed unless at least REPEAT_SHARE_LIMIT of training targets repeat an item."""
+        share = self.repeat_share()
+        keep = share >= REPEAT_SHARE_LIMIT
+        return not keep, (f"decided from the data: {share:.2%} of training targets repeat an item the user already "
+                          f"had, so history items are {'kept in' if keep else 'removed from'} the ranking (they are "
+                          f"kept from {REPEAT_SHARE_LIMIT:.0%} on); set exclude_history to override")
 
     def repeat_share(self) -> float:
         """Share of training targets whose item the same user already had earlier (the last two interactions of

@@ -117,9 +117,13 @@ class _StateSummaries:
 class ItemFeatures(_StateSummaries):
     """Content, frozen encoders and their cached states of every item (see the module docstring)."""
 
-    def __init__(self, content: ItemContent, encoders: dict, states: dict, masks: dict, encoder_batch_size: int):
+    def __init__(self, content: ItemContent, encoders: dict, states: dict, masks: dict, encoder_batch_size: int,
+                 decision: tuple | None = None, build_s: float = 0.0):
         self.content = content
-        self.modalities = tuple(m for m in MODALITIES if m in encoders)
+        # (modalities, why): the modalities in use and the one-line reason, logged by the dataset
+        self.decision = decision if decision is not None else (self.modalities_of(encoders), "given")
+        self.build_s = float(build_s)  # seconds to read the content and load or build the caches
+        self.modalities = self.modalities_of(encoders)
         self._encoders = encoders
         self.cache_dirs = {m: str(Path(s.path).resolve().parent) for m, s in states.items() if hasattr(s, "path")}
         self._states = dict(states)  # memory-mapped; to_ram() reads those a model reads per batch into RAM
@@ -128,6 +132,10 @@ class ItemFeatures(_StateSummaries):
         self.n_items = content.n_items
         self.train_item_counts: Tensor | None = None
         self._images: Tensor | None = None
+
+    @staticmethod
+    def modalities_of(encoders: dict) -> tuple:
+        return tuple(m for m in MODALITIES if m in encoders)
 
     @property
     def has_text(self) -> Tensor:
@@ -324,7 +332,5 @@ def build_item_features(settings, item_tokens: Sequence[str], item_file: Path, t
         states[modality], masks[modality] = build(encoder, content, settings.cache_dir, name=f"{name}-{modality}",
                                                   dtype=settings.cache_dtype, batch_size=settings.encoder_batch_size,
                                                   progress=progress)
-    features = ItemFeatures(content, encoders, states, masks, settings.encoder_batch_size)
-    features.decision = (modalities, why)
-    features.build_s = time.perf_counter() - start
-    return features
+    return ItemFeatures(content, encoders, states, masks, settings.encoder_batch_size, decision=(modalities, why),
+                        build_s=time.perf_counter() - start)

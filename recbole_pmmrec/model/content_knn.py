@@ -22,6 +22,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import Tensor, nn
 
+from recbole_pmmrec.data.dataset import resolve_exclude_history
 from recbole_pmmrec.settings import settings_of
 
 
@@ -35,7 +36,7 @@ class ContentKNN(SequentialRecommender):
         super().__init__(config, dataset)
         s = settings_of(config)
         self.decay, self.history = s.knn_decay, s.knn_history
-        self.exclude_history = s.exclude_history
+        self.exclude_history = resolve_exclude_history(config, dataset)
         features = dataset.item_features
         parts = [F.normalize(features.pooled(m).float(), dim=-1) for m in features.modalities]
         vectors = torch.cat(parts, dim=-1) / len(parts) ** 0.5  # (n_items, D): unit rows (0 for no content)

@@ -33,6 +33,7 @@ from recbole.utils import InputType
 from torch import Tensor, nn
 
 from recbole_pmmrec.data.dataloader import next_item_window
+from recbole_pmmrec.data.dataset import resolve_exclude_history
 from recbole_pmmrec.collectives import gather_rows, is_distributed
 from recbole_pmmrec.model.fusion import fused_gelu
 from recbole_pmmrec.model.item_tower import ItemTower, WhiteningExperts, default_projection
@@ -95,7 +96,7 @@ class PMMRec(SequentialRecommender):
         self.initializer_range = s.initializer_range
         self.hidden_act = s.hidden_act
         # Rank only items outside the input history (the authors' evaluation removes a user's history items).
-        self.exclude_history = True if s.exclude_history is None else s.exclude_history  # ~: the dataset decides
+        self.exclude_history = resolve_exclude_history(config, dataset)
         # Precision of the evaluation pass that computes every item vector (training always runs in float32).
         self.eval_item_dtype = s.eval_item_dtype
 
