@@ -1,37 +1,50 @@
-"""Transfer experiment: pre-train PMMRec on MicroLens-50K (text), transfer to ml100k-posters.
+"""Transfer study: pre-train PMMRec on a corpus merged from several data sets, transfer to targets it never saw.
 
 ```
-python bench/studies/transfer.py [--data-dir /tmp/pmmrec_xfer/data] [--work-dir /tmp/pmmrec_xfer] [--steps ...]
+python bench/studies/transfer.py --steps merge pretrain zeroshot grid report --data-dir D --work-dir W \\
+    --targets seqrec-toys ml100k-posters --seeds 2020 2021 2022 [--max-source-users N] [...]
 ```
 
-Steps (each resumable; finished runs are read back from WORK/runs.jsonl):
+Every training or evaluation is one call of the users' entry point ``run_recbole_pmmrec`` in its own process (one
+torch thread by default), through ``bench/suite/worker.py``'s recording (per-epoch validation curve, test metrics
+with and without the input history). Finished runs are appended to WORK/runs.jsonl and skipped when the study runs
+again; each run prints one progress line, its process's output goes to WORK/logs/KEY.log.
 
-1. ``prepare``: convert the raw data (``python -m dataset_tools.convert``) into DATA unless already there.
-2. ``pretrain``: PMMRec on microlens-50k, text only (frozen MiniLM, cached states), all objectives that apply
-   to one modality (NIP + NID + RCL); components saved to WORK/pretrained/microlens-50k-text.
-3. ``zeroshot``: the pre-trained model scored on ml100k-posters without a training step (text-only model; and
-   text+image with the text side and user encoder from the checkpoint, image side and fusion fresh).
-4. ``grid``: ml100k-posters fine-tuning at few_shot_ratio 5%, 20%, 100% of the training users x seeds x
-   {text-only, text+image} x {from scratch, pre-trained}. Pre-trained = transfer_components
-   [text_encoder, user_encoder] (the text projection and the user encoder: what a text-only checkpoint
-   holds; in the text+image model the image projection and fusion start fresh). The seed sets both the
-   initial weights and the few-shot user subset, so scratch and pre-trained runs of a seed see the same users.
-5. ``report``: mean and sample standard deviation over seeds of test NDCG@10 / Recall@10 ->
-   bench/results/transfer.json and the "## Transfer" section of BENCHMARKS.md.
+Steps:
 
-Everything runs on CPU with the frozen-encoder default (``encoder_mode: cached``); run it with nohup:
+1. ``merge``: the corpus ``--corpus-name`` = the ``--sources`` (converted data sets under DATA), merged with
+   ``python -m dataset_tools.convert merge`` into WORK/data; with ``--with-sources`` (default ml1m-posters) a second
+   corpus NAME-with-ml1m-posters that also holds those. ``--max-source-users N`` first keeps N random users of each
+   source (WORK/sources/uN/NAME, its own meta.json with counts and file hashes). Targets are linked into WORK/data.
+2. ``pretrain``: PMMRec on each corpus (``domain_batches: True``: every batch from one source), ``--pretrain-epochs``
+   epochs or fewer when ``--pretrain-budget-s`` seconds of training are spent (the run stops at the epoch boundary);
+   the components go to WORK/pretrained/CORPUS (``save_pretrained``; its header lists the corpus: sources' names,
+   counts and file hashes).
+3. ``zeroshot``: on each target's full training data without a training step (``epochs: 0``): the pre-trained model
+   (``pretrained: WORK/pretrained/CORPUS``), the same architecture with random weights, and ContentKNN. These use the
+   modalities the checkpoint and the target share (a text-only checkpoint is scored on ml100k-posters' text).
+4. ``grid``: fine-tuning at ``--ratios`` (few_shot_ratio) x ``--seeds`` x ``--settings`` = INIT/FINETUNE, INIT one
+   of scratch or a corpus (pre-trained weights, ``transfer_components`` ~: every component the checkpoint and the
+   model share), FINETUNE one of all, adaptor, user_encoder (``finetune``). The seed sets the initial weights and the
+   few-shot users, so runs of one seed see the same users. Fine-tuning trains next-item prediction only (FINETUNE
+   weights) with early stopping on validation NDCG@10; the target's own modalities (ml100k-posters: text + image).
+   Targets in ``--with-targets`` (default ml100k-posters) run with both corpora, the others with the first only.
+5. ``report``: per target and setting, mean and sample sd over seeds of test NDCG@10 / Recall@10, the paired
+   per-seed difference to scratch/all, ratios to scratch/all and to ContentKNN, and the fine-tuning wall time until
+   validation NDCG@10 first reached scratch/all's best (same ratio and seed) -> ``--out`` (default
+   bench/results/transfer_corpus.json) and one markdown table per target on stdout.
 
-    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 nohup .venv/bin/python bench/studies/transfer.py > /tmp/transfer.log 2>&1 &
+All on CPU; run it with nohup:
+
+    nohup .venv/bin/python bench/studies/transfer.py --steps merge pretrain zeroshot grid report > /tmp/xfer.log 2>&1 &
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -43,50 +56,77 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-from bench.suite.worker import remove_checkpoints  # noqa: E402
-
-SOURCE, TARGET = "microlens-50k", "ml100k-posters"
-RAW = {SOURCE: ("microlens", "/work/shared/data/microlens50k_text"),
-       TARGET: ("movielens-posters", "/work/shared/data/ml100k_posters")}
-SETTINGS = {  # name -> (modalities, transfer_components or None for from scratch)
-    "text/scratch": (["text"], None),
-    "text/pretrained": (["text"], ["text_encoder", "user_encoder"]),
-    "text+image/scratch": (["text", "image"], None),
-    "text+image/pretrained-text": (["text", "image"], ["text_encoder", "user_encoder"]),
-    # diagnostics (not in the default grid): which transferred part helps or hurts
-    "text/pretrained-proj": (["text"], ["text_encoder"]),
-    "text/pretrained-user": (["text"], ["user_encoder"]),
-    "text/pretrained-nopos": (["text"], ["text_encoder", "user_encoder"]),  # + fresh position embeddings
-}
-RESET_POSITIONS = {"text/pretrained-nopos"}
-DEFAULT_SETTINGS = ["text/scratch", "text/pretrained", "text+image/scratch", "text+image/pretrained-text"]
+STEPS = ("merge", "pretrain", "zeroshot", "grid", "report")
+SOURCES = ["seqrec-beauty", "seqrec-clothing", "seqrec-health", "seqrec-books", "seqrec-electronics", "seqrec-food",
+           "microlens-50k"]
+INITS_FINETUNE = ("all", "adaptor", "user_encoder")
+FINETUNE = {"w_nicl": 0.0, "w_nid": 0.0, "w_rcl": 0.0}  # fine-tuning: next-item prediction (NIP) only
+REFERENCE = "scratch/all"
 METRICS = ("ndcg@10", "recall@10")
+
+
+class StudyError(Exception):
+    """A problem with the study's input: printed as one line, exit status 2."""
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-dir", type=Path, default=Path("/tmp/pmmrec_xfer/data"), help="atomic files (outside the repo)")
-    p.add_argument("--work-dir", type=Path, default=Path("/tmp/pmmrec_xfer"), help="checkpoints, caches, logs, runs.jsonl")
-    p.add_argument("--steps", nargs="+", default=["prepare", "pretrain", "zeroshot", "grid", "report"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--steps", nargs="+", default=list(STEPS), help=f"any of {' '.join(STEPS)} (run in that order)")
+    p.add_argument("--data-dir", type=Path, default=Path("/tmp/pmmrec_data"), help="converted data sets (DATA/NAME)")
+    p.add_argument("--work-dir", type=Path, default=Path("/tmp/pmmrec_xfer_corpus"),
+                   help="corpora, checkpoints, caches, logs, runs.jsonl")
+    p.add_argument("--sources", nargs="+", default=SOURCES, help="data sets merged into the pre-training corpus")
+    p.add_argument("--with-sources", nargs="*", default=["ml1m-posters"],
+                   help="a second corpus: --sources plus these (none: one corpus)")
+    p.add_argument("--targets", nargs="+", default=["seqrec-toys", "ml100k-posters"])
+    p.add_argument("--with-targets", nargs="*", default=["ml100k-posters"],
+                   help="targets also run with the second corpus")
+    p.add_argument("--corpus-name", default="xfer-corpus")
+    p.add_argument("--max-source-users", type=int, default=None, help="keep this many random users per source")
+    p.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
     p.add_argument("--ratios", nargs="+", type=float, default=[0.05, 0.2, 1.0])
-    p.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS, choices=list(SETTINGS))
-    p.add_argument("--pretrain-epochs", type=int, default=6)
-    p.add_argument("--pretrain-users", type=float, default=1.0, help="fraction of MicroLens users to pre-train on")
+    p.add_argument("--settings", nargs="+", default=None,
+                   help="INIT/FINETUNE: INIT scratch or pretrained (every corpus of the target) or a corpus name, "
+                        f"FINETUNE one of {', '.join(INITS_FINETUNE)}; default: every combination")
+    p.add_argument("--pretrain-epochs", type=int, default=10)
+    p.add_argument("--pretrain-budget-s", type=float, default=None,
+                   help="stop pre-training at the first epoch boundary past this many seconds of training")
     p.add_argument("--pretrain-batch-size", type=int, default=256)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a shared 2-core machine)")
-    p.add_argument("--epochs", type=int, default=50, help="fine-tuning epochs (with early stopping)")
+    p.add_argument("--no-domain-batches", action="store_true", help="pre-train on batches that mix the sources")
+    p.add_argument("--epochs", type=int, default=50, help="fine-tuning epochs (early stopping)")
     p.add_argument("--stopping-step", type=int, default=3)
-    p.add_argument("--wait-minutes", type=float, default=60, help="grid: wait this long for the pre-trained checkpoint")
+    p.add_argument("--max-fit-s", type=float, default=None, help="fine-tuning: stop past this many seconds")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of each run")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra config overrides for every run (values parsed as JSON when they can be)")
-    p.add_argument("--tag", default="", help="suffix of the run keys (for variants of the grid)")
+                   help="config overrides of every run (values read as JSON where they parse)")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "transfer_corpus.json")
     return p.parse_args(argv)
 
 
-def base_config(args) -> dict:
+def check_args(args) -> None:
+    """Every input problem found before any work, as one line."""
+    unknown = [s for s in args.steps if s not in STEPS]
+    if unknown:
+        raise StudyError(f"unknown step(s) {unknown}: use any of {' '.join(STEPS)}")
+    wanted = set(args.sources) | set(args.with_sources) | set(args.targets)
+    missing = sorted(n for n in wanted if not (args.data_dir / n / f"{n}.inter").is_file())
+    if missing:
+        raise StudyError(f"no converted data set {missing} under {args.data_dir} (expected DATA/NAME/NAME.inter; "
+                         f"python -m dataset_tools.convert ... --output {args.data_dir})")
+    leaked = sorted(set(args.targets) & (set(args.sources) | set(args.with_sources)))
+    if leaked:
+        raise StudyError(f"target(s) {leaked} are also pre-training sources: a target must stay unseen")
+    for setting in settings_of(args, None):
+        init, _, mode = setting.partition("/")
+        if mode not in INITS_FINETUNE or init not in ("scratch", "pretrained", *corpora(args)):
+            raise StudyError(f"setting {setting!r}: use INIT/FINETUNE with INIT scratch, pretrained or one of "
+                             f"{list(corpora(args))} and FINETUNE one of {list(INITS_FINETUNE)}")
+
+
+def extra_config(args) -> dict:
     extra = {}
     for item in args.set:
         key, _, value = item.partition("=")
@@ -94,12 +134,37 @@ def base_config(args) -> dict:
             extra[key] = json.loads(value)
         except json.JSONDecodeError:
             extra[key] = value
-    return {
-        "data_path": str(args.data_dir), "checkpoint_dir": str(args.work_dir / "saved"),
-        "log_dir": str(args.work_dir / "log"), "tensorboard_dir": str(args.work_dir / "tb"),
-        "cache_dir": str(args.work_dir / "cache"), "show_progress": False, "use_gpu": False, "state": "INFO",
-        "stopping_step": args.stopping_step, "eval_batch_size": 1024, **extra,
-    }
+    return extra
+
+
+def corpora(args) -> dict[str, list[str]]:
+    """{corpus name: its sources}."""
+    out = {args.corpus_name: list(args.sources)}
+    if args.with_sources:
+        out[f"{args.corpus_name}-with-{'-'.join(args.with_sources)}"] = list(args.sources) + list(args.with_sources)
+    return out
+
+
+def corpora_of(args, target: str) -> list[str]:
+    names = list(corpora(args))
+    return names if target in args.with_targets else names[:1]
+
+
+def settings_of(args, target: str | None) -> list[str]:
+    """The grid's settings of a target (``pretrained/MODE`` expanded to each of its corpora)."""
+    wanted = args.settings or [f"{init}/{mode}" for init in ("scratch", "pretrained") for mode in INITS_FINETUNE]
+    if target is None:
+        return wanted
+    out = []
+    for setting in wanted:
+        init, _, mode = setting.partition("/")
+        names = corpora_of(args, target) if init == "pretrained" else [init]
+        out += [f"{name}/{mode}" for name in names if name == "scratch" or name in corpora_of(args, target)]
+    return list(dict.fromkeys(out))
+
+
+def pretrained_folder(args, corpus: str) -> Path:
+    return args.work_dir / "pretrained" / corpus
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -121,163 +186,261 @@ class Runs:
         import fcntl
 
         self.done[row["key"]] = row
-        with open(self.path, "a") as fh:  # two bench processes may share the file
+        with open(self.path, "a") as fh:  # two study processes may share the file
             fcntl.flock(fh, fcntl.LOCK_EX)
             fh.write(json.dumps(row) + "\n")
             fh.flush()
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _fresh_copy(dataset):
-    """A copy of a loaded dataset that can be split again (RecBole's build() converts its frames in place)."""
-    new = copy.copy(dataset)
-    for name in ("inter_feat", "user_feat", "item_feat"):
-        feat = getattr(dataset, name, None)
-        if feat is not None:
-            setattr(new, name, feat.copy())
-    return new
+def _say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
-class Session:
-    """Loads each (dataset, modalities) once (atomic files, encoder-state caches) and runs many trainings on it:
-    the same calls as ``run_recbole_pmmrec`` (split, build, load_pretrained, fit, evaluate with the best model),
-    without re-reading the data for every run."""
+def _safe(key: str) -> str:
+    return key.replace("/", "__")
 
+
+class Study:
     def __init__(self, args):
         self.args = args
-        self.loaded = {}
+        self.runs = Runs(args.work_dir / "runs.jsonl")
+        self.data = args.work_dir / "data"
+        self.failed = []
+        for name, sources in corpora(args).items():  # a corpus name stands for one set of sources in a work dir
+            done = self.runs.done.get(f"merge/{name}")
+            if done is not None and done["spec"] != self.corpus_spec(sources):
+                raise StudyError(f"corpus {name} was merged from other sources ({done['spec']}): use another "
+                                 f"--corpus-name or --work-dir")
 
-    def dataset(self, name: str, modalities: list[str]):
-        from recbole.utils import init_seed
+    def corpus_spec(self, sources: list[str]) -> dict:
+        return {"sources": sources, "max_source_users": self.args.max_source_users}
 
-        from recbole_pmmrec.quick_start import load_config
-        from recbole_pmmrec.utils import create_dataset
+    def base_config(self, seed: int) -> dict:
+        w = self.args.work_dir
+        return {"data_path": str(self.data), "checkpoint_dir": str(w / "saved"), "log_dir": str(w / "log"),
+                "tensorboard_dir": str(w / "tb"), "cache_dir": str(w / "cache"), "show_progress": False,
+                "use_gpu": False, "state": "INFO", "seed": seed, **extra_config(self.args)}
 
-        key = (name, tuple(modalities))
-        if key not in self.loaded:
+    def execute(self, plan: list[tuple[str, dict]], step: str) -> None:
+        """Run each (key, spec) not in runs.jsonl, each in its own process, one progress line per run."""
+        for n, (key, spec) in enumerate(plan, 1):
+            where = f"{step} {n}/{len(plan)} {key}"
+            done = self.runs.done.get(key)
+            if done is not None:
+                if done.get("spec", {}).get("config") != spec["config"]:
+                    changed = sorted(k for k in set(done["spec"]["config"]) | set(spec["config"])
+                                     if done["spec"]["config"].get(k) != spec["config"].get(k))
+                    raise StudyError(f"{key} is in runs.jsonl with other settings ({changed}): use another "
+                                     f"--work-dir or remove its line")
+                _say(f"{where}: done before, skipped")
+                continue
+            missing = spec["config"].get("pretrained")
+            if missing and not (Path(missing) / "pmmrec.json").is_file():
+                self.failed.append(key)
+                _say(f"{where}: FAILED, no pre-trained checkpoint {missing} (run the pretrain step)")
+                continue
             started = time.time()
-            config = load_config("PMMRec", name, config_dict=dict(base_config(self.args), modalities=modalities))
-            init_seed(config["seed"], config["reproducibility"])
-            self.loaded[key] = (config, create_dataset(config))
-            print(f"[{time.strftime('%H:%M:%S')}] loaded {name} {modalities} in {time.time() - started:.0f} s",
-                  flush=True)
-        return self.loaded[key]
+            record = self.child(key, spec)
+            if record.get("status") != "done":
+                self.failed.append(key)
+                _say(f"{where}: FAILED ({record.get('error', 'no result')}); log {self.log_of(key)}")
+                continue
+            row = {"key": key, "spec": spec, "wall_s": round(time.time() - started, 1), "result": record}
+            self.runs.add(row)
+            _say(f"{where}: {summary_line(record)}, {row['wall_s']:.0f} s")
 
-    def run(self, runs: Runs, key: str, name: str, modalities: list[str], settings: dict, pretrained=None,
-            components=None, save_to=None, reset_positions=False) -> dict:
-        """Train (epochs > 0) or only evaluate (epochs = 0); ``settings`` must name every key that varies."""
-        if key in runs.done:
-            return runs.done[key]
-        from recbole.utils import init_seed
+    def log_of(self, key: str) -> Path:
+        return self.args.work_dir / "logs" / f"{_safe(key)}.log"
 
-        from recbole_pmmrec.transfer import load_pretrained, save_pretrained
-        from recbole_pmmrec.utils import data_preparation, get_model, get_trainer
+    def child(self, key: str, spec: dict) -> dict:
+        """One run in a fresh process: ``run_child`` below, which calls ``run_recbole_pmmrec``."""
+        folder = self.args.work_dir / "specs"
+        folder.mkdir(parents=True, exist_ok=True)
+        spec_file, out_file = folder / f"{_safe(key)}.json", folder / f"{_safe(key)}.out.json"
+        spec_file.write_text(json.dumps(spec, indent=1))
+        out_file.unlink(missing_ok=True)
+        log = self.log_of(key)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.args.threads), PYTHONPATH=str(REPO))
+        code = "import sys; from bench.studies.transfer import run_child; sys.exit(run_child(sys.argv[1], sys.argv[2]))"
+        with open(log, "w") as fh:
+            rc = subprocess.run([sys.executable, "-c", code, str(spec_file), str(out_file)], cwd=REPO, env=env,
+                                stdout=fh, stderr=subprocess.STDOUT).returncode
+        record = json.loads(out_file.read_text()) if out_file.is_file() else {}
+        if rc != 0 and record.get("status") == "done":
+            record["status"] = f"exit {rc}"
+        if rc != 0 and "error" not in record:
+            lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+            record["error"] = lines[-1][:300] if lines else f"exit {rc}"
+        return record
 
-        config, dataset = self.dataset(name, modalities)
-        for k, v in settings.items():
-            config[k] = v
-        print(f"[{time.strftime('%H:%M:%S')}] {key} ...", flush=True)
-        started = time.time()
-        init_seed(config["seed"], config["reproducibility"])
-        train, valid, test = data_preparation(config, _fresh_copy(dataset))
-        init_seed(config["seed"], config["reproducibility"])
-        model = get_model("PMMRec")(config, train._dataset)
-        report = None
-        if pretrained is not None:
-            report = load_pretrained(model, pretrained, components, freeze=bool(config["freeze_transferred"]),
-                                     config=config)
-        if reset_positions:  # diagnostic: the source's position table, trained on short sequences, replaced
-            model._init_weights(model.user_encoder.position_embedding)
-        trainer = get_trainer(config["MODEL_TYPE"], "PMMRec")(config, model)
-        use_valid = config["eval_step"] is None or config["eval_step"] > 0
-        epochs, best = [0], {"epoch": None, "score": None}
+    # ------------------------------------------------------------------------------------------ steps
 
-        def note_epoch(record, trainer, valid_data):  # the trainer's epoch_callback, as run_recbole_pmmrec sets it
-            epochs[0] += 1
-            # the epoch whose checkpoint the trainer keeps: the best validation, or without validation every epoch
-            if not use_valid or (record["score"] is not None and (best["score"] is None or record["score"] > best["score"])):
-                best.update(epoch=record["epoch"], score=record["score"])
+    def merge(self) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        for target in self.args.targets:  # the targets next to the corpora: one data_path for every run
+            link = self.data / target
+            if not link.exists():
+                link.symlink_to((self.args.data_dir / target).resolve(), target_is_directory=True)
+        plan = list(corpora(self.args).items())
+        for n, (name, sources) in enumerate(plan, 1):
+            key, where = f"merge/{name}", f"merge {n}/{len(plan)} merge/{name}"
+            if key in self.runs.done and (self.data / name / f"{name}.inter").is_file():
+                _say(f"{where}: done before, skipped")
+                continue
+            started = time.time()
+            inputs = [str(self.source_folder(s)) for s in sources]
+            subprocess.run([sys.executable, "-m", "dataset_tools.convert", "merge", "--inputs", *inputs,
+                            "--output", str(self.data), "--name", name, "--force", "--quiet"], check=True, cwd=REPO)
+            meta = json.loads((self.data / name / f"{name}.meta.json").read_text())
+            row = {"key": key, "spec": self.corpus_spec(sources), "wall_s": round(time.time() - started, 1),
+                   "counts": meta["counts"]}
+            self.runs.add(row)
+            c = meta["counts"]
+            _say(f"{where}: {c['users']} users, {c['items']} items, {c['interactions']} interactions, "
+                 f"{row['wall_s']:.0f} s")
 
-        trainer.epoch_callback = note_epoch
-        if config["epochs"] > 0:
-            _, valid_result = trainer.fit(train, valid if use_valid else None, saved=True, show_progress=False)
-            test_result = trainer.evaluate(test, load_best_model=True)
-        else:
-            valid_result = trainer.evaluate(valid, load_best_model=False)
-            test_result = trainer.evaluate(test, load_best_model=False)
-        remove_checkpoints(trainer.saved_model_file)  # the pickled trainer checkpoints are not needed after the best-model reload
-        if save_to is not None:
-            save_pretrained(model, save_to, config, [name])
-        row = {
-            "key": key, "dataset": name, "modalities": modalities, "settings": settings,
-            "pretrained": str(pretrained) if pretrained else None,
-            "loaded": {c: len(r.loaded) for c, r in report.components.items()} if report else None,
-            "valid": {k: float(v) for k, v in dict(valid_result or {}).items()},
-            "test": {k: float(v) for k, v in dict(test_result).items()},
-            "epochs_trained": epochs[0], "best_epoch": best["epoch"], "wall_s": round(time.time() - started, 1),
-        }
-        runs.add(row)
-        print(f"[{time.strftime('%H:%M:%S')}] {key}: test {({m: row['test'][m] for m in METRICS})} "
-              f"({row['epochs_trained']} epochs, best {row['best_epoch']}, {row['wall_s']} s)", flush=True)
-        return row
+    def source_folder(self, name: str) -> Path:
+        """DATA/NAME, or its subsample of ``--max-source-users`` users (written once)."""
+        src = self.args.data_dir / name
+        n = self.args.max_source_users
+        if not n:
+            return src.resolve()
+        folder = self.args.work_dir / "sources" / f"u{n}" / name
+        if not (folder / f"{name}.meta.json").is_file():
+            subsample(src, folder, name, n, seed=0)
+        return folder
 
+    def pretrain(self) -> None:
+        args, plan = self.args, []
+        for name in corpora(args):
+            cfg = dict(self.base_config(0), epochs=args.pretrain_epochs, eval_step=0, stopping_step=args.stopping_step,
+                       train_batch_size=args.pretrain_batch_size, domain_batches=not args.no_domain_batches,
+                       save_pretrained=str(pretrained_folder(args, name)))
+            plan.append((f"pretrain/{name}", {"kind": "pretrain", "model": "PMMRec", "dataset": name, "config": cfg,
+                                              "threads": args.threads, "max_fit_s": args.pretrain_budget_s}))
+        self.execute(plan, "pretrain")
 
-def prepare(args) -> None:
-    for name, (fmt, raw) in RAW.items():
-        if (args.data_dir / name / f"{name}.inter").is_file():
-            continue
-        subprocess.run([sys.executable, "-m", "dataset_tools.convert", fmt, "--input", raw, "--output",
-                        str(args.data_dir), "--name", name, "--quiet"], check=True, cwd=REPO)
+    def zeroshot(self) -> None:
+        args, plan = self.args, []
+        for target in args.targets:
+            for name in corpora_of(args, target):
+                folder = pretrained_folder(args, name)
+                modalities = self.shared_modalities(folder, target)
+                cfg = dict(self.base_config(args.seeds[0]), epochs=0, eval_step=1, **FINETUNE, modalities=modalities)
+                plan.append((f"zeroshot/{target}/{name}", self.fit_spec(target, dict(cfg, pretrained=str(folder)))))
+                plan.append((f"zeroshot/{target}/random-{'+'.join(modalities)}", self.fit_spec(target, cfg)))
+                knn = {k: v for k, v in cfg.items() if k not in FINETUNE}
+                plan.append((f"zeroshot/{target}/ContentKNN-{'+'.join(modalities)}",
+                             self.fit_spec(target, knn, model="ContentKNN")))
+        self.execute(list(dict(plan).items()), "zeroshot")
 
+    def shared_modalities(self, folder: Path, target: str) -> list[str]:
+        """The checkpoint's modalities the target has (its header; a missing checkpoint: text)."""
+        try:
+            saved = json.loads((folder / "pmmrec.json").read_text())["modalities"]
+        except (OSError, ValueError, KeyError):
+            saved = ["text"]
+        images = self.data / target / f"{target}.images"
+        has = ["text"] + (["image"] if images.is_dir() and any(images.iterdir()) else [])
+        return [m for m in ("text", "image") if m in saved and m in has] or ["text"]
 
-def pretrained_folder(args) -> Path:
-    return args.work_dir / "pretrained" / f"{SOURCE}-text"
+    def fit_spec(self, target: str, cfg: dict, model: str = "PMMRec") -> dict:
+        return {"kind": "fit", "label": model, "model": model, "dataset": target, "config": cfg, "mode": "fit",
+                "threads": self.args.threads, "max_fit_s": self.args.max_fit_s}
 
-
-FINETUNE = {"w_nicl": 0.0, "w_nid": 0.0, "w_rcl": 0.0}  # fine-tuning: next-item prediction (NIP) only
-
-
-def pretrain(args, session: Session, runs: Runs) -> dict:
-    folder = pretrained_folder(args)
-    settings = {"seed": 0, "epochs": args.pretrain_epochs, "few_shot_ratio": args.pretrain_users, "eval_step": 0,
-                "train_batch_size": args.pretrain_batch_size, "w_nid": 0.1, "w_rcl": 0.1, "w_nicl": 0.0}
-    row = session.run(runs, "pretrain/" + SOURCE, SOURCE, ["text"], settings, save_to=folder)
-    if not (folder / "model.safetensors").is_file():
-        raise SystemExit(f"{folder} is missing although runs.jsonl has the pre-training run: delete that line")
-    return row
-
-
-def zeroshot(args, session: Session, runs: Runs) -> None:
-    folder = pretrained_folder(args)
-    for setting in ("text/pretrained", "text+image/pretrained-text", "text/scratch", "text+image/scratch"):
-        modalities, components = SETTINGS[setting]  # scratch: a randomly initialised model, for reference
-        settings = {"seed": 0, "epochs": 0, "few_shot_ratio": 1.0, "eval_step": 1, **FINETUNE}
-        session.run(runs, f"zeroshot/{setting}{args.tag}", TARGET, modalities, settings,
-                    folder if components else None, components)
-
-
-def wait_for(folder: Path, minutes: float) -> None:
-    """Another process may still be pre-training: wait for its checkpoint."""
-    deadline = time.time() + 60 * minutes
-    while not (folder / "pmmrec.json").is_file():
-        if time.time() > deadline:
-            raise SystemExit(f"no pre-trained checkpoint in {folder} after {minutes} min: run the pretrain step")
-        time.sleep(20)
+    def grid(self) -> None:
+        args, plan = self.args, []
+        for target in args.targets:
+            for ratio in args.ratios:
+                for seed in args.seeds:
+                    for setting in settings_of(args, target):
+                        init, _, mode = setting.partition("/")
+                        cfg = dict(self.base_config(seed), epochs=args.epochs, stopping_step=args.stopping_step,
+                                   eval_step=1, few_shot_ratio=ratio, finetune=mode, **FINETUNE)
+                        if init != "scratch":
+                            cfg["pretrained"] = str(pretrained_folder(args, init))
+                        plan.append((grid_key(target, setting, ratio, seed), self.fit_spec(target, cfg)))
+        self.execute(plan, "grid")
 
 
-def grid(args, session: Session, runs: Runs) -> None:
-    folder = pretrained_folder(args)
-    for ratio in args.ratios:
-        for seed in args.seeds:
-            for setting in args.settings:
-                modalities, components = SETTINGS[setting]
-                settings = {"seed": seed, "epochs": args.epochs, "few_shot_ratio": ratio, "eval_step": 1,
-                            "train_batch_size": 64, **FINETUNE}
-                if components:
-                    wait_for(folder, args.wait_minutes)
-                session.run(runs, f"grid/{setting}/{ratio:g}/{seed}{args.tag}", TARGET, modalities, settings,
-                            folder if components else None, components,
-                            reset_positions=setting in RESET_POSITIONS)
+def grid_key(target: str, setting: str, ratio: float, seed: int) -> str:
+    return f"grid/{target}/{setting}/{ratio:g}/{seed}"
+
+
+def subsample(src: Path, folder: Path, name: str, n_users: int, seed: int) -> None:
+    """``n_users`` random users of a converted data set (all their rows, the items they touch) into ``folder``,
+    with a meta.json that gives counts and file hashes (the merge copies them into the corpus's meta)."""
+    import numpy as np
+    import pandas as pd
+
+    from recbole_pmmrec.hashing import file_sha256
+
+    inter = pd.read_csv(src / f"{name}.inter", sep="\t", dtype=str, keep_default_na=False)
+    items = pd.read_csv(src / f"{name}.item", sep="\t", dtype=str, keep_default_na=False)
+    user_col = next(c for c in inter.columns if c.split(":")[0] == "user_id")
+    item_col = next(c for c in inter.columns if c.split(":")[0] == "item_id")
+    users = sorted(inter[user_col].unique())
+    keep = set(np.random.default_rng(seed).permutation(users)[:n_users].tolist())
+    inter = inter[inter[user_col].isin(keep)]
+    items = items[items[next(c for c in items.columns if c.split(":")[0] == "item_id")].isin(set(inter[item_col]))]
+    folder.mkdir(parents=True, exist_ok=True)
+    inter.to_csv(folder / f"{name}.inter", sep="\t", index=False)
+    items.to_csv(folder / f"{name}.item", sep="\t", index=False)
+    images = src / f"{name}.images"
+    if images.is_dir() and not (folder / f"{name}.images").exists():
+        (folder / f"{name}.images").symlink_to(images.resolve(), target_is_directory=True)
+    meta = {"name": name, "format": "subsample",
+            "subsample": {"of": str(src.resolve()), "max_users": n_users, "seed": seed},
+            "counts": {"users": len(keep), "items": len(items), "interactions": len(inter)},
+            "files": {"sha256": {f"{name}.{ext}": file_sha256(folder / f"{name}.{ext}") for ext in ("inter", "item")}}}
+    (folder / f"{name}.meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------ one run
+
+
+def run_child(spec_file: str, out_file: str) -> int:
+    """The process of one run: fine-tuning and zero-shot runs are ``bench/suite/worker.py``'s fit mode (the
+    entry point with its epoch recording); pre-training is the entry point with ``save_pretrained`` and a callback
+    that ends training at the first epoch boundary past ``max_fit_s`` (the checkpoint is then still written)."""
+    from bench.suite import worker
+
+    spec = json.loads(Path(spec_file).read_text())
+    if spec.get("kind") != "pretrain":
+        return worker.main([spec_file, out_file])
+    import recbole_pmmrec  # noqa: F401  (compatibility fixes before recbole is used)
+    from recbole_pmmrec.quick_start import run_recbole_pmmrec
+
+    rec = worker.Recorder(Path(out_file), {"spec": spec, "status": "training", "curve": [],
+                                           "stopped_by_budget": False})
+    log = worker.EpochLog(rec, "recbole", None, 0, Path(os.devnull))  # the curve; the budget is ours
+    budget = spec.get("max_fit_s")
+
+    def callback(record, trainer, valid_data):
+        log(record, trainer, valid_data)
+        rec.record["fit_s"] = record["wall_s"]  # training (and validation) seconds so far
+        if budget and record["wall_s"] > budget:
+            rec.record["stopped_by_budget"] = True
+            return "stop"
+        return None
+
+    out = run_recbole_pmmrec(spec["model"], spec["dataset"], config_dict=worker.package_config(spec), saved=True,
+                             epoch_callback=callback)
+    worker.remove_checkpoints(out["checkpoint"])
+    worker.describe(rec.record, out["dataset"], out["train_data"], out["trainer"].model)
+    rec.record.update(status="done", test_recbole={k: float(v) for k, v in out["test_result"].items()},
+                      pretrained_folder=out["pretrained_folder"], total_s=time.perf_counter() - rec.started)
+    rec.save()
+    return 0
+
+
+def summary_line(record: dict) -> str:
+    test = record.get("test_recbole") or {}
+    epochs = len(record.get("curve") or [])
+    budget = ", stopped by the budget" if record.get("stopped_by_budget") else ""
+    return f"test NDCG@10 {test.get('ndcg@10', float('nan')):.4f}, {epochs} epochs{budget}"
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -286,125 +449,159 @@ def grid(args, session: Session, runs: Runs) -> None:
 def _stats(values: list[float]) -> dict:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": round(mean, 4), "std": round(std, 4), "n": len(values), "values": values}
+    return {"mean": round(mean, 5), "std": round(std, 5), "n": len(values), "values": [round(v, 5) for v in values]}
+
+
+def _test(row: dict) -> dict:
+    r = row["result"]
+    out = {m: float(r["test_recbole"][m]) for m in METRICS}
+    removed = (r.get("test") or {}).get("all_history_removed") or {}
+    if "ndcg@10" in removed:
+        out["ndcg@10_history_removed"] = float(removed["ndcg@10"])
+    return out
+
+
+def _best_valid(row: dict) -> tuple[float | None, float | None]:
+    """(best validation NDCG@10, wall s of fine-tuning when it was reached) of a run's curve."""
+    points = [p for p in row["result"].get("curve") or [] if p.get("valid")]
+    if not points:
+        return None, None
+    best = max(points, key=lambda p: p["valid"]["ndcg@10"])
+    return best["valid"]["ndcg@10"], best["wall_s"]
+
+
+def _time_to(row: dict, score: float | None) -> float | None:
+    """Fine-tuning seconds until validation NDCG@10 first reached ``score`` (None: never)."""
+    if score is None:
+        return None
+    for p in row["result"].get("curve") or []:
+        if p.get("valid") and p["valid"]["ndcg@10"] >= score:
+            return p["wall_s"]
+    return None
 
 
 def summarise(args, runs: Runs) -> dict:
-    table = {}
-    for setting in SETTINGS:
-        for ratio in (0.05, 0.2, 1.0):
-            rows = [runs.done.get(f"grid/{setting}/{ratio:g}/{seed}{args.tag}") for seed in args.seeds]
-            rows = [r for r in rows if r]
-            if not rows:
-                continue
-            table.setdefault(setting, {})[f"{ratio:g}"] = {
-                **{m: _stats([r["test"][m] for r in rows]) for m in METRICS},
-                "epochs_trained": [r["epochs_trained"] for r in rows],
-                "best_epoch": [r["best_epoch"] for r in rows],
-                "wall_s": [r["wall_s"] for r in rows],
-            }
-    pre = runs.done.get("pretrain/" + SOURCE)
-    zero = {s: {m: runs.done[f"zeroshot/{s}{args.tag}"]["test"][m] for m in METRICS}
-            for s in ("text/pretrained", "text+image/pretrained-text", "text/scratch", "text+image/scratch")
-            if f"zeroshot/{s}{args.tag}" in runs.done}
     import torch
 
-    return {
-        "experiment": "PMMRec transfer: MicroLens-50K (text) -> ml100k-posters",
-        "protocol": "leave-one-out (time order), full ranking over all items, test split; few_shot_ratio keeps "
-                    "that fraction of training users (valid/test users unchanged); mean and sample std over seeds",
-        "seeds": args.seeds, "ratios": args.ratios, "tag": args.tag,
-        "pretrain": pre and {"test": pre["test"], "epochs_trained": pre["epochs_trained"], "wall_s": pre["wall_s"],
-                             "settings": pre["settings"]},
-        "zero_shot": zero,
-        "results": table,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
+    done = runs.done
+    out = {"experiment": "PMMRec transfer: pre-training on a merged corpus, fine-tuning on unseen targets",
+           "protocol": "leave-one-out (time order), full ranking over all items; test metrics of the best validation "
+                       "epoch; few_shot_ratio keeps that fraction of training users (valid/test users unchanged); "
+                       "mean and sample sd over seeds; paired differences per seed to scratch/all",
+           "seeds": args.seeds, "ratios": args.ratios, "corpora": {}, "targets": {}}
+    for name, sources in corpora(args).items():
+        merged, pre = done.get(f"merge/{name}"), done.get(f"pretrain/{name}")
+        header = pretrained_folder(args, name) / "pmmrec.json"
+        out["corpora"][name] = {
+            "sources": sources, "max_source_users": args.max_source_users,
+            "counts": merged and merged["counts"], "merge_s": merged and merged["wall_s"],
+            "pretrain": pre and {"epochs": len(pre["result"]["curve"]),
+                                 "stopped_by_budget": pre["result"]["stopped_by_budget"],
+                                 "fit_s": round(pre["result"].get("fit_s", 0.0), 1), "wall_s": pre["wall_s"],
+                                 "loss": [round(p["loss"], 4) for p in pre["result"]["curve"]],
+                                 "test": {m: pre["result"]["test_recbole"][m] for m in METRICS},
+                                 "config": pre["spec"]["config"]},
+            "header_corpus": json.loads(header.read_text()).get("corpus") if header.is_file() else None,
+        }
+    for target in args.targets:
+        zero = {key.split("/", 2)[2]: _test(row) for key, row in done.items() if key.startswith(f"zeroshot/{target}/")}
+        knn = next((v["ndcg@10"] for k, v in zero.items() if k.startswith("ContentKNN")), None)
+        results = {}
+        for setting in settings_of(args, target):
+            for ratio in args.ratios:
+                pairs = [(done.get(grid_key(target, setting, ratio, s)),
+                          done.get(grid_key(target, REFERENCE, ratio, s))) for s in args.seeds]
+                rows = [r for r, _ in pairs if r]
+                if not rows:
+                    continue
+                tests = [_test(r) for r in rows]
+                cell = {m: _stats([t[m] for t in tests if m in t]) for m in tests[0]}
+                paired = [(_test(r)["ndcg@10"], _test(ref)["ndcg@10"]) for r, ref in pairs if r and ref]
+                if paired and setting != REFERENCE:
+                    cell["diff_vs_scratch"] = _stats([a - b for a, b in paired])
+                    cell["wins_vs_scratch"] = sum(a > b for a, b in paired)
+                    ref_mean = statistics.fmean(b for _, b in paired)
+                    mean = statistics.fmean(a for a, _ in paired)
+                    cell["ratio_vs_scratch"] = round(mean / ref_mean, 3) if ref_mean else None
+                if knn:
+                    cell["ratio_vs_contentknn"] = round(cell["ndcg@10"]["mean"] / knn, 3)
+                reach = [_time_to(r, _best_valid(ref)[0]) for r, ref in pairs if r and ref]
+                cell["s_to_scratch_best_valid"] = [None if t is None else round(t, 1) for t in reach]
+                cell["s_to_own_best_valid"] = [None if _best_valid(r)[1] is None else round(_best_valid(r)[1], 1)
+                                               for r in rows]
+                cell["epochs"] = [len(r["result"].get("curve") or []) for r in rows]
+                cell["fit_s"] = [round(r["result"].get("fit_s", 0.0), 1) for r in rows]
+                results.setdefault(setting, {})[f"{ratio:g}"] = cell
+        out["targets"][target] = {"corpora": corpora_of(args, target), "zero_shot": zero, "results": results}
+    out["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+                      "threads_per_run": args.threads}
+    out["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    return out
 
 
-def _fmt(s: dict | None) -> str:
+def _fmt(s: dict | None, digits: int = 4) -> str:
     if not s:
         return "-"
-    return f"{s['mean']:.4f} (1 seed)" if s["n"] == 1 else f"{s['mean']:.4f} ± {s['std']:.4f}"
+    return f"{s['mean']:.{digits}f}" + (f" ± {s['std']:.{digits}f}" if s["n"] > 1 else " (1 seed)")
 
 
-def markdown(summary: dict, notes: str) -> str:
-    lines = ["## Transfer", "",
-             "PMMRec pre-trained on MicroLens-50K (text only) and transferred to ml100k-posters, against the same "
-             "model trained from scratch. Produced by `bench/studies/transfer.py`; numbers in "
-             "`bench/results/transfer.json`. Test NDCG@10 / Recall@10, mean ± sample std over seeds "
-             f"{summary['seeds']} (seed = initial weights and few-shot users; scratch and pre-trained share users "
-             "per seed). Frozen MiniLM-L6 text encoder and EfficientNet-Lite0 image encoder (cached states), "
-             "linear projections, d = 64, 2-layer user encoder; CPU.", ""]
-    pre = summary.get("pretrain")
-    if pre:
-        lines += [f"Pre-training: {pre['epochs_trained']} epochs in {pre['wall_s'] / 60:.1f} min; MicroLens-50K test "
-                  f"NDCG@10 {pre['test']['ndcg@10']:.4f}, Recall@10 {pre['test']['recall@10']:.4f}.", ""]
-    if summary["zero_shot"]:
-        lines += ["Zero-shot (no training step on ml100k-posters): " + "; ".join(
-            f"{s}: NDCG@10 {v['ndcg@10']:.4f}, Recall@10 {v['recall@10']:.4f}" for s, v in summary["zero_shot"].items())
-            + ".", ""]
-    for metric in METRICS:
-        lines += [f"| {metric} | " + " | ".join(f"{float(r):.0%} users" for r in summary["ratios"]) + " |",
-                  "|---|" + "---|" * len(summary["ratios"])]
-        for setting, by_ratio in summary["results"].items():
-            cells = [_fmt(by_ratio.get(f"{float(r):g}", {}).get(metric)) for r in summary["ratios"]]
-            lines.append(f"| {setting} | " + " | ".join(cells) + " |")
+def _seconds(values: list) -> str:
+    reached = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    return (f"{statistics.median(reached):.0f}" if reached else "never") + f" ({len(reached)}/{len(values)})"
+
+
+def markdown(summary: dict) -> str:
+    lines = []
+    for target, part in summary["targets"].items():
+        lines += [f"### {target}", "",
+                  "Zero-shot (no training step, test NDCG@10): " + ("; ".join(
+                      f"{k} {v['ndcg@10']:.4f}" for k, v in sorted(part["zero_shot"].items())) or "-") + ".", "",
+                  "| setting | users | NDCG@10 | Recall@10 | Δ NDCG@10 vs scratch/all (paired, wins) | × scratch/all "
+                  "| × ContentKNN | s to scratch's best valid (reached) | epochs |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for setting, by_ratio in part["results"].items():
+            for ratio, c in by_ratio.items():
+                diff = (f"{_fmt(c['diff_vs_scratch'])} ({c['wins_vs_scratch']}/{c['diff_vs_scratch']['n']})"
+                        if "diff_vs_scratch" in c else "-")
+                lines.append(f"| {setting} | {float(ratio):.0%} | {_fmt(c['ndcg@10'])} | {_fmt(c['recall@10'])} "
+                             f"| {diff} "
+                             f"| {c.get('ratio_vs_scratch') or '-'} | {c.get('ratio_vs_contentknn') or '-'} "
+                             f"| {_seconds(c['s_to_scratch_best_valid'])} | {', '.join(map(str, c['epochs']))} |")
         lines.append("")
-    if notes:
-        lines += [notes.strip(), ""]
     return "\n".join(lines)
 
 
-def write_report(args, runs: Runs) -> dict:
+def report(args, runs: Runs) -> dict:
     summary = summarise(args, runs)
-    out = REPO / "bench" / "results" / f"transfer{args.tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
-    notes_file = REPO / "bench" / "results" / "transfer_notes.md"
-    section = markdown(summary, notes_file.read_text() if notes_file.is_file() and not args.tag else "")
-    if args.tag:
-        print(section)
-        return summary
-    bench_md = REPO / "BENCHMARKS.md"
-    text = bench_md.read_text() if bench_md.is_file() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Transfer\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    bench_md.write_text(text)
-    print(section)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(markdown(summary), flush=True)
     return summary
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     args = parse_args(argv)
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    import recbole_pmmrec  # noqa: F401  (compatibility fixes first)
-
-    import logging
-
-    import torch
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    torch.set_num_threads(args.threads)
-    runs = Runs(args.work_dir / "runs.jsonl")
-    session = Session(args)
-    for step in args.steps:
-        started = time.time()
-        if step == "prepare":
-            prepare(args)
-        elif step == "pretrain":
-            pretrain(args, session, runs)
-        elif step == "zeroshot":
-            zeroshot(args, session, runs)
-        elif step == "grid":
-            grid(args, session, runs)
-        elif step == "report":
-            write_report(args, runs)
-        else:
-            raise SystemExit(f"unknown step {step!r}")
-        print(f"step {step}: {time.time() - started:.0f} s", flush=True)
+    try:
+        check_args(args)
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        study = Study(args)
+        for step in [s for s in STEPS if s in args.steps]:
+            started = time.time()
+            if step == "report":
+                report(args, study.runs)
+            else:
+                getattr(study, step)()
+            _say(f"step {step}: {time.time() - started:.0f} s")
+    except StudyError as exc:
+        print(f"transfer.py: error: {exc}", file=sys.stderr)
+        return 2
+    if study.failed:
+        print(f"transfer.py: {len(study.failed)} run(s) failed: {' '.join(study.failed)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
