@@ -21,7 +21,7 @@ from bench.suite.labels import (COLD_ORDER, DATASET as MAIN_DATASET, QUALITY_ORD
 from bench.suite.plots import GB, plot_curves, plot_scaling, plot_speed_bars
 from bench.suite.results import load_results, write_json
 
-SECTIONS = ["intro", "targets", "quality", "coldstart", "speed", "scaling", "recommend", "method"]
+SECTIONS = ["intro", "targets", "quality", "coldstart", "speed", "scaling", "recommend", "scale", "method"]
 MAIN_METRICS = ("recall@10", "ndcg@10", "mrr@10")
 QUALITY_HEADER = ("| model | seeds | epochs (best) | Recall@10 | NDCG@10 | MRR@10 | NDCG@10, history removed |",
                   "|---|---|---|---|---|---|---|")
@@ -795,6 +795,61 @@ def section_recommend(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def section_scale(results_dir: Path) -> str:
+    """PMMRec against SASRec side by side from ``bench/studies/scale.py``'s result files (one column per file)."""
+    runs = []
+    for path in sorted(Path(results_dir).glob("scale_*.json")):
+        try:
+            runs.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    lines = ["## Scale", ""]
+    if not runs:
+        return "\n".join(lines + ["Not measured yet: `python bench/studies/scale.py --dataset ml1m-posters --data-dir "
+                                  "/tmp/pmmrec_data --epochs 2 --work-dir /tmp/scale --out "
+                                  "bench/results/scale_ml1m-posters.json`."])
+
+    def model(run, name, key, digits=1, scale=1.0, suffix=""):
+        v = (run["models"].get(name) or {}).get(key)
+        return fmt(None if v is None else v / scale, digits, suffix)
+
+    def ratio(run, key):
+        return fmt((run.get("ratios") or {}).get(key), 2, "x")
+
+    def rss_met(run):
+        target = run.get("pmmrec_peak_rss_target") or {}
+        if target.get("met") is None:
+            return "—"
+        return f"{'met' if target['met'] else '**missed**'} ({fmt(target['judged_on'] / GB, 2, ' GiB')})"
+
+    rows = [("s/epoch, PMMRec", lambda r: model(r, "PMMRec", "epoch_s_mean_after_first")),
+            ("s/epoch, SASRec", lambda r: model(r, "SASRec", "epoch_s_mean_after_first")),
+            ("s/epoch, PMMRec / SASRec", lambda r: ratio(r, "epoch_s")),
+            ("full evaluation s, PMMRec", lambda r: model(r, "PMMRec", "eval_s_mean")),
+            ("full evaluation s, SASRec", lambda r: model(r, "SASRec", "eval_s_mean")),
+            ("full evaluation, PMMRec / SASRec", lambda r: ratio(r, "eval_s")),
+            ("peak RSS, PMMRec", lambda r: model(r, "PMMRec", "peak_rss_bytes", 2, GB, " GiB")),
+            ("peak RSS, SASRec", lambda r: model(r, "SASRec", "peak_rss_bytes", 2, GB, " GiB")),
+            ("peak RSS, PMMRec / SASRec", lambda r: ratio(r, "peak_rss")),
+            ("PMMRec peak RSS <= 4 GB", rss_met),
+            ("share of epoch time side by side, PMMRec / SASRec",
+             lambda r: " / ".join(model(r, m, "epochs_side_by_side", 2) for m in ("PMMRec", "SASRec"))),
+            ("machine load (1-min average, start / end)",
+             lambda r: " / ".join(fmt(((r.get("machine") or {}).get(k) or [None])[0])
+                                  for k in ("loadavg_at_start", "loadavg_at_end")))]
+    epochs = sorted({r.get("epochs") for r in runs}, key=str)
+    lines += [f"Measured by `bench/studies/scale.py`: both models started at the same time, side by side, each in "
+              f"its own process with one torch thread (`threads: 1`), {' / '.join(map(str, epochs))} training "
+              "epoch(s) through `run_recbole_pmmrec`, each followed by a full validation over all items. s/epoch is "
+              "the mean training time of the epochs after the first (the first when only one ran); peak RSS is the "
+              "worker's `ru_maxrss`, as elsewhere in this file; the 4 GB target is judged on the larger of that and "
+              "the whole process's (`wait4`, which also counts the interpreter's exit).", "",
+              "| measure | " + " | ".join(f"{r['dataset']} ({(r.get('date') or 'undated')[:10]})" for r in runs) + " |",
+              "|---|" + "---|" * len(runs)]
+    lines += [f"| {name} | " + " | ".join(cell(r) for r in runs) + " |" for name, cell in rows]
+    return "\n".join(lines)
+
+
 def section_scaling(scaling: dict, sc: dict, plots_dir: Path, md_dir: Path) -> str:
     lines = ["## Scaling", "",
              "Synthetic data (`recbole_pmmrec.synthetic.make_synthetic_dataset`, 30–70 interactions per user, "
@@ -1027,6 +1082,7 @@ def write_report(results_dir: Path, plots_dir: Path, markdown: Path, history: Pa
         "speed": section_speed(speed, sp, plots_dir, md_dir),
         "scaling": section_scaling(scaling, sc, plots_dir, md_dir),
         "recommend": section_recommend(results_dir),
+        "scale": section_scale(results_dir),
         "method": section_method(meta),
     }
     text = markdown.read_text() if markdown.exists() else ""
