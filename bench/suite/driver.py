@@ -317,7 +317,9 @@ def parse_args(argv=None):
     ap.add_argument("--models", nargs="*", help="labels to run (quality, cold start); default: all")
     ap.add_argument("--max-epochs", type=int, default=40)
     ap.add_argument("--stopping-step", type=int, default=3, help="early stopping patience (validation NDCG@10)")
-    ap.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds per run before its process is killed (default 3600; with --max-fit-s, that budget "
+                         "plus room for the last epoch and the test: max-fit-s + max(1200, max-fit-s / 2))")
     ap.add_argument("--k1-epochs", type=int, default=2, help="epochs of the k = 1 speed run")
     ap.add_argument("--k1-timeout", type=float, default=1800)
     ap.add_argument("--subset-epochs", type=int, default=2, help="epochs of each cached / end_to_end subset run")
@@ -339,6 +341,11 @@ def parse_args(argv=None):
     ap.add_argument("--only", nargs="*", help="speed: run only these steps (build_fresh build_warm sasrec pmmrec "
                     "subset_cached_ti subset_e2e_ti subset_cached subset_e2e pmmrec_k1), keeping the other stored speed runs")
     args = ap.parse_args(argv)
+    if args.timeout is None:  # a kill must not come before the graceful stop at the fit budget
+        args.timeout = 3600.0 if args.max_fit_s is None else args.max_fit_s + max(1200.0, args.max_fit_s / 2)
+    elif args.max_fit_s is not None and args.timeout <= args.max_fit_s:
+        ap.error(f"--timeout {args.timeout:g} kills a run before its --max-fit-s {args.max_fit_s:g} budget can stop it "
+                 f"at an epoch boundary: give a longer --timeout, or leave it out")
     args.seeds = max(1, min(args.seeds, len(SEEDS)))
     if args.quick:
         args.max_epochs = min(args.max_epochs, 2)

@@ -48,3 +48,12 @@ def test_a_part_runs_each_label_in_a_worker_process_records_and_reports_it(synth
     assert driver.main(argv) == 0
     (again,) = json.loads((tmp_path / "results" / "quality.json").read_text())["runs"]
     assert again["process_s"] == run["process_s"]  # the same record: nothing was trained again
+
+
+def test_the_default_timeout_leaves_room_past_the_fit_budget():
+    """A run must reach its graceful stop at --max-fit-s before --timeout kills it (a killed run needs salvage)."""
+    assert driver.parse_args(["quality"]).timeout == 3600
+    assert driver.parse_args(["quality", "--max-fit-s", "3600"]).timeout == 3600 + 1800
+    assert driver.parse_args(["quality", "--max-fit-s", "600"]).timeout == 600 + 1200
+    with pytest.raises(SystemExit):
+        driver.parse_args(["quality", "--max-fit-s", "3600", "--timeout", "3600"])
