@@ -746,14 +746,20 @@ RECOMMEND_TARGETS = (("batch top-10, users/s", "users_per_s", ">= 2,000", lambda
                       lambda v: v >= 5))
 
 
-def section_recommend(results_dir: Path) -> str:
-    """Speed of ``recbole_pmmrec.recommend`` from ``bench/studies/recommend_speed.py``'s result files."""
+def study_results(results_dir: Path, pattern: str) -> list[dict]:
+    """The readable JSON result files of a study (``bench/results/<pattern>``), in name order."""
     runs = []
-    for path in sorted(Path(results_dir).glob("recommend_speed_*.json")):
+    for path in sorted(Path(results_dir).glob(pattern)):
         try:
             runs.append(json.loads(path.read_text()))
         except (OSError, ValueError):
             continue
+    return runs
+
+
+def section_recommend(results_dir: Path) -> str:
+    """Speed of ``recbole_pmmrec.recommend`` from ``bench/studies/recommend_speed.py``'s result files."""
+    runs = study_results(results_dir, "recommend_speed_*.json")
     lines = ["## Recommend", ""]
     if not runs:
         return "\n".join(lines + ["Not measured yet: `python bench/studies/recommend_speed.py synthetic --out "
@@ -797,12 +803,7 @@ def section_recommend(results_dir: Path) -> str:
 
 def section_scale(results_dir: Path) -> str:
     """PMMRec against SASRec side by side from ``bench/studies/scale.py``'s result files (one column per file)."""
-    runs = []
-    for path in sorted(Path(results_dir).glob("scale_*.json")):
-        try:
-            runs.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
+    runs = study_results(results_dir, "scale_*.json")
     lines = ["## Scale", ""]
     if not runs:
         return "\n".join(lines + ["Not measured yet: `python bench/studies/scale.py --dataset ml1m-posters --data-dir "
