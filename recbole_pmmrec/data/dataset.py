@@ -98,8 +98,7 @@ class PMMRecDataset(SplitVariantsMixin, SequentialDataset):
         datasets = super().build()  # SplitVariantsMixin: train_window, few-shot, cold-start
         self.item_features.train_item_counts = self.train_item_counts
         if settings_of(self.config).exclude_history is None and hasattr(self.config, "resolve"):
-            exclude, why = self.decide_exclude_history()
-            self.config.resolve(why, exclude_history=exclude)
+            resolve_exclude_history(self.config, self)
         return datasets
 
     def decide_exclude_history(self) -> tuple[bool, str]:

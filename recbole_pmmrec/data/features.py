@@ -79,16 +79,26 @@ def resolve_modalities(requested: Sequence[str] | None, text_fields: Sequence[st
 
 
 class _StateSummaries:
-    """``pooled`` and ``grouped_text`` for any reader of frozen-bottom states (``states``, ``n_items``,
-    ``_text_width``): the catalogue's :class:`ItemFeatures` and :class:`NewItemStates` alike."""
+    """``states``, ``pooled`` and ``grouped_text`` for any holder of frozen-bottom states (``_source``,
+    ``n_items``): the catalogue's :class:`ItemFeatures` and :class:`NewItemStates` alike."""
 
     n_items: int
 
-    def states(self, modality: str, ids: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+    def _source(self, modality: str):  # pragma: no cover - abstract
+        """(every item's states (n, L, D), tensor or memory map; their mask (n, L))."""
         raise NotImplementedError
 
-    def _text_width(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def states(self, modality: str, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Cached frozen-bottom states and mask of ``ids`` (N,): float32 (N, L, D), bool (N, L), on the ids'
+        device. Text columns that no item of ``ids`` uses are dropped."""
+        index = ids.cpu()
+        source, masks = self._source(modality)
+        mask = masks[index].bool()
+        states = source[index]
+        if modality == "text":
+            width = max(int(mask.sum(dim=1).max()), 1)
+            mask, states = mask[:, :width], states[:, :width]
+        return states.to(ids.device, torch.float32), mask.to(ids.device)
 
     def pooled(self, modality: str) -> Tensor:
         """Masked mean of every item's cached states (n_items, D): a frozen modality's item summary."""
@@ -101,7 +111,7 @@ class _StateSummaries:
     def grouped_text(self, groups: int) -> tuple[Tensor, Tensor, Tensor]:
         """Every item's cached text states averaged in at most ``groups`` runs of tokens: (tokens (n, G, D),
         mask (n, G), sizes (n, G)), for a frozen text encoder whose groups never change."""
-        g = min(groups, self._text_width())
+        g = min(groups, self._source("text")[1].shape[1])
         tokens = mask = sizes = None
         for start in range(0, self.n_items, _POOL_CHUNK):
             ids = torch.arange(start, min(start + _POOL_CHUNK, self.n_items))
@@ -120,10 +130,10 @@ class ItemFeatures(_StateSummaries):
     def __init__(self, content: ItemContent, encoders: dict, states: dict, masks: dict, encoder_batch_size: int,
                  decision: tuple | None = None, build_s: float = 0.0):
         self.content = content
+        self.modalities = tuple(m for m in MODALITIES if m in encoders)
         # (modalities, why): the modalities in use and the one-line reason, logged by the dataset
-        self.decision = decision if decision is not None else (self.modalities_of(encoders), "given")
+        self.decision = decision if decision is not None else (self.modalities, "given")
         self.build_s = float(build_s)  # seconds to read the content and load or build the caches
-        self.modalities = self.modalities_of(encoders)
         self._encoders = encoders
         self.cache_dirs = {m: str(Path(s.path).resolve().parent) for m, s in states.items() if hasattr(s, "path")}
         self._states = dict(states)  # memory-mapped; to_ram() reads those a model reads per batch into RAM
@@ -132,10 +142,6 @@ class ItemFeatures(_StateSummaries):
         self.n_items = content.n_items
         self.train_item_counts: Tensor | None = None
         self._images: Tensor | None = None
-
-    @staticmethod
-    def modalities_of(encoders: dict) -> tuple:
-        return tuple(m for m in MODALITIES if m in encoders)
 
     @property
     def has_text(self) -> Tensor:
@@ -163,20 +169,9 @@ class ItemFeatures(_StateSummaries):
             encoder.bottom = bottom
 
     # ------------------------------------------------------------------ what the item tower reads
-    def states(self, modality: str, ids: Tensor) -> tuple[Tensor, Tensor]:
-        """Cached frozen-bottom states and mask of ``ids`` (N,): float32 (N, L, D), bool (N, L), on the ids'
-        device. Text columns that no item of ``ids`` uses are dropped."""
+    def _source(self, modality: str):
         self._check(modality)
-        index = ids.cpu()
-        mask = self._masks[modality][index].bool()
-        states = self._states[modality]
-        if modality == "text":
-            width = max(int(mask.sum(dim=1).max()), 1)
-            mask = mask[:, :width]
-            states = states[index][:, :width]
-        else:
-            states = states[index]
-        return states.to(ids.device, torch.float32), mask.to(ids.device)
+        return self._states[modality], self._masks[modality]
 
     def inputs(self, modality: str, ids: Tensor):
         """Raw encoder inputs of ``ids``: (token ids, mask) for text, uint8 images (N, 3, H, W) for image."""
@@ -201,9 +196,6 @@ class ItemFeatures(_StateSummaries):
         for chunk in ids.split(self.encoder_batch_size):
             parts.append(encoder.encode_bottom(self.inputs(modality, chunk)))
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]).bool()
-
-    def _text_width(self) -> int:
-        return int(self._masks["text"].shape[1])
 
     # ------------------------------------------------------------------ items outside the catalogue
     def encode_new(self, texts: Sequence[str] | None, image_paths: Sequence[Path | None] | None,
@@ -285,23 +277,10 @@ class NewItemStates(_StateSummaries):
         self.has_image = encoded["has_image"].bool()
         self.n_items = int(self.has_text.shape[0])
 
-    def states(self, modality: str, ids: Tensor) -> tuple[Tensor, Tensor]:
-        """As :meth:`ItemFeatures.states` (text columns no item of ``ids`` uses are dropped)."""
-        index = ids.cpu()
-        mask = self._encoded[f"{modality}.mask"][index]
-        states = self._encoded[f"{modality}.states"][index]
-        if modality == "text":
-            width = max(int(mask.sum(dim=1).max()), 1)
-            mask, states = mask[:, :width], states[:, :width]
-        return states.to(ids.device, torch.float32), mask.to(ids.device)
+    def _source(self, modality: str):
+        return self._encoded[f"{modality}.states"], self._encoded[f"{modality}.mask"]
 
-    bottom = states  # end_to_end: the states were computed in float32 from the raw inputs
-
-    def to_ram(self, modality: str) -> bool:
-        return True
-
-    def _text_width(self) -> int:
-        return int(self._encoded["text.mask"].shape[1])
+    bottom = _StateSummaries.states  # end_to_end: the states were computed in float32 from the raw inputs
 
 
 def modality_encoder(settings, modality: str):
