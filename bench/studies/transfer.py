@@ -462,22 +462,19 @@ def _test(row: dict) -> dict:
 
 
 def _best_valid(row: dict) -> tuple[float | None, float | None]:
-    """(best validation NDCG@10, wall s of fine-tuning when it was reached) of a run's curve."""
-    points = [p for p in row["result"].get("curve") or [] if p.get("valid")]
-    if not points:
-        return None, None
-    best = max(points, key=lambda p: p["valid"]["ndcg@10"])
-    return best["valid"]["ndcg@10"], best["wall_s"]
+    """(best validation NDCG@10, wall s of fine-tuning when it was reached) of a run's curve (the worker's ``score``
+    is the validation NDCG@10 these PMMRec / ContentKNN runs select by), as the suite's report reads it."""
+    from bench.suite.report import best_point
+
+    best = best_point(row["result"])
+    return (None, None) if best is None else (best["score"], best["wall_s"])
 
 
 def _time_to(row: dict, score: float | None) -> float | None:
     """Fine-tuning seconds until validation NDCG@10 first reached ``score`` (None: never)."""
-    if score is None:
-        return None
-    for p in row["result"].get("curve") or []:
-        if p.get("valid") and p["valid"]["ndcg@10"] >= score:
-            return p["wall_s"]
-    return None
+    from bench.suite.report import time_to_reach
+
+    return None if score is None else time_to_reach(row["result"], score)
 
 
 def summarise(args, runs: Runs) -> dict:
