@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.studies.transfer import extra_config  # noqa: E402
+from bench.studies.transfer import _say, extra_config  # noqa: E402
 from bench.suite.results import machine, write_json  # noqa: E402
 
 RSS_TARGET_BYTES = 4 * 1024**3  # the target: PMMRec peak RSS <= 4 GB (GiB, as the suite's report counts)
@@ -147,10 +147,6 @@ def run_side_by_side(args) -> list[Child]:
     for child in children:
         _say(f"{child.model}: exit {child.proc.returncode} after {child.ended - child.started:.0f} s")
     return children
-
-
-def _say(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------ the result
