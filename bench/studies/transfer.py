@@ -536,45 +536,13 @@ def summarise(args, runs: Runs) -> dict:
     return out
 
 
-def _fmt(s: dict | None, digits: int = 4) -> str:
-    if not s:
-        return "-"
-    return f"{s['mean']:.{digits}f}" + (f" ± {s['std']:.{digits}f}" if s["n"] > 1 else " (1 seed)")
-
-
-def _seconds(values: list) -> str:
-    reached = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    return (f"{statistics.median(reached):.0f}" if reached else "never") + f" ({len(reached)}/{len(values)})"
-
-
-def markdown(summary: dict) -> str:
-    lines = []
-    for target, part in summary["targets"].items():
-        lines += [f"### {target}", "",
-                  "Zero-shot (no training step, test NDCG@10): " + ("; ".join(
-                      f"{k} {v['ndcg@10']:.4f}" for k, v in sorted(part["zero_shot"].items())) or "-") + ".", "",
-                  "| setting | users | NDCG@10 | Recall@10 | Δ NDCG@10 vs scratch/all (paired, wins) | × scratch/all "
-                  "| × ContentKNN | s to scratch's best valid (reached) | epochs |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for setting, by_ratio in part["results"].items():
-            for ratio, c in by_ratio.items():
-                diff = (f"{_fmt(c['diff_vs_scratch'])} ({c['wins_vs_scratch']}/{c['diff_vs_scratch']['n']})"
-                        if "diff_vs_scratch" in c else "-")
-                lines.append(f"| {setting} | {float(ratio):.0%} | {_fmt(c['ndcg@10'])} | {_fmt(c['recall@10'])} "
-                             f"| {diff} "
-                             f"| {c.get('ratio_vs_scratch') or '-'} | {c.get('ratio_vs_contentknn') or '-'} "
-                             f"| {_seconds(c['s_to_scratch_best_valid'])} | {', '.join(map(str, c['epochs']))} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
 def report(args, runs: Runs) -> dict:
     summary = summarise(args, runs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(markdown(summary), flush=True)
+    from bench.suite.report import transfer_tables
+
+    print(transfer_tables(summary), flush=True)
     return summary
 
 

@@ -1,9 +1,8 @@
 """BENCHMARKS.md sections, docs/benchmarks-history.md and plots from the JSON results under bench/results/.
 
 ``write_report(results_dir, plots_dir, markdown, history)`` regenerates only this suite's sections of the
-markdown, each between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` (intro, targets, quality, coldstart,
-speed, scaling, method); everything else in the file (the ``## Transfer`` section that
-``bench/studies/transfer.py`` writes) is kept. The main tables show the runs of today's settings
+markdown, each between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` (``SECTIONS``); everything else in
+the file is kept. The main tables show the runs of today's settings
 (``labels.is_current``); older settings and the cold-start diagnostics go to the history document. Every
 number is computed here from the stored runs; nothing is typed in by hand.
 """
@@ -21,7 +20,7 @@ from bench.suite.labels import (COLD_ORDER, DATASET as MAIN_DATASET, QUALITY_ORD
 from bench.suite.plots import GB, plot_curves, plot_scaling, plot_speed_bars
 from bench.suite.results import load_results, write_json
 
-SECTIONS = ["intro", "targets", "quality", "coldstart", "speed", "scaling", "recommend", "scale", "method"]
+SECTIONS = ["intro", "targets", "quality", "coldstart", "speed", "scaling", "recommend", "scale", "transfer", "method"]
 MAIN_METRICS = ("recall@10", "ndcg@10", "mrr@10")
 QUALITY_HEADER = ("| model | seeds | epochs (best) | Recall@10 | NDCG@10 | MRR@10 | NDCG@10, history removed |",
                   "|---|---|---|---|---|---|---|")
@@ -851,6 +850,118 @@ def section_scale(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
+TRANSFER_RESULT = "transfer_corpus.json"
+
+
+def _xfer_cell(s: dict | None, digits: int = 4) -> str:
+    if not s:
+        return "—"
+    return f"{s['mean']:.{digits}f}" + (f" ± {s['std']:.{digits}f}" if s["n"] > 1 else " (1 seed)")
+
+
+def _xfer_seconds(values: list) -> str:
+    reached = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    return (f"{statistics.median(reached):.0f}" if reached else "never") + f" ({len(reached)}/{len(values)})"
+
+
+def transfer_tables(summary: dict) -> str:
+    """One table per target of ``bench/studies/transfer.py``'s summary: zero-shot line, then each setting x ratio."""
+    lines = []
+    for target, part in summary["targets"].items():
+        zero = "; ".join(f"{k} {v['ndcg@10']:.4f}" for k, v in sorted(part["zero_shot"].items())) or "not run"
+        lines += [f"### {target}", "", f"Zero-shot (no training step), test NDCG@10: {zero}.", "",
+                  "| setting | users | NDCG@10 | Recall@10 | Δ NDCG@10 vs scratch/all (paired, wins) | × scratch/all "
+                  "| × ContentKNN (zero-shot) | s to scratch's best valid (reached) | epochs |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for setting, by_ratio in part["results"].items():
+            for ratio, c in sorted(by_ratio.items(), key=lambda kv: float(kv[0])):
+                diff = (f"{_xfer_cell(c['diff_vs_scratch'])} ({c['wins_vs_scratch']}/{c['diff_vs_scratch']['n']})"
+                        if "diff_vs_scratch" in c else "—")
+                lines.append(f"| {setting} | {float(ratio):.0%} | {_xfer_cell(c['ndcg@10'])} "
+                             f"| {_xfer_cell(c['recall@10'])} | {diff} | {fmt(c.get('ratio_vs_scratch'), 3, 'x')} "
+                             f"| {fmt(c.get('ratio_vs_contentknn'), 3, 'x')} "
+                             f"| {_xfer_seconds(c['s_to_scratch_best_valid'])} "
+                             f"| {', '.join(map(str, c['epochs']))} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def transfer_targets(summary: dict) -> list[tuple[str, str, str, str]]:
+    """(target, goal, measured, met) for the transfer issue's targets, judged on each corpus's ``CORPUS/all``."""
+    rows = []
+    for target, part in summary["targets"].items():
+        zero = part["zero_shot"]
+        knn = next((v["ndcg@10"] for k, v in zero.items() if k.startswith("ContentKNN")), None)
+        scratch = part["results"].get("scratch/all", {})
+        for corpus in part["corpora"]:
+            name = f"{target}, {corpus}"
+            z = (zero.get(corpus) or {}).get("ndcg@10")
+            if z is not None and knn:
+                rows.append((name, "zero-shot NDCG@10 >= 1.2x ContentKNN", f"{z / knn:.2f}x ({z:.4f} vs {knn:.4f})",
+                             "met" if z >= 1.2 * knn else "**missed**"))
+            for ratio, c in sorted(part["results"].get(f"{corpus}/all", {}).items(), key=lambda kv: float(kv[0])):
+                r, wins, n = c.get("ratio_vs_scratch"), c.get("wins_vs_scratch"), (c.get("diff_vs_scratch") or {}).get("n")
+                if r is None:
+                    continue
+                if float(ratio) < 1.0:
+                    ok = r >= 1.15 and wins == n
+                    rows.append((name, f"{float(ratio):.0%} of users: >= 1.15x scratch, ahead on every seed",
+                                 f"{r:.3f}x, ahead on {wins}/{n}", "met" if ok else "**missed**"))
+                    continue
+                own = (scratch.get(ratio) or {}).get("s_to_own_best_valid") or []
+                reach = c.get("s_to_scratch_best_valid") or []
+                times = [a / b for a, b in zip(reach, own) if a is not None and b]
+                t = statistics.fmean(times) if len(times) == len(reach) and times else None
+                ok = r >= 1.0 and t is not None and t <= 0.5
+                rows.append((name, "100% of users: >= scratch, scratch's best validation in <= 0.5x its time",
+                             f"{r:.3f}x; time {fmt(t, 2, 'x') if t is not None else 'never reached'}",
+                             "met" if ok else "**missed**"))
+    return rows
+
+
+def section_transfer(results_dir: Path) -> str:
+    """Pre-training on a merged corpus and transfer to unseen targets, from ``bench/studies/transfer.py``'s summary."""
+    runs = study_results(results_dir, TRANSFER_RESULT)
+    lines = ["## Transfer", ""]
+    if not runs:
+        return "\n".join(lines + ["Not measured yet: `python bench/studies/transfer.py --steps merge pretrain zeroshot "
+                                  "grid report` (docs/TRANSFER.md)."])
+    summary = runs[0]
+    lines += ["PMMRec pre-trained once on a corpus merged from several data sets, then scored on targets that were "
+              "never in it: zero-shot (no training step), and fine-tuned on 5%, 20% and 100% of the target's "
+              "training users against the same model trained from scratch on the same users (per seed: the seed "
+              "sets the initial weights and the users). Fine-tuning trains next-item prediction only, with early "
+              "stopping on validation NDCG@10. Produced by `bench/studies/transfer.py` (one torch thread per run); "
+              f"numbers in `bench/results/{TRANSFER_RESULT}` ({summary.get('created', 'undated')}). "
+              + summary["protocol"].capitalize() + ".", ""]
+    rows = transfer_targets(summary)
+    if rows:
+        lines += ["| target | goal | measured | |", "|---|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+        lines.append("")
+    lines += ["**Corpus and pre-training cost**", ""]
+    for name, c in summary["corpora"].items():
+        counts, pre = c.get("counts") or {}, c.get("pretrain")
+        what = (f"`{name}`: {', '.join(c['sources'])}"
+                + (f" ({c['max_source_users']:,} random users of each)" if c.get("max_source_users") else "")
+                + (f"; {counts['users']:,} users, {counts['items']:,} items, {counts['interactions']:,} interactions"
+                   if counts else "") + (f"; merged in {c['merge_s']:.0f} s" if c.get("merge_s") else ""))
+        if pre:
+            loss = pre.get("loss") or []
+            what += (f". Pre-training: {pre['epochs']} epochs, {pre['fit_s'] / 60:.1f} min of training "
+                     f"({pre['wall_s'] / 60:.1f} min with the encoder-state cache and evaluation)"
+                     + (", stopped by its time budget" if pre.get("stopped_by_budget") else "")
+                     + (f"; loss {loss[0]:.3f} -> {loss[-1]:.3f}" if loss else "")
+                     + f"; on the corpus's own test split NDCG@10 {pre['test']['ndcg@10']:.4f}")
+        else:
+            what += ". Not pre-trained yet"
+        lines.append(f"- {what}.")
+    lines += ["", transfer_tables(summary)]
+    return "\n".join(lines)
+
+
 def section_scaling(scaling: dict, sc: dict, plots_dir: Path, md_dir: Path) -> str:
     lines = ["## Scaling", "",
              "Synthetic data (`recbole_pmmrec.synthetic.make_synthetic_dataset`, 30–70 interactions per user, "
@@ -1084,11 +1195,12 @@ def write_report(results_dir: Path, plots_dir: Path, markdown: Path, history: Pa
         "scaling": section_scaling(scaling, sc, plots_dir, md_dir),
         "recommend": section_recommend(results_dir),
         "scale": section_scale(results_dir),
+        "transfer": section_transfer(results_dir),
         "method": section_method(meta),
     }
     text = markdown.read_text() if markdown.exists() else ""
     for name in SECTIONS:
-        text = replace_section(text, name, bodies[name], before="## Transfer")
+        text = replace_section(text, name, bodies[name])
     markdown.write_text(text)
     if readme is not None:
         write_readme_results(Path(readme), q, cs)
