@@ -129,7 +129,6 @@ KEYS: tuple[Key, ...] = (
     _k("moe_experts", "int", low=1, models=("PMMRec",), arch=True),
     _k("fusion_heads", "int", low=1, models=("PMMRec",), arch=True),
     _k("item_id_embedding", "bool", models=("PMMRec",), arch=True),
-    _k("item_id_dropout", "float", low=0.0, high=1.0, high_open=True, models=("PMMRec",)),
     _k("fusion_dropout", "float", low=0.0, high=1.0, high_open=True, models=("PMMRec",)),
     _k("hidden_act", "choice", choices=("gelu", "relu", "swish", "tanh", "sigmoid"), models=("PMMRec",), arch=True),
     # ---- ContentKNN
@@ -163,7 +162,7 @@ ARCH_KEYS = tuple(k.name for k in KEYS if k.arch)
 # Keys that were renamed: an old name is an error that gives the new one (a silent default would be worse).
 RENAMED = {"cache_batch_size": "encoder_batch_size", "text_tokens": "text_groups"}
 # Settings measured and not adopted (CHANGELOG 0.6.0 keeps their results).
-REMOVED = ("item_feature_dropout", "modality_dropout", "text_skip", "image_skip")
+REMOVED = ("item_feature_dropout", "modality_dropout", "text_skip", "image_skip", "item_id_dropout")
 
 
 def parse_list(value: Any, key: str = "value") -> list[str] | None:

@@ -41,8 +41,6 @@ PMMREC.update({
     "PMMRec d128": {"hidden_size": 128, "inner_size": 512},
     # the ID row overfits within a few epochs (seqrec-toys, MicroLens): SASRec's dropout (RecBole's default 0.5)
     "PMMRec with item ID dropout 0.5": {"item_id_embedding": True, "hidden_dropout_prob": 0.5},
-    # DropoutNet: half the warm items of a batch score by content alone (less ID overfit, trained cold path)
-    "PMMRec with item ID, ID dropout 0.5": {"item_id_embedding": True, "item_id_dropout": 0.5},
 })
 BASELINES = {
     "SASRec": {},

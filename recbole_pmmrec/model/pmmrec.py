@@ -123,7 +123,6 @@ class PMMRec(SequentialRecommender):
             warm = features.train_item_counts > 0 if features.train_item_counts is not None else \
                 torch.ones(self.n_items, dtype=torch.bool)
             self.register_buffer("id_warm", warm, persistent=False)
-        self.item_id_dropout = s.item_id_dropout
 
         counts = features.train_item_counts
         log_q = popularity_log_q(counts) if counts is not None else torch.zeros(self.n_items)
@@ -189,10 +188,7 @@ class PMMRec(SequentialRecommender):
         """The item tower on ``ids`` (unique ids), plus the item-ID embedding of warm items when it is on."""
         items = self.item_tower(ids)
         if self.item_id_embedding is not None:
-            warm = self.id_warm[ids]
-            if self.training and self.item_id_dropout > 0:  # DropoutNet: some warm items score by content alone
-                warm = warm & (torch.rand(ids.shape, device=ids.device) >= self.item_id_dropout)
-            warm = warm.to(items.vectors.dtype)[:, None]
+            warm = self.id_warm[ids].to(items.vectors.dtype)[:, None]
             items.vectors = items.vectors + self.item_id_embedding(ids) * warm
         return items
 

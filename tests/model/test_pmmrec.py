@@ -368,30 +368,6 @@ def test_item_id_embedding_is_added_to_warm_items_only(synth, pmmrec_config):
     assert model.item_id_embedding.weight.grad.abs().sum() > 0
 
 
-def test_item_id_dropout_drops_id_vectors_in_training_only(synth, pmmrec_config):
-    """``item_id_dropout: p``: in training about a share p of the warm items of a call score by content alone (the
-    rest add their ID vector); evaluation always adds it."""
-    _, model, *_ = build(synth, pmmrec_config, item_id_embedding=True, item_id_dropout=0.5, hidden_dropout_prob=0.0,
-                         attn_dropout_prob=0.0, fusion_dropout=0.0)
-    ids = torch.arange(1, model.n_items)
-    warm = model.id_warm[ids]
-    assert warm.sum() >= 20
-    with torch.no_grad():
-        torch.nn.init.normal_(model.item_id_embedding.weight)  # every ID row non-zero
-        model.eval()
-        content, full = model.item_tower(ids).vectors, model.encode_items(ids).vectors
-        model.train()
-        torch.manual_seed(0)
-        dropped = model.encode_items(ids).vectors
-    model.eval()
-    torch.testing.assert_close(full[warm], content[warm] + model.item_id_embedding(ids)[warm])
-    # (the tower's own dropouts are 0 here, so its train and eval vectors agree)
-    plain = (dropped[warm] - content[warm]).abs().amax(dim=1) < 1e-5
-    kept = (dropped[warm] - full[warm]).abs().amax(dim=1) < 1e-5
-    assert bool((plain ^ kept).all()), "each warm item either drops its whole ID vector or keeps it"
-    assert 0.25 < plain.float().mean().item() < 0.75
-
-
 def test_only_states_read_per_batch_are_loaded_into_ram(synth, pmmrec_config):
     """A frozen single-modality model reads one pooled vector per item: its token states stay memory-mapped
     (on seqrec-food's 41k items they were 1 GB of the 2.15 GB peak). Two modalities read image tokens per batch;
