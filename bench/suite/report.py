@@ -889,7 +889,8 @@ def transfer_tables(summary: dict) -> str:
 
 
 def transfer_targets(summary: dict) -> list[tuple[str, str, str, str]]:
-    """(target, goal, measured, met) for the transfer issue's targets, judged on each corpus's ``CORPUS/all``."""
+    """(target, goal, measured, met) for the transfer issue's targets: zero-shot per corpus, the fine-tuned ones
+    per pre-trained setting (``CORPUS/MODE``)."""
     rows = []
     for target, part in summary["targets"].items():
         zero = part["zero_shot"]
@@ -901,23 +902,32 @@ def transfer_targets(summary: dict) -> list[tuple[str, str, str, str]]:
             if z is not None and knn:
                 rows.append((name, "zero-shot NDCG@10 >= 1.2x ContentKNN", f"{z / knn:.2f}x ({z:.4f} vs {knn:.4f})",
                              "met" if z >= 1.2 * knn else "**missed**"))
-            for ratio, c in sorted(part["results"].get(f"{corpus}/all", {}).items(), key=lambda kv: float(kv[0])):
-                r, wins, n = c.get("ratio_vs_scratch"), c.get("wins_vs_scratch"), (c.get("diff_vs_scratch") or {}).get("n")
-                if r is None:
-                    continue
-                if float(ratio) < 1.0:
-                    ok = r >= 1.15 and wins == n
-                    rows.append((name, f"{float(ratio):.0%} of users: >= 1.15x scratch, ahead on every seed",
-                                 f"{r:.3f}x, ahead on {wins}/{n}", "met" if ok else "**missed**"))
-                    continue
-                own = (scratch.get(ratio) or {}).get("s_to_own_best_valid") or []
-                reach = c.get("s_to_scratch_best_valid") or []
-                times = [a / b for a, b in zip(reach, own) if a is not None and b]
-                t = statistics.fmean(times) if len(times) == len(reach) and times else None
-                ok = r >= 1.0 and t is not None and t <= 0.5
-                rows.append((name, "100% of users: >= scratch, scratch's best validation in <= 0.5x its time",
-                             f"{r:.3f}x; time {fmt(t, 2, 'x') if t is not None else 'never reached'}",
-                             "met" if ok else "**missed**"))
+            for setting, by_ratio in part["results"].items():
+                if setting.startswith(f"{corpus}/"):
+                    rows += _transfer_target_rows(f"{target}, {setting}", by_ratio, scratch)
+    return rows
+
+
+def _transfer_target_rows(name: str, by_ratio: dict, scratch: dict) -> list[tuple[str, str, str, str]]:
+    """The few-shot and 100% target rows of one pre-trained setting (``by_ratio``: its cells by ratio)."""
+    rows = []
+    for ratio, c in sorted(by_ratio.items(), key=lambda kv: float(kv[0])):
+        r, wins, n = c.get("ratio_vs_scratch"), c.get("wins_vs_scratch"), (c.get("diff_vs_scratch") or {}).get("n")
+        if r is None:
+            continue
+        if float(ratio) < 1.0:
+            ok = r >= 1.15 and wins == n
+            rows.append((name, f"{float(ratio):.0%} of users: >= 1.15x scratch, ahead on every seed",
+                         f"{r:.3f}x, ahead on {wins}/{n}", "met" if ok else "**missed**"))
+            continue
+        own = (scratch.get(ratio) or {}).get("s_to_own_best_valid") or []
+        reach = c.get("s_to_scratch_best_valid") or []
+        times = [a / b for a, b in zip(reach, own) if a is not None and b]
+        t = statistics.fmean(times) if len(times) == len(reach) and times else None
+        ok = r >= 1.0 and t is not None and t <= 0.5
+        rows.append((name, "100% of users: >= scratch, scratch's best validation in <= 0.5x its time",
+                     f"{r:.3f}x; time {fmt(t, 2, 'x') if t is not None else 'never reached'}",
+                     "met" if ok else "**missed**"))
     return rows
 
 

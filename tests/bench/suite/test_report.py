@@ -267,7 +267,7 @@ def test_transfer_section_judges_each_target_on_its_pretrained_runs(tmp_path):
     (tmp_path / "transfer_corpus.json").write_text(json.dumps(summary))
     text = section_transfer(tmp_path)
     assert "| tgt, corp | zero-shot NDCG@10 >= 1.2x ContentKNN | 1.50x (0.0300 vs 0.0200) | met |" in text
-    assert "| tgt, corp | 5% of users: >= 1.15x scratch, ahead on every seed | 1.250x, ahead on 3/3 | met |" in text
+    assert "| tgt, corp/all | 5% of users: >= 1.15x scratch, ahead on every seed | 1.250x, ahead on 3/3 | met |" in text
     # 100%: equal to scratch passes the first half, but 60 s of scratch's 100 s is 0.60x > 0.5x
     assert "| 1.000x; time 0.60x | **missed** |" in text
     assert "200 users, 50 items, 900 interactions" in text and "stopped by its time budget" in text
