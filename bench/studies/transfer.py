@@ -524,8 +524,8 @@ def summarise(args, runs: Runs) -> dict:
                     cell["ratio_vs_contentknn"] = round(cell["ndcg@10"]["mean"] / knn, 3)
                 reach = [_time_to(r, _best_valid(ref)[0]) for r, ref in pairs if r and ref]
                 cell["s_to_scratch_best_valid"] = [None if t is None else round(t, 1) for t in reach]
-                cell["s_to_own_best_valid"] = [None if _best_valid(r)[1] is None else round(_best_valid(r)[1], 1)
-                                               for r in rows]
+                own = [_best_valid(r)[1] for r in rows]
+                cell["s_to_own_best_valid"] = [None if t is None else round(t, 1) for t in own]
                 cell["epochs"] = [len(r["result"].get("curve") or []) for r in rows]
                 cell["fit_s"] = [round(r["result"].get("fit_s", 0.0), 1) for r in rows]
                 results.setdefault(setting, {})[f"{ratio:g}"] = cell

@@ -860,10 +860,11 @@ def _xfer_cell(s: dict | None, digits: int = 4) -> str:
 
 
 def _xfer_seconds(values: list) -> str:
-    reached = [v for v in values if v is not None]
+    """Median seconds over the runs that reached the mark, and how many did."""
     if not values:
         return "—"
-    return (f"{statistics.median(reached):.0f}" if reached else "never") + f" ({len(reached)}/{len(values)})"
+    m = median(values)
+    return ("never" if m is None else f"{m:.0f}") + f" ({sum(v is not None for v in values)}/{len(values)})"
 
 
 def transfer_tables(summary: dict) -> str:
