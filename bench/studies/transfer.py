@@ -15,7 +15,8 @@ Steps:
 1. ``merge``: the corpus ``--corpus-name`` = the ``--sources`` (converted data sets under DATA), merged with
    ``python -m dataset_tools.convert merge`` into WORK/data; with ``--with-sources`` (default ml1m-posters) a second
    corpus NAME-with-ml1m-posters that also holds those. ``--max-source-users N`` first keeps N random users of each
-   source (WORK/sources/uN/NAME, its own meta.json with counts and file hashes). Targets are linked into WORK/data.
+   source (WORK/sources/uN/NAME, its own meta.json with counts and file hashes); ``--source-users NAME=N`` sets
+   another cap for one source. Targets are linked into WORK/data.
 2. ``pretrain``: PMMRec on each corpus (``domain_batches: True``: every batch from one source), ``--pretrain-epochs``
    epochs or fewer when ``--pretrain-budget-s`` seconds of training are spent (the run stops at the epoch boundary);
    the components go to WORK/pretrained/CORPUS (``save_pretrained``; its header lists the corpus: sources' names,
@@ -86,6 +87,9 @@ def parse_args(argv=None):
                    help="targets also run with the second corpus")
     p.add_argument("--corpus-name", default="xfer-corpus")
     p.add_argument("--max-source-users", type=int, default=None, help="keep this many random users per source")
+    p.add_argument("--source-users", nargs="*", default=[], metavar="NAME=N",
+                   help="per-source user caps that replace --max-source-users for those sources (e.g. "
+                        "ml1m-posters=1000: its users have ~20x the interactions of the text sources)")
     p.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
     p.add_argument("--ratios", nargs="+", type=float, default=[0.05, 0.2, 1.0])
     p.add_argument("--settings", nargs="+", default=None,
@@ -116,6 +120,9 @@ def check_args(args) -> None:
     if missing:
         raise StudyError(f"no converted data set {missing} under {args.data_dir} (expected DATA/NAME/NAME.inter; "
                          f"python -m dataset_tools.convert ... --output {args.data_dir})")
+    caps = source_caps(args)
+    if sorted(set(caps) - wanted):
+        raise StudyError(f"--source-users names {sorted(set(caps) - wanted)}, which are not sources")
     leaked = sorted(set(args.targets) & (set(args.sources) | set(args.with_sources)))
     if leaked:
         raise StudyError(f"target(s) {leaked} are also pre-training sources: a target must stay unseen")
@@ -135,6 +142,21 @@ def extra_config(args) -> dict:
         except json.JSONDecodeError:
             extra[key] = value
     return extra
+
+
+def source_caps(args) -> dict[str, int]:
+    """{source: its user cap} from ``--source-users NAME=N``."""
+    caps = {}
+    for item in args.source_users:
+        name, _, n = item.partition("=")
+        if not n.isdigit() or int(n) < 1:
+            raise StudyError(f"--source-users {item!r}: use NAME=N with N a positive number of users")
+        caps[name] = int(n)
+    return caps
+
+
+def max_users_of(args, source: str) -> int | None:
+    return source_caps(args).get(source, args.max_source_users)
 
 
 def corpora(args) -> dict[str, list[str]]:
@@ -214,7 +236,9 @@ class Study:
                                  f"--corpus-name or --work-dir")
 
     def corpus_spec(self, sources: list[str]) -> dict:
-        return {"sources": sources, "max_source_users": self.args.max_source_users}
+        spec = {"sources": sources, "max_source_users": self.args.max_source_users}
+        caps = {s: n for s, n in source_caps(self.args).items() if s in sources}
+        return dict(spec, source_users=caps) if caps else spec
 
     def base_config(self, seed: int) -> dict:
         w = self.args.work_dir
@@ -304,7 +328,7 @@ class Study:
     def source_folder(self, name: str) -> Path:
         """DATA/NAME, or its subsample of ``--max-source-users`` users (written once)."""
         src = self.args.data_dir / name
-        n = self.args.max_source_users
+        n = max_users_of(self.args, name)
         if not n:
             return src.resolve()
         folder = self.args.work_dir / "sources" / f"u{n}" / name
