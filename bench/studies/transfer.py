@@ -120,12 +120,12 @@ def check_args(args) -> None:
     if missing:
         raise StudyError(f"no converted data set {missing} under {args.data_dir} (expected DATA/NAME/NAME.inter; "
                          f"python -m dataset_tools.convert ... --output {args.data_dir})")
-    caps = source_caps(args)
-    if sorted(set(caps) - wanted):
-        raise StudyError(f"--source-users names {sorted(set(caps) - wanted)}, which are not sources")
     leaked = sorted(set(args.targets) & (set(args.sources) | set(args.with_sources)))
     if leaked:
         raise StudyError(f"target(s) {leaked} are also pre-training sources: a target must stay unseen")
+    strays = sorted(set(source_caps(args)) - set(args.sources) - set(args.with_sources))
+    if strays:
+        raise StudyError(f"--source-users names {strays}, which are not sources")
     for setting in settings_of(args, None):
         init, _, mode = setting.partition("/")
         if mode not in INITS_FINETUNE or init not in ("scratch", "pretrained", *corpora(args)):
@@ -501,6 +501,21 @@ def _time_to(row: dict, score: float | None) -> float | None:
     return None if score is None else time_to_reach(row["result"], score)
 
 
+def zero_shot_anchors(target: str, corpora_names: list[str], zero: dict, done: dict) -> dict:
+    """{corpus: {modalities, model, contentknn, random}}: each corpus's zero-shot NDCG@10 next to ContentKNN's and
+    the random-weight model's on the same modalities (the ones the checkpoint and the target share)."""
+    out = {}
+    for corpus in corpora_names:
+        row = done.get(f"zeroshot/{target}/{corpus}")
+        if row is None:
+            continue
+        mods = "+".join(row["spec"]["config"].get("modalities") or ["text"])
+        out[corpus] = {"modalities": mods.split("+"), "model": zero[corpus].get("ndcg@10"),
+                       "contentknn": (zero.get(f"ContentKNN-{mods}") or {}).get("ndcg@10"),
+                       "random": (zero.get(f"random-{mods}") or {}).get("ndcg@10")}
+    return out
+
+
 def summarise(args, runs: Runs) -> dict:
     import torch
 
@@ -515,6 +530,7 @@ def summarise(args, runs: Runs) -> dict:
         header = pretrained_folder(args, name) / "pmmrec.json"
         out["corpora"][name] = {
             "sources": sources, "max_source_users": args.max_source_users,
+            "source_users": {s: n for s, n in source_caps(args).items() if s in sources},
             "counts": merged and merged["counts"], "merge_s": merged and merged["wall_s"],
             "pretrain": pre and {"epochs": len(pre["result"]["curve"]),
                                  "stopped_by_budget": pre["result"]["stopped_by_budget"],
@@ -526,9 +542,11 @@ def summarise(args, runs: Runs) -> dict:
         }
     for target in args.targets:
         zero = {key.split("/", 2)[2]: _test(row) for key, row in done.items() if key.startswith(f"zeroshot/{target}/")}
-        knn = next((v["ndcg@10"] for k, v in zero.items() if k.startswith("ContentKNN")), None)
+        anchors = zero_shot_anchors(target, corpora_of(args, target), zero, done)
+        widest = max(anchors.values(), key=lambda a: len(a["modalities"]), default={})
         results = {}
         for setting in settings_of(args, target):
+            knn = anchors.get(setting.partition("/")[0], widest).get("contentknn")
             for ratio in args.ratios:
                 pairs = [(done.get(grid_key(target, setting, ratio, s)),
                           done.get(grid_key(target, REFERENCE, ratio, s))) for s in args.seeds]
@@ -553,7 +571,8 @@ def summarise(args, runs: Runs) -> dict:
                 cell["epochs"] = [len(r["result"].get("curve") or []) for r in rows]
                 cell["fit_s"] = [round(r["result"].get("fit_s", 0.0), 1) for r in rows]
                 results.setdefault(setting, {})[f"{ratio:g}"] = cell
-        out["targets"][target] = {"corpora": corpora_of(args, target), "zero_shot": zero, "results": results}
+        out["targets"][target] = {"corpora": corpora_of(args, target), "zero_shot": zero,
+                                  "zero_shot_anchors": anchors, "results": results}
     out["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                       "threads_per_run": args.threads}
     out["created"] = time.strftime("%Y-%m-%d %H:%M:%S")

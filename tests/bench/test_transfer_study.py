@@ -21,7 +21,7 @@ def study(tmp_path):
             "--with-sources", "--targets", "tgt", "--with-targets", "--corpus-name", "corpus", "--seeds", "7",
             "--ratios", "0.5", "1.0", "--settings", "scratch/all", "pretrained/user_encoder",
             "--pretrain-epochs", "3", "--pretrain-budget-s", "1e-9", "--pretrain-batch-size", "16", "--epochs", "1",
-            "--max-source-users", "20",
+            "--max-source-users", "20", "--source-users", "src-b=10",
             "--out", str(tmp_path / "transfer_corpus.json"),
             "--set", f"text_encoder={encoder}", "text_max_length=8", "hidden_size=16", "inner_size=32",
             "n_layers=1", "train_batch_size=16", "eval_batch_size=64", "MAX_ITEM_LIST_LENGTH=8", "state=WARNING"]
@@ -38,13 +38,13 @@ def test_the_whole_study_runs_and_a_rerun_skips_finished_runs(study, tmp_path, c
     assert len([k for k in keys if k.startswith("grid/")]) == 4  # 2 ratios x 1 seed x 2 settings
     assert "grid/tgt/corpus/user_encoder/0.5/7 " in first.replace(":", " ")  # one progress line per run
 
-    # the corpus: 20 users per source, and the checkpoint's header names its sources with counts and file hashes
+    # the corpus: 20 users per source but src-b's cap of 10, and the checkpoint's header names its sources with counts and file hashes
     merged = runs[0]["counts"]
-    assert merged["users"] == 40
+    assert merged["users"] == 30
     header = json.loads((tmp_path / "work" / "pretrained" / "corpus" / "pmmrec.json").read_text())
     sources = header["corpus"]["sources"]
     assert [s["name"] for s in sources] == ["src-a", "src-b"]
-    assert all(s["counts"]["users"] == 20 and len(s["sha256"]) == 2 for s in sources)
+    assert [s["counts"]["users"] for s in sources] == [20, 10] and all(len(s["sha256"]) == 2 for s in sources)
     # zero-shot: no training step; the pre-trained run loaded the checkpoint
     zero = {r["key"]: r for r in runs if r["key"].startswith("zeroshot/")}
     assert all(r["result"]["curve"] == [] for r in zero.values())
@@ -59,6 +59,11 @@ def test_the_whole_study_runs_and_a_rerun_skips_finished_runs(study, tmp_path, c
             assert cell["ndcg@10"]["n"] == 1 and 0 <= cell["ndcg@10"]["mean"] <= 1
             assert "ratio_vs_contentknn" in cell and len(cell["s_to_scratch_best_valid"]) == 1
             assert ("diff_vs_scratch" in cell) == (setting != "scratch/all")
+    anchor = summary["targets"]["tgt"]["zero_shot_anchors"]["corpus"]  # zero-shot next to the same modalities' anchors
+    zero = summary["targets"]["tgt"]["zero_shot"]
+    assert anchor == {"modalities": ["text"], "model": zero["corpus"]["ndcg@10"],
+                      "contentknn": zero["ContentKNN-text"]["ndcg@10"], "random": zero["random-text"]["ndcg@10"]}
+    assert summary["corpora"]["corpus"]["source_users"] == {"src-b": 10}
     pretrain = summary["corpora"]["corpus"]["pretrain"]
     assert pretrain["epochs"] == 1 and pretrain["stopped_by_budget"]  # the budget ended it after the first epoch
     assert "| corpus/user_encoder | 50% |" in first and "### tgt" in first
@@ -79,6 +84,10 @@ def test_bad_input_is_one_line(study, tmp_path, capsys):
     assert err.count("\n") == 0 and "no converted data set ['nowhere']" in err
     assert transfer.main(study + ["--sources", "src-a", "tgt"]) == 2
     assert "must stay unseen" in capsys.readouterr().err
+    assert transfer.main(study + ["--source-users", "src-b=many"]) == 2
+    assert "--source-users 'src-b=many': use NAME=N" in capsys.readouterr().err
+    assert transfer.main(study + ["--source-users", "elsewhere=5"]) == 2
+    assert "names ['elsewhere'], which are not sources" in capsys.readouterr().err
     assert not (tmp_path / "work" / "runs.jsonl").exists()
 
 

@@ -248,13 +248,17 @@ def test_transfer_section_judges_each_target_on_its_pretrained_runs(tmp_path):
     diff = {"mean": 0.01, "std": 0.0, "n": 3, "values": [0.01] * 3}
     summary = {
         "protocol": "leave-one-out", "created": "2026-12-03 12:00:00",
-        "corpora": {"corp": {"sources": ["a", "b"], "max_source_users": 100, "merge_s": 3.0,
+        "corpora": {"corp": {"sources": ["a", "b"], "max_source_users": 100, "source_users": {"b": 7}, "merge_s": 3.0,
                              "counts": {"users": 200, "items": 50, "interactions": 900},
                              "pretrain": {"epochs": 4, "fit_s": 600.0, "wall_s": 720.0, "stopped_by_budget": True,
                                           "loss": [9.5, 8.25], "test": {"ndcg@10": 0.05}}}},
-        "targets": {"tgt": {"corpora": ["corp"],
+        "targets": {"tgt": {"corpora": ["corp", "corp2"],
                             "zero_shot": {"corp": {"ndcg@10": 0.030}, "ContentKNN-text": {"ndcg@10": 0.020},
-                                          "random-text": {"ndcg@10": 0.005}},
+                                          "random-text": {"ndcg@10": 0.005}, "corp2": {"ndcg@10": 0.030},
+                                          "ContentKNN-text+image": {"ndcg@10": 0.040}},
+                            "zero_shot_anchors": {  # each corpus against ContentKNN on the modalities it was scored on
+                                "corp": {"modalities": ["text"], "model": 0.030, "contentknn": 0.020, "random": 0.005},
+                                "corp2": {"modalities": ["text", "image"], "model": 0.030, "contentknn": 0.040}},
                             "results": {
                                 "scratch/all": {"0.05": cell([0.04] * 3, s_to_scratch_best_valid=[10.0] * 3),
                                                 "1": cell([0.05], s_to_own_best_valid=[100.0],
@@ -266,7 +270,10 @@ def test_transfer_section_judges_each_target_on_its_pretrained_runs(tmp_path):
                                                        s_to_scratch_best_valid=[60.0])}}}}}
     (tmp_path / "transfer_corpus.json").write_text(json.dumps(summary))
     text = section_transfer(tmp_path)
-    assert "| tgt, corp | zero-shot NDCG@10 >= 1.2x ContentKNN | 1.50x (0.0300 vs 0.0200) | met |" in text
+    assert "| tgt, corp | zero-shot NDCG@10 >= 1.2x ContentKNN (same modalities) | 1.50x (0.0300 vs 0.0200) | met |" in text
+    assert "| tgt, corp2 | zero-shot NDCG@10 >= 1.2x ContentKNN (same modalities) | 0.75x (0.0300 vs 0.0400) " \
+           "| **missed** |" in text
+    assert "(100 random users of each, 7 of b)" in text
     assert "| tgt, corp/all | 5% of users: >= 1.15x scratch, ahead on every seed | 1.250x, ahead on 3/3 | met |" in text
     # 100%: equal to scratch passes the first half, but 60 s of scratch's 100 s is 0.60x > 0.5x
     assert "| 1.000x; time 0.60x | **missed** |" in text
