@@ -129,11 +129,13 @@ KEYS: tuple[Key, ...] = (
     _k("moe_experts", "int", low=1, models=("PMMRec",), arch=True),
     _k("fusion_heads", "int", low=1, models=("PMMRec",), arch=True),
     _k("item_id_embedding", "bool", models=("PMMRec",), arch=True),
+    _k("content_skip", "float", low=0.0, models=("PMMRec",)),
+    _k("content_skip_dim", "int", low=1, models=("PMMRec",)),
     _k("fusion_dropout", "float", low=0.0, high=1.0, high_open=True, models=("PMMRec",)),
     _k("hidden_act", "choice", choices=("gelu", "relu", "swish", "tanh", "sigmoid"), models=("PMMRec",), arch=True),
     # ---- ContentKNN
-    _k("knn_decay", "float", low=0.0, high=1.0, models=("ContentKNN",)),
-    _k("knn_history", "int", low=1, models=("ContentKNN",)),
+    _k("knn_decay", "float", low=0.0, high=1.0, models=("ContentKNN", "PMMRec")),
+    _k("knn_history", "int", low=1, models=("ContentKNN", "PMMRec")),
     # ---- objectives and evaluation
     _k("exclude_history", "bool", optional=True, models=("PMMRec", "ContentKNN")),
     _k("eval_item_dtype", "choice", choices=("float32", "bfloat16"), models=("PMMRec",)),

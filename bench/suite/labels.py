@@ -41,6 +41,8 @@ PMMREC.update({
     "PMMRec d128": {"hidden_size": 128, "inner_size": 512},
     # the ID row overfits within a few epochs (seqrec-toys, MicroLens): SASRec's dropout (RecBole's default 0.5)
     "PMMRec with item ID dropout 0.5": {"item_id_embedding": True, "hidden_dropout_prob": 0.5},
+    # w * cos(recent history, item) in the frozen space added to the learned score (ContentKNN's signal), w from 5
+    "PMMRec content skip": {"content_skip": 5.0},
 })
 BASELINES = {
     "SASRec": {},

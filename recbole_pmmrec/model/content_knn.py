@@ -8,6 +8,7 @@ user u:  history i_1 .. i_n -> q_u = sum_j decay^(n-j) c_{i_j} over the last knn
 score(u, i) = c_i . q_u / |q_u|                                              (the cosine: c_i is a unit vector)
 ```
 
+The vectors and weights are :mod:`recbole_pmmrec.model.similarity`'s (PMMRec's ``content_skip`` uses them too).
 It reads the same :class:`~recbole_pmmrec.data.features.ItemFeatures` and encoder-state cache as PMMRec
 (``properties/content.yaml``), has no trainable weight and needs no epoch (``epochs: 0`` in its yaml: the
 runner evaluates it as built). It is the anchor for zero-shot and cold start: any model that learns from the
@@ -23,6 +24,7 @@ from recbole.utils import InputType
 from torch import Tensor, nn
 
 from recbole_pmmrec.data.dataset import resolve_exclude_history
+from recbole_pmmrec.model.similarity import content_vectors, recency_weights
 from recbole_pmmrec.settings import settings_of
 
 
@@ -37,9 +39,7 @@ class ContentKNN(SequentialRecommender):
         s = settings_of(config)
         self.decay, self.history = s.knn_decay, s.knn_history
         self.exclude_history = resolve_exclude_history(config, dataset)
-        features = dataset.item_features
-        parts = [F.normalize(features.pooled(m).float(), dim=-1) for m in features.modalities]
-        vectors = torch.cat(parts, dim=-1) / len(parts) ** 0.5  # (n_items, D): unit rows (0 for no content)
+        vectors = content_vectors(dataset.item_features)  # (n_items, D): unit rows (0 for no content)
         vectors[0] = 0.0  # padding
         self.register_buffer("item_vecs", vectors, persistent=False)
         # RecBole's trainer builds an optimiser: one weight that nothing reads
@@ -47,10 +47,7 @@ class ContentKNN(SequentialRecommender):
 
     def user_vectors(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
         """(B, L) left-aligned histories -> (B, D) recency-weighted sums of their last ``knn_history`` items."""
-        positions = torch.arange(item_seq.shape[1], device=item_seq.device)[None, :]
-        age = item_seq_len[:, None] - 1 - positions  # 0 for the last item
-        weights = self.decay ** age.clamp(min=0).to(self.item_vecs.dtype)
-        weights = weights * ((age >= 0) & (age < self.history) & (item_seq > 0))
+        weights = recency_weights(item_seq, item_seq_len, self.decay, self.history).to(self.item_vecs.dtype)
         return (weights[..., None] * self.item_vecs[item_seq]).sum(dim=1)
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:

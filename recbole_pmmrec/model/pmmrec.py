@@ -9,7 +9,13 @@ batch: item_id_list (B, L), item_length (B,), item_id (B,)
   -> user encoder (causal Transformer, learned positions) on slots 0..L-1 -> (B, L, d)
   -> L = NIP (or CE) + w_nicl * NICL + w_nid * NID + w_rcl * RCL
 score(u, i) = user state at the last position . item vector of i
+             [+ w * cos(recent history, i) in the frozen content space, with content_skip > 0: similarity.py]
 ```
+
+With ``content_skip`` the vectors carry the skip term as extra columns: an item vector is ``[e_i, P c_i]`` and
+a user state ``[h_u, w q_u / |q_u|]`` (:class:`~recbole_pmmrec.model.similarity.ContentSkip`), so every dot product
+(NIP, CE, full ranking, recommend.py) includes it and only the user encoder reads the first ``hidden_size``
+columns.
 
 Multi-process training (``nproc > 1``): NIP gathers the windows of every rank
 (:func:`recbole_pmmrec.collectives.gather_rows`), so its softmax runs over the slots of the whole global
@@ -37,6 +43,7 @@ from recbole_pmmrec.data.dataset import resolve_exclude_history
 from recbole_pmmrec.collectives import gather_rows, is_distributed
 from recbole_pmmrec.model.fusion import fused_gelu
 from recbole_pmmrec.model.item_tower import ItemTower, WhiteningExperts, default_projection
+from recbole_pmmrec.model.similarity import ContentSkip
 from recbole_pmmrec.settings import settings_of
 from recbole_pmmrec.model.losses import corrupt_window, nicl_loss, nid_loss, nip_loss, popularity_log_q, rcl_loss
 
@@ -104,6 +111,11 @@ class PMMRec(SequentialRecommender):
         self.item_tower = ItemTower(s, features)
         self.user_encoder = UserEncoder(self.max_seq_length, self.hidden_size, s.n_layers, s.n_heads, s.inner_size,
                                         s.hidden_dropout_prob, s.attn_dropout_prob, s.hidden_act, s.layer_norm_eps)
+        # --- optional content-similarity term [ours]; its weight travels with the user encoder
+        self.user_encoder.skip = None
+        if s.content_skip > 0:
+            self.user_encoder.skip = ContentSkip(features, s.content_skip_dim, s.knn_decay, s.knn_history,
+                                                 s.content_skip)
         # --- pre-training heads
         self.heads = nn.ModuleDict()
         if self.w_nicl > 0 and len(self.item_tower.modalities) < 2:
@@ -144,6 +156,11 @@ class PMMRec(SequentialRecommender):
             module.weight.data.fill_(1.0)
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def skip(self) -> ContentSkip | None:
+        """The ``content_skip`` term (a submodule of the user encoder: its weight transfers with it), or None."""
+        return self.user_encoder.skip
+
     def train(self, mode: bool = True):
         if mode or self.training:  # weights may change from here on (or did since the cache was made)
             self._item_cache = None
@@ -193,16 +210,22 @@ class PMMRec(SequentialRecommender):
         return items
 
     def item_vectors(self) -> Tensor:
-        """Vectors of every item (n_items, d), computed once while the weights do not change."""
+        """Vectors of every item (n_items, d [+ k with content_skip]), computed once while the weights do not
+        change."""
         if self.training or self._item_cache is None:
             ids = torch.arange(self.n_items, device=self.log_q.device)
             dtype = None if self.training else _EVAL_ITEM_DTYPES[self.eval_item_dtype]
             with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype is not None):
                 vecs = torch.cat([self.encode_items(chunk).vectors for chunk in ids.split(2048)])
             if self.training:
-                return vecs
-            self._item_cache = vecs.float()  # users and scores stay float32 in either case
+                return self._with_skip(vecs, None if self.skip is None else self.skip.catalogue)
+            # users and scores stay float32 in either case
+            self._item_cache = self._with_skip(vecs.float(), None if self.skip is None else self.skip.catalogue)
         return self._item_cache
+
+    def _with_skip(self, vecs: Tensor, skip_part: Tensor | None) -> Tensor:
+        """``[vecs, skip_part]`` with content_skip, else ``vecs``."""
+        return vecs if self.skip is None else torch.cat([vecs, skip_part.to(vecs.dtype)], dim=-1)
 
     def vectors_of(self, features) -> Tensor:
         """Vectors (N, d) of items outside the catalogue (a :class:`~recbole_pmmrec.data.features.NewItemStates`),
@@ -212,12 +235,18 @@ class PMMRec(SequentialRecommender):
         ids = torch.arange(features.n_items, device=self.log_q.device)
         dtype = _EVAL_ITEM_DTYPES[self.eval_item_dtype]
         with torch.inference_mode(), torch.autocast(ids.device.type, dtype=dtype, enabled=dtype is not None):
-            return torch.cat([view(chunk).vectors for chunk in ids.split(2048)]).float()
+            vecs = torch.cat([view(chunk).vectors for chunk in ids.split(2048)]).float()
+        return self._with_skip(vecs, None if self.skip is None else self.skip.project(features))
 
     def user_states(self, item_seq: Tensor, item_seq_len: Tensor, item_vecs: Tensor) -> Tensor:
-        """State after the last item of each history: (B, d)."""
-        out = self.user_encoder(item_vecs[item_seq], item_seq > 0)
-        return self.gather_indexes(out, item_seq_len - 1)
+        """State after the last item of each history: (B, d [+ k with content_skip]); ``item_vecs`` as
+        :meth:`item_vectors` returns them."""
+        d = self.hidden_size
+        out = self.user_encoder(item_vecs[item_seq][..., :d], item_seq > 0)
+        states = self.gather_indexes(out, item_seq_len - 1)
+        if self.skip is None:
+            return states
+        return torch.cat([states, self.skip.query(item_seq, item_seq_len, item_vecs[:, d:])], dim=-1)
 
     # ------------------------------------------------------------------ RecBole API
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
@@ -238,14 +267,20 @@ class PMMRec(SequentialRecommender):
         slot_emb = items.vectors[inverse]  # (B, L+1, d)
         valid_in = ids[:, :-1] > 0
         seq_out = self.user_encoder(slot_emb[:, :-1], valid_in)  # (B, L, d)
+        score_out, score_emb, all_vecs = seq_out, slot_emb, items.vectors
+        if self.skip is not None:  # the content-similarity columns: [h, w q/|q|] . [e, P c]
+            slot_part = self.skip.catalogue[ids]  # (B, L+1, k)
+            score_out = torch.cat([seq_out, self.skip.queries(slot_part[:, :-1])], dim=-1)
+            score_emb = torch.cat([slot_emb, slot_part], dim=-1)
+            all_vecs = self._with_skip(items.vectors, self.skip.catalogue[uniq])
 
         if self.loss_type == "NIP":
             if is_distributed():  # negatives from the whole global batch: every rank's slots (with gradient)
-                loss = nip_loss(*gather_rows(seq_out, slot_emb, ids), self.log_q if self.nip_debias else None)
+                loss = nip_loss(*gather_rows(score_out, score_emb, ids), self.log_q if self.nip_debias else None)
             else:
-                loss = nip_loss(seq_out, slot_emb, ids, self.log_q if self.nip_debias else None)
+                loss = nip_loss(score_out, score_emb, ids, self.log_q if self.nip_debias else None)
         else:  # full-catalogue softmax at every valid position
-            logits = seq_out @ items.vectors.t()  # (B, L, n_items)
+            logits = score_out @ all_vecs.t()  # (B, L, n_items)
             targets = ids[:, 1:]
             valid = valid_in & (targets > 0)
             loss = F.cross_entropy(logits[valid], targets[valid])

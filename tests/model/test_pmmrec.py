@@ -383,3 +383,43 @@ def test_only_states_read_per_batch_are_loaded_into_ram(synth, pmmrec_config):
     assert isinstance(features._states["image"], Tensor) and not isinstance(features._states["text"], Tensor)
     _, trained_top, train, *_ = build(synth, pmmrec_config, modalities=["text"], text_train_layers=1)
     assert isinstance(train._dataset.item_features._states["text"], Tensor)
+
+
+def test_content_skip_adds_the_weighted_content_cosine_to_every_score(synth, pmmrec_config):
+    """``content_skip: w0``: score(u, i) = h_u . e_i + w * cos(P q_u, P c_i) in the frozen space (ContentKNN's user
+    and item vectors projected on the catalogue's principal directions); w trains (it starts at w0) and lives in
+    the user encoder; the full ranking, the point-wise scores and new-item vectors agree; off, nothing is added."""
+    import torch.nn.functional as F
+
+    from recbole_pmmrec.model.similarity import content_vectors, recency_weights
+
+    _, plain, *_ = build(synth, pmmrec_config)
+    assert plain.skip is None and not any("skip" in k for k in plain.state_dict())
+    _, model, train, _, test = build(synth, pmmrec_config, content_skip=2.0, content_skip_dim=8)
+    skip, features, d = model.skip, train._dataset.item_features, model.hidden_size
+    assert "user_encoder.skip.weight" in model.state_dict() and float(skip.weight.detach()) == 2.0
+    loss = model.calculate_loss(first_batch(train))
+    loss.backward()
+    assert torch.isfinite(loss) and skip.weight.grad is not None and skip.weight.grad.abs() > 0
+
+    model.eval()
+    batch = first_batch(test)
+    seq, lengths = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)
+        vecs = model.item_vectors()
+        h = model.gather_indexes(model.user_encoder(vecs[seq][..., :d], seq > 0), lengths - 1)
+        c = content_vectors(features)
+        pc = F.normalize((c - skip.mean) @ skip.basis, dim=-1) * (c.abs().sum(1, keepdim=True) > 0)
+        q = (recency_weights(seq, lengths, skip.decay, skip.history)[..., None] * pc[seq]).sum(1)
+        expected = h @ vecs[:, :d].t() + 2.0 * F.normalize(q, dim=-1) @ pc.t()
+        expected = expected.scatter(1, seq, float("-inf")) if model.exclude_history else expected
+        torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4)
+        assert vecs.shape[1] == d + 8 and skip.dim == 8
+        # the catalogue's vectors recomputed as new items (recommend.py's add_items path) are the same
+        torch.testing.assert_close(model.vectors_of(features)[1:], vecs[1:], rtol=1e-4, atol=1e-4)
+        batch.interaction[model.ITEM_ID] = batch[model.ITEM_ID].clamp(min=1)
+        point = model.predict(batch)
+        rows = torch.arange(len(point))
+        finite = torch.isfinite(point)
+        torch.testing.assert_close(point[finite], scores[rows, batch[model.ITEM_ID]][finite], rtol=1e-4, atol=1e-4)
