@@ -443,15 +443,27 @@ def text_state_cache(encoder, content, root_dir, name: str = "text", dtype: str 
 
 def image_state_cache(encoder, content, root_dir, name: str = "image", dtype: str = "float16",
                       batch_size: int = 64, progress: bool = True) -> tuple[CachedStates, Tensor]:
-    """Bottom states of every item's image; the mask row is False where the image did not decode."""
+    """Bottom states of every item's image; the mask row is False where the image did not decode.
+
+    Only items with a decoded image run through the encoder; the rows of the others are zeros (mask False), so a
+    catalogue where few items have an image (a merged corpus: 3,327 posters among 105,486 items) costs what its
+    images cost."""
     if not content.use_image:
         raise PMMRecConfigError("image_state_cache: the item content has no image_dir")
-    key = {"encoder": encoder.identity(), "content": content.image_sha256()}
+    key = {"encoder": encoder.identity(), "content": content.image_sha256(), "rows": "images only"}
+    state_shape: list = []  # (tokens, dim, dtype) once known: a batch without any image needs no encoder pass
 
     def compute(ids: Tensor) -> tuple[Tensor, Tensor]:
         images, ok = content.image_batch(ids)
-        states, mask = encoder.encode_bottom(images)
-        return states, mask & ok[:, None]
+        rows = ok.nonzero().flatten()
+        if len(rows) or not state_shape:
+            states, mask = encoder.encode_bottom(images[rows] if len(rows) else images[:1])
+            state_shape[:] = [states.shape[1], states.shape[2], states.dtype]
+        out = torch.zeros(len(ids), state_shape[0], state_shape[1], dtype=state_shape[2])
+        out_mask = torch.zeros(len(ids), state_shape[0], dtype=torch.bool)
+        if len(rows):
+            out[rows], out_mask[rows] = states, mask
+        return out, out_mask
 
     cache = EncoderStateCache(root_dir, name, key, dtype=dtype, progress=progress)
     states, mask = cache.load_or_build(content.n_items, compute, batch_size)

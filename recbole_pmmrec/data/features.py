@@ -195,7 +195,11 @@ class ItemFeatures(_StateSummaries):
         parts = []
         for chunk in ids.split(self.encoder_batch_size):
             parts.append(encoder.encode_bottom(self.inputs(modality, chunk)))
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]).bool()
+        states, mask = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]).bool()
+        if modality == "image":  # as cached: an item without a usable image has zero states
+            keep = self.content.has_image[ids.cpu()].to(ids.device)
+            states, mask = states * keep[:, None, None], mask & keep[:, None]
+        return states, mask
 
     # ------------------------------------------------------------------ items outside the catalogue
     def encode_new(self, texts: Sequence[str] | None, image_paths: Sequence[Path | None] | None,
@@ -225,7 +229,7 @@ class ItemFeatures(_StateSummaries):
                     else:
                         images, ok = self._new_images(image_paths[start:stop])
                         s, m = encoder.encode_bottom(images)
-                        m = m & ok[:, None]
+                        s, m = s * ok[:, None, None], m & ok[:, None]  # no image: zero states, as cached
                         out["has_image"][start:stop] = ok
                     s = s.detach().float().cpu()
                     states.append(s if cached_dtype is None else s.to(cached_dtype))

@@ -302,11 +302,37 @@ def test_image_state_cache_marks_failed_images(tmp_path):
     assert content.has_image.tolist() == [False, True, False, True]
     images, _ = content.image_batch(torch.tensor([1, 3]))
     torch.testing.assert_close(states[torch.tensor([1, 3])], enc.encode_bottom(images)[0], atol=1e-5, rtol=0)
+    # an item without a usable image is not run through the encoder: its row is zeros
+    assert states[torch.tensor([0, 2])].abs().sum() == 0
     # a fresh content object (has_image from headers only) learns the failure from the loaded cache
     content2 = ItemContent(["[PAD]", "a", "b", "c"], {"b": "text"}, (), content_tokenize,
                            image_dir=img_dir, image_size=32)
     image_state_cache(enc, content2, tmp_path / "cache", dtype="float32", batch_size=2, progress=False)
     assert content2.has_image.tolist() == [False, True, False, True]
+
+
+def test_image_state_cache_runs_the_encoder_on_images_only(tmp_path):
+    """A catalogue where few items have an image (a merged corpus) encodes only those: a batch without an image
+    makes no encoder pass once the states' shape is known."""
+    from PIL import Image
+
+    from recbole_pmmrec.encoders import ImageEncoder
+
+    img_dir = tmp_path / "img"
+    img_dir.mkdir()
+    tokens = ["[PAD]"] + [f"i{n}" for n in range(12)]
+    for name in ("i0", "i11"):
+        Image.new("RGB", (20, 20), (200, 10, 10)).save(img_dir / f"{name}.jpg")
+    enc = ImageEncoder("timm:efficientnet_lite0", image_size=32, grid=1).eval()
+    seen = []
+    real = enc.encode_bottom
+    enc.encode_bottom = lambda images: seen.append(len(images)) or real(images)
+    content = ItemContent(tokens, {t: "text" for t in tokens[1:]}, (), content_tokenize, image_dir=img_dir,
+                          image_size=32)
+    states, mask = image_state_cache(enc, content, tmp_path / "cache", dtype="float32", batch_size=4,
+                                     progress=False)
+    assert seen == [1, 1]  # rows 0-3 (i0), 4-7 (none: no pass), 8-11 (none), 12 (i11)
+    assert mask[:, 0].nonzero().flatten().tolist() == [1, 12] and states[2:12].abs().sum() == 0
 
 
 def content_tokenize(texts):
