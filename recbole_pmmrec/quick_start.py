@@ -34,6 +34,19 @@ def load_config(model, dataset, config_file_list=None, config_dict=None) -> Conf
     return config
 
 
+def resolve_from_checkpoint(config) -> None:
+    """With ``pretrained`` and ``projection: ~``: the checkpoint's projection (and an adaptor's experts), logged in
+    one line. Every builder of a model that loads a checkpoint calls it before the model is built (the run, and a
+    rebuild that tests a run's best weights), so that the model has the checkpoint's layers."""
+    if config["pretrained"] and "projection" in config.settings and config.settings.projection is None:
+        from recbole_pmmrec.transfer import read_header
+
+        saved = read_header(config["pretrained"]).get("config", {})
+        if saved.get("projection"):  # transferred projections keep their kind (and an adaptor its experts)
+            config.resolve("taken from the pre-trained checkpoint", projection=saved["projection"],
+                           **({"moe_experts": saved["moe_experts"]} if saved.get("moe_experts") else {}))
+
+
 def output_dirs(config) -> dict:
     """{config key: folder} of every folder this run writes into (None: the key writes nowhere)."""
     from recbole_pmmrec.transfer import save_folder
@@ -79,13 +92,7 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    if config["pretrained"] and "projection" in config.settings and config.settings.projection is None:
-        from recbole_pmmrec.transfer import read_header
-
-        saved = read_header(config["pretrained"]).get("config", {})
-        if saved.get("projection"):  # transferred projections keep their kind (and an adaptor its experts)
-            config.resolve("taken from the pre-trained checkpoint", projection=saved["projection"],
-                           **({"moe_experts": saved["moe_experts"]} if saved.get("moe_experts") else {}))
+    resolve_from_checkpoint(config)
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     if config["pretrained"]:  # transfer: load (and freeze) components before the optimiser is built
         from recbole_pmmrec.transfer import load_pretrained

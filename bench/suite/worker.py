@@ -142,7 +142,7 @@ def built(spec: dict):
     from recbole.utils import init_seed
 
     from recbole_pmmrec.logger import init_logger
-    from recbole_pmmrec.quick_start import load_config
+    from recbole_pmmrec.quick_start import load_config, resolve_from_checkpoint
     from recbole_pmmrec.utils import create_dataset, data_preparation, get_model
 
     config = load_config(spec["model"], spec["dataset"], config_dict=package_config(spec))
@@ -151,6 +151,7 @@ def built(spec: dict):
     dataset = create_dataset(config)
     splits = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    resolve_from_checkpoint(config)  # as the run did: a pre-trained projection's kind (the weights come from the run)
     model = get_model(config["model"])(config, splits[0]._dataset).to(config["device"])
     return config, dataset, splits, model
 

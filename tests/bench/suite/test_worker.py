@@ -67,6 +67,21 @@ def test_a_spent_budget_stops_at_the_epoch_boundary_and_tests_that_epoch(synth, 
     _same_weights_tested(r)
 
 
+def test_a_budget_stopped_fine_tuning_is_tested_on_the_checkpoints_layers(synth, pmmrec_config, tmp_path):
+    """A fine-tuning run from a checkpoint whose projection the target would not choose itself (a text-only
+    checkpoint: mlp; text + image decides linear) is rebuilt with the checkpoint's projection when the budget stops
+    it and its best weights are tested (it was rebuilt linear and failed on the mlp weights)."""
+    from recbole_pmmrec.quick_start import run_recbole_pmmrec
+
+    folder = tmp_path / "pre"
+    run_recbole_pmmrec("PMMRec", synth.name, config_dict=pmmrec_config(synth, modalities=["text"], epochs=1,
+                                                                       save_pretrained=str(folder)))
+    cfg = pmmrec_config(synth, epochs=3, seed=1, pretrained=str(folder), w_nicl=0.0, w_nid=0.0)
+    r = worker.run(_spec(synth, cfg, model="PMMRec", max_fit_s=1e-6), tmp_path / "out.json")
+    assert r["status"] == "done" and r["stopped_by_budget"] and len(r["curve"]) == 1
+    _same_weights_tested(r)
+
+
 def test_epochs_mode_trains_n_epochs_and_validates_after_the_last_only(synth, quick_config, tmp_path):
     cfg = quick_config(synth, epochs=40, seed=1)
     r = worker.run(_spec(synth, cfg, mode="epochs", n_epochs=3), tmp_path / "out.json")
