@@ -968,6 +968,9 @@ def section_transfer(results_dir: Path) -> str:
                      + (", stopped by its time budget" if pre.get("stopped_by_budget") else "")
                      + (f"; loss {loss[0]:.3f} -> {loss[-1]:.3f}" if loss else "")
                      + f"; on the corpus's own test split NDCG@10 {pre['test']['ndcg@10']:.4f}")
+        elif c.get("header_corpus"):  # a checkpoint is there, made outside the study's pretrain step
+            what += (". Pre-trained outside the study's `pretrain` step (its checkpoint's header lists this corpus); "
+                     "its cost is in docs/TRANSFER.md, not in the study's records")
         else:
             what += ". Not pre-trained yet"
         lines.append(f"- {what}.")

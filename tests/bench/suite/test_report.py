@@ -274,6 +274,9 @@ def test_transfer_section_judges_each_target_on_its_pretrained_runs(tmp_path):
     assert "| tgt, corp2 | zero-shot NDCG@10 >= 1.2x ContentKNN (same modalities) | 0.75x (0.0300 vs 0.0400) " \
            "| **missed** |" in text
     assert "(100 random users of each, 7 of b)" in text
+    summary["corpora"]["corp2"] = {"sources": ["a"], "header_corpus": {"sources": [{"name": "a"}]}}
+    (tmp_path / "transfer_corpus.json").write_text(json.dumps(summary))
+    assert "`corp2`: a. Pre-trained outside the study's `pretrain` step" in section_transfer(tmp_path)
     assert "| tgt, corp/all | 5% of users: >= 1.15x scratch, ahead on every seed | 1.250x, ahead on 3/3 | met |" in text
     # 100%: equal to scratch passes the first half, but 60 s of scratch's 100 s is 0.60x > 0.5x
     assert "| 1.000x; time 0.60x | **missed** |" in text
