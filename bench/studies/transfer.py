@@ -155,6 +155,11 @@ def source_caps(args) -> dict[str, int]:
     return caps
 
 
+def caps_of(args, sources: list[str]) -> dict[str, int]:
+    """The ``--source-users`` caps of ``sources`` (a corpus's)."""
+    return {s: n for s, n in source_caps(args).items() if s in sources}
+
+
 def max_users_of(args, source: str) -> int | None:
     return source_caps(args).get(source, args.max_source_users)
 
@@ -237,7 +242,7 @@ class Study:
 
     def corpus_spec(self, sources: list[str]) -> dict:
         spec = {"sources": sources, "max_source_users": self.args.max_source_users}
-        caps = {s: n for s, n in source_caps(self.args).items() if s in sources}
+        caps = caps_of(self.args, sources)
         return dict(spec, source_users=caps) if caps else spec
 
     def base_config(self, seed: int) -> dict:
@@ -530,7 +535,7 @@ def summarise(args, runs: Runs) -> dict:
         header = pretrained_folder(args, name) / "pmmrec.json"
         out["corpora"][name] = {
             "sources": sources, "max_source_users": args.max_source_users,
-            "source_users": {s: n for s, n in source_caps(args).items() if s in sources},
+            "source_users": caps_of(args, sources),
             "counts": merged and merged["counts"], "merge_s": merged and merged["wall_s"],
             "pretrain": pre and {"epochs": len(pre["result"]["curve"]),
                                  "stopped_by_budget": pre["result"]["stopped_by_budget"],

@@ -954,11 +954,9 @@ def section_transfer(results_dir: Path) -> str:
     lines += ["**Corpus and pre-training cost**", ""]
     for name, c in summary["corpora"].items():
         counts, pre = c.get("counts") or {}, c.get("pretrain")
-        what = (f"`{name}`: {', '.join(c['sources'])}"
-                + (f" ({c['max_source_users']:,} random users of each" if c.get("max_source_users") else "")
-                + ("".join(f"{', ' if c.get('max_source_users') else ' ('}{n:,} of {s}"
-                           for s, n in (c.get("source_users") or {}).items()))
-                + (")" if c.get("max_source_users") or c.get("source_users") else "")
+        caps = ([f"{c['max_source_users']:,} random users of each"] if c.get("max_source_users") else []) + \
+            [f"{n:,} of {s}" for s, n in (c.get("source_users") or {}).items()]
+        what = (f"`{name}`: {', '.join(c['sources'])}" + (f" ({', '.join(caps)})" if caps else "")
                 + (f"; {counts['users']:,} users, {counts['items']:,} items, {counts['interactions']:,} interactions"
                    if counts else "") + (f"; merged in {c['merge_s']:.0f} s" if c.get("merge_s") else ""))
         if pre:

@@ -69,11 +69,12 @@ class ContentSkip(nn.Module):
     def __init__(self, features, dim: int, decay: float, history: int, init_weight: float):
         super().__init__()
         self.decay, self.history = decay, history
-        mean, basis = principal_basis(content_vectors(features), dim)
+        vectors = content_vectors(features)  # read once: the catalogue's pooled states (a memory map on big data)
+        mean, basis = principal_basis(vectors, dim)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("basis", basis, persistent=False)
         self.weight = nn.Parameter(torch.tensor(float(init_weight)))
-        self.register_buffer("catalogue", self.project(features), persistent=False)  # (n_items, k)
+        self.register_buffer("catalogue", self._projected(vectors), persistent=False)  # (n_items, k)
 
     @property
     def dim(self) -> int:
@@ -81,7 +82,10 @@ class ContentSkip(nn.Module):
 
     def project(self, features) -> Tensor:
         """(n, k) unit vectors ``P (c - mean)`` of ``features``' items (0 for an item without content)."""
-        c = content_vectors(features).to(self.basis.device)
+        return self._projected(content_vectors(features))
+
+    def _projected(self, c: Tensor) -> Tensor:
+        c = c.to(self.basis.device)
         has = c.abs().sum(dim=1, keepdim=True) > 0
         return F.normalize((c - self.mean) @ self.basis, dim=-1) * has
 
