@@ -14,7 +14,9 @@ blocks (a copy per model) and everything after them.
 A single-modality item is the projection of the masked mean of its encoder tokens (with the default linear
 projection that equals the mean of the projected tokens, the authors' definition). When that encoder is
 frozen (``*_train_layers: 0``), the mean is computed once for the whole catalogue and the tower costs one
-small projection per item: exact, not an approximation.
+small projection per item: exact, not an approximation. With ``whiten`` [ours] those pooled states are centred
+(and decorrelated) with the catalogue's statistics first (:func:`~recbole_pmmrec.model.similarity.whitening`);
+items added later reuse the catalogue's statistics.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from recbole_pmmrec.data.features import ItemFeatures
+from recbole_pmmrec.errors import PMMRecConfigError
 from recbole_pmmrec.data.pooling import masked_mean, pool_token_groups
 from recbole_pmmrec.model.fusion import MergeAttentionFusion
+from recbole_pmmrec.model.similarity import whitening
 
 
 def default_projection(modalities) -> str:
@@ -112,7 +116,15 @@ class ItemTower(nn.Module):
         # With two modalities the text tokens that enter the fusion are averaged in at most text_groups runs of
         # consecutive tokens (~ = every token): the fusion layer's cost grows with its token count.
         self.text_groups = settings.text_groups
+        self.whiten = settings.whiten
+        self._whitening = None  # (mean, matrix) of the catalogue's pooled states, set by the first _summarise
         self._summarise(features)
+        if self.whiten is not None and self.pooled is None:
+            raise PMMRecConfigError(
+                f"whiten: {self.whiten} acts on the pooled states of one frozen, cached modality; this model has "
+                f"modalities {list(self.modalities)}, encoder_mode {settings.encoder_mode!r}, and trainable encoder "
+                f"blocks {[b.train_layers for b in self.backbones()]}. Set whiten: ~ (off), or use one modality with "
+                f"text_train_layers / image_train_layers 0 and encoder_mode cached.")
         # States read per batch (every modality not summarised): into RAM once, when they fit.
         if not self.end_to_end:
             for modality in self.modalities:
@@ -131,8 +143,14 @@ class ItemTower(nn.Module):
             modality = self.modalities[0]
             if getattr(self, f"{modality}_encoder").backbone.train_layers == 0:
                 self.pooled = modality
-                self.register_buffer("pooled_states", features.pooled(modality).to(self.has_text.device),
-                                     persistent=False)
+                states = features.pooled(modality)
+                if self.whiten is not None:
+                    if self._whitening is None:  # the catalogue's statistics; items added later reuse them
+                        present = self.has_text if modality == "text" else self.has_image
+                        self._whitening = whitening(states.float(), self.whiten, present.cpu())
+                    mean, matrix = self._whitening
+                    states = (states.float() - mean) @ matrix
+                self.register_buffer("pooled_states", states.to(self.has_text.device), persistent=False)
 
     def view_of(self, features) -> "ItemTower":
         """This tower reading another states source (e.g. :class:`~recbole_pmmrec.data.features.NewItemStates`

@@ -182,6 +182,7 @@ class PMMRec(SequentialRecommender):
             "hidden_size": int(self.hidden_size),
             "projection": kind,
             **({"moe_experts": int(first.bias.shape[0])} if kind == "moe" else {}),
+            "whiten": tower.whiten,  # the projection was trained on states whitened this way
             "fusion_heads": int(tower.fusion.n_heads),
             "n_layers": len(self.user_encoder.encoder.layer),
             "n_heads": int(user_layer.multi_head_attention.num_attention_heads),

@@ -45,18 +45,56 @@ def prefix_profiles(vecs: Tensor, decay: float, history: int) -> Tensor:
     return out
 
 
-def principal_basis(vecs: Tensor, dim: int) -> tuple[Tensor, Tensor]:
-    """(mean (D,), basis (D, k)) of the nonzero rows of ``vecs`` (n, D): their mean and top ``k = min(dim, D)``
-    principal directions (eigenvectors of the covariance, exact and deterministic up to sign)."""
-    rows = vecs[vecs.abs().sum(dim=1) > 0].double()
+def _moments(vecs: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor] | None:
+    """(mean (D,), eigenvalues (D,) ascending, eigenvectors (D, D)) of the covariance of the rows of ``vecs`` (n, D)
+    selected by the bool mask ``rows`` (default: the nonzero ones), in float64; None with fewer than two rows."""
+    rows = vecs[vecs.abs().sum(dim=1) > 0 if rows is None else rows].double()
     if rows.shape[0] < 2:
-        return torch.zeros(vecs.shape[1]), torch.eye(vecs.shape[1])[:, :dim]
+        return None
     mean = rows.mean(dim=0)
     cov = torch.zeros(vecs.shape[1], vecs.shape[1], dtype=torch.float64)
     for chunk in (rows - mean).split(8192):
         cov += chunk.t() @ chunk
-    _, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues
+    values, vectors = torch.linalg.eigh(cov / (rows.shape[0] - 1))  # ascending eigenvalues
+    return mean, values.clamp(min=0.0), vectors
+
+
+def principal_basis(vecs: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """(mean (D,), basis (D, k)) of the nonzero rows of ``vecs`` (n, D): their mean and top ``k = min(dim, D)``
+    principal directions (eigenvectors of the covariance, exact and deterministic up to sign)."""
+    moments = _moments(vecs)
+    if moments is None:
+        return torch.zeros(vecs.shape[1]), torch.eye(vecs.shape[1])[:, :dim]
+    mean, _, vectors = moments
     return mean.float(), vectors[:, -min(dim, vecs.shape[1]):].flip(1).float().contiguous()
+
+
+# whiten: zca adds this share of the mean eigenvalue to every eigenvalue before inverting: directions far weaker
+# than the average one (noise) stay weaker instead of being blown up to unit variance
+ZCA_SHRINK = 0.1
+
+
+def whitening(vecs: Tensor, kind: str, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean (D,), matrix (D, D)) such that ``(x - mean) @ matrix`` whitens the rows of ``vecs`` (n, D) that the bool
+    mask ``rows`` selects (the items that have the modality):
+
+    - ``center``: ``matrix = I / s``, ``s^2`` the mean variance per dimension (every row moved by the shared mean,
+      scale kept comparable across data sets);
+    - ``zca``: ``matrix = U diag((l + 0.1 mean(l))^-1/2) U^T`` (covariance ``U diag(l) U^T``): decorrelated, each
+      direction at variance ``l / (l + 0.1 mean(l))`` <= 1, orientation kept (ZCA, shrunk).
+    With fewer than two content rows: zero mean and the identity."""
+    dim = vecs.shape[1]
+    moments = _moments(vecs, rows)
+    if moments is None:
+        return torch.zeros(dim), torch.eye(dim)
+    mean, values, vectors = moments
+    scale = values.mean().clamp(min=1e-12)
+    if kind == "center":
+        return mean.float(), (torch.eye(dim, dtype=torch.float64) / scale.sqrt()).float()
+    if kind == "zca":
+        inv = (values + ZCA_SHRINK * scale).rsqrt()
+        return mean.float(), ((vectors * inv) @ vectors.t()).float()
+    raise ValueError(f"whitening: unknown kind {kind!r} (center, zca)")
 
 
 class ContentSkip(nn.Module):

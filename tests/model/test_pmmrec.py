@@ -423,3 +423,41 @@ def test_content_skip_adds_the_weighted_content_cosine_to_every_score(synth, pmm
         rows = torch.arange(len(point))
         finite = torch.isfinite(point)
         torch.testing.assert_close(point[finite], scores[rows, batch[model.ITEM_ID]][finite], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["center", "zca"])
+def test_whiten_feeds_the_projection_the_catalogues_whitened_pooled_states(synth, pmmrec_config, kind):
+    """``whiten``: one frozen modality's pooled states are centred (``center``) or also decorrelated (``zca``) with
+    the catalogue's statistics before the projection; items added later (recommend.py's path) reuse those
+    statistics, so a catalogue item recomputed as a new one gets the same vector; two modalities are an error
+    that names the key."""
+    from recbole_pmmrec.errors import PMMRecConfigError
+
+    _, plain, train, *_ = build(synth, pmmrec_config, modalities=["text"])
+    _, model, train, *_ = build(synth, pmmrec_config, modalities=["text"], whiten=kind)
+    raw = plain.item_tower.pooled_states.float()
+    has = train._dataset.item_features.has_text.bool()
+    states = model.item_tower.pooled_states[has].double()
+    assert states.mean(dim=0).abs().max() < 1e-4  # centred on the items with text
+    cov = torch.cov(states.t())
+    if kind == "center":  # a shift and one scale: the states' differences keep their directions
+        diff_w, diff_r = states[1:] - states[:1], raw[has][1:].double() - raw[has][:1].double()
+        ratio = diff_w.norm(dim=1) / diff_r.norm(dim=1)
+        assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-3)
+        assert abs(float(cov.diagonal().mean()) - 1.0) < 1e-3
+    else:  # decorrelated: the covariance's eigenvalues are l / (l + 0.1 mean(l)), all below 1
+        values = torch.linalg.eigvalsh(cov)
+        assert float(values.max()) < 1.0 + 1e-4
+        assert float(values.max() - values[-min(5, len(values)):].min()) < float(values.max() - values.min())
+        raw_values = torch.linalg.eigvalsh(torch.cov(raw[has].double().t()))
+        assert float(values.max() / values.clamp(min=1e-9)[-10:].min()) < float(
+            raw_values.max() / raw_values.clamp(min=1e-9)[-10:].min())  # the top of the spectrum is flatter
+    assert model.architecture()["whiten"] == kind and plain.architecture()["whiten"] is None
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.vectors_of(train._dataset.item_features)[1:], model.item_vectors()[1:],
+                                   rtol=1e-4, atol=1e-5)
+    loss = model.calculate_loss(first_batch(train))
+    assert torch.isfinite(loss)
+    with pytest.raises(PMMRecConfigError, match="whiten"):
+        build(synth, pmmrec_config, whiten=kind)  # text + image
