@@ -43,6 +43,10 @@ PMMREC.update({
     "PMMRec with item ID dropout 0.5": {"item_id_embedding": True, "hidden_dropout_prob": 0.5},
     # w * cos(recent history, item) in the frozen space added to the learned score (ContentKNN's signal), w from 5
     "PMMRec content skip": {"content_skip": 5.0},
+    # one frozen modality's pooled states centred / whitened with the catalogue's statistics (text-only data sets)
+    "PMMRec whiten center": {"whiten": "center"},
+    "PMMRec whiten zca": {"whiten": "zca"},
+    "PMMRec d128 with item ID": {"hidden_size": 128, "inner_size": 512, "item_id_embedding": True},
 })
 BASELINES = {
     "SASRec": {},
