@@ -46,6 +46,9 @@ PMMREC.update({
     # one frozen modality's pooled states centred / whitened with the catalogue's statistics (text-only data sets)
     "PMMRec whiten center": {"whiten": "center"},
     "PMMRec whiten zca": {"whiten": "zca"},
+    "PMMRec text-only whiten zca": {"modalities": ["text"], "projection": "mlp", "whiten": "zca"},
+    "PMMRec image-only whiten zca": {"modalities": ["image"], "contentless_items": "zero", "projection": "mlp",
+                                     "whiten": "zca"},
     "PMMRec d128 with item ID": {"hidden_size": 128, "inner_size": 512, "item_id_embedding": True},
 })
 BASELINES = {
