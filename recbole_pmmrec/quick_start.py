@@ -35,16 +35,24 @@ def load_config(model, dataset, config_file_list=None, config_dict=None) -> Conf
 
 
 def resolve_from_checkpoint(config) -> None:
-    """With ``pretrained`` and ``projection: ~``: the checkpoint's projection (and an adaptor's experts), logged in
-    one line. Every builder of a model that loads a checkpoint calls it before the model is built (the run, and a
-    rebuild that tests a run's best weights), so that the model has the checkpoint's layers."""
-    if config["pretrained"] and "projection" in config.settings and config.settings.projection is None:
-        from recbole_pmmrec.transfer import read_header
+    """With ``pretrained``, ``projection: ~`` and ``whiten: ~``: the checkpoint's projection (and an adaptor's
+    experts) and whitening (``raw`` for a checkpoint older than that key), logged in one line each. Every builder of a
+    model that loads a checkpoint calls it before the model is built (the run, and a rebuild that tests a run's best
+    weights), so that the model has the checkpoint's layers and feeds them what they were trained on."""
+    settings = config.settings
+    open_projection = "projection" in settings and settings.projection is None
+    open_whiten = "whiten" in settings and settings.whiten is None
+    if not config["pretrained"] or not (open_projection or open_whiten):
+        return
+    from recbole_pmmrec.transfer import read_header
 
-        saved = read_header(config["pretrained"]).get("config", {})
-        if saved.get("projection"):  # transferred projections keep their kind (and an adaptor its experts)
-            config.resolve("taken from the pre-trained checkpoint", projection=saved["projection"],
-                           **({"moe_experts": saved["moe_experts"]} if saved.get("moe_experts") else {}))
+    saved = read_header(config["pretrained"]).get("config", {})
+    if open_projection and saved.get("projection"):  # transferred projections keep their kind (and experts)
+        config.resolve("taken from the pre-trained checkpoint", projection=saved["projection"],
+                       **({"moe_experts": saved["moe_experts"]} if saved.get("moe_experts") else {}))
+    if open_whiten:  # the projection was trained on states whitened this way
+        config.resolve("taken from the pre-trained checkpoint (raw: written before the key)",
+                       whiten=saved.get("whiten") or "raw")
 
 
 def output_dirs(config) -> dict:

@@ -129,7 +129,7 @@ KEYS: tuple[Key, ...] = (
     _k("moe_experts", "int", low=1, models=("PMMRec",), arch=True),
     _k("fusion_heads", "int", low=1, models=("PMMRec",), arch=True),
     _k("item_id_embedding", "bool", models=("PMMRec",), arch=True),
-    _k("whiten", "choice", choices=("center", "zca"), optional=True, models=("PMMRec",), arch=True),
+    _k("whiten", "choice", choices=("raw", "center", "zca"), optional=True, models=("PMMRec",), arch=True),
     _k("content_skip", "float", low=0.0, models=("PMMRec",)),
     _k("content_skip_dim", "int", low=1, models=("PMMRec",)),
     _k("fusion_dropout", "float", low=0.0, high=1.0, high_open=True, models=("PMMRec",)),

@@ -396,18 +396,25 @@ def test_few_shot_keeps_valid_and_test_users(world):
 
 
 def test_projection_unset_takes_the_checkpoint_kind(world):
-    """``projection: ~`` is mlp for one modality and linear for two; with ``pretrained`` it is the checkpoint's,
-    so a text-only model (mlp) still transfers into a text + image model."""
+    """``projection: ~`` is mlp for one modality and linear for two, ``whiten: ~`` zca for one frozen modality and
+    raw for two; with ``pretrained`` both are the checkpoint's, so a text-only model (mlp, zca) still transfers into
+    a text + image model (whose text groups are then whitened); a checkpoint without the key was trained raw."""
     result = run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config(
-        "text", projection=None, save_pretrained=str(world.root / "text-mlp")))
-    assert result["config"]["projection"] == "mlp"  # decided from one modality
-    assert read_header(world.root / "text-mlp")["config"]["projection"] == "mlp"
+        "text", projection=None, whiten=None, save_pretrained=str(world.root / "text-mlp")))
+    assert result["config"]["projection"] == "mlp" and result["config"]["whiten"] == "zca"  # decided
+    header = read_header(world.root / "text-mlp")["config"]
+    assert header["projection"] == "mlp" and header["whiten"] == "zca"
     moved = run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config(
-        "text+image", projection=None, epochs=0, pretrained=str(world.root / "text-mlp"),
+        "text+image", projection=None, whiten=None, epochs=0, pretrained=str(world.root / "text-mlp"),
         transfer_components=["text_encoder", "user_encoder"]))
-    assert moved["config"]["projection"] == "mlp"  # the checkpoint's, not linear
-    fused = run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config("text+image", projection=None, epochs=0))
-    assert fused["config"]["projection"] == "linear"
+    assert moved["config"]["projection"] == "mlp" and moved["config"]["whiten"] == "zca"  # the checkpoint's
+    fused = run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config("text+image", projection=None,
+                                                                            whiten=None, epochs=0))
+    assert fused["config"]["projection"] == "linear" and fused["config"]["whiten"] == "raw"
+    with pytest.raises(PMMRecCheckpointError, match="whiten"):  # the projection was trained on whitened states
+        run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config(
+            "text", whiten="raw", epochs=0, pretrained=str(world.root / "text-mlp"),
+            transfer_components=["text_encoder"]))
 
 
 def test_corpus_of_a_merged_data_set_lists_each_source(tmp_path):

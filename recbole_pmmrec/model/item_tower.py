@@ -14,9 +14,9 @@ blocks (a copy per model) and everything after them.
 A single-modality item is the projection of the masked mean of its encoder tokens (with the default linear
 projection that equals the mean of the projected tokens, the authors' definition). When that encoder is
 frozen (``*_train_layers: 0``), the mean is computed once for the whole catalogue and the tower costs one
-small projection per item: exact, not an approximation. With ``whiten`` [ours] those pooled states are centred
-(and decorrelated) with the catalogue's statistics first (:func:`~recbole_pmmrec.model.similarity.whitening`);
-items added later reuse the catalogue's statistics.
+small projection per item: exact, not an approximation. With ``whiten`` [ours] those pooled states (with text +
+image: the frozen text groups, with the pooled text states' statistics) are centred (and decorrelated) with the
+catalogue's statistics first (:func:`~recbole_pmmrec.model.similarity.whitening`); items added later reuse them.
 """
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ from recbole_pmmrec.errors import PMMRecConfigError
 from recbole_pmmrec.data.pooling import masked_mean, pool_token_groups
 from recbole_pmmrec.model.fusion import MergeAttentionFusion
 from recbole_pmmrec.model.similarity import whitening
+
+
+def default_whiten(settings, modalities) -> str:
+    """``whiten: ~``: ``zca`` for one modality whose encoder is frozen (no trainable blocks) with cached states,
+    else ``raw`` (with text + image it is not measured: set it yourself)."""
+    one_frozen = (len(modalities) == 1 and settings.encoder_mode == "cached"
+                  and getattr(settings, f"{modalities[0]}_train_layers") == 0)
+    return "zca" if one_frozen else "raw"
 
 
 def default_projection(modalities) -> str:
@@ -116,15 +124,16 @@ class ItemTower(nn.Module):
         # With two modalities the text tokens that enter the fusion are averaged in at most text_groups runs of
         # consecutive tokens (~ = every token): the fusion layer's cost grows with its token count.
         self.text_groups = settings.text_groups
-        self.whiten = settings.whiten
+        self.whiten = settings.whiten  # resolved by the model (default_whiten when it is ~)
         self._whitening = None  # (mean, matrix) of the catalogue's pooled states, set by the first _summarise
         self._summarise(features)
-        if self.whiten is not None and self.pooled is None:
+        if self.whiten != "raw" and self.pooled is None and self.text_grouped is None:
             raise PMMRecConfigError(
-                f"whiten: {self.whiten} acts on the pooled states of one frozen, cached modality; this model has "
-                f"modalities {list(self.modalities)}, encoder_mode {settings.encoder_mode!r}, and trainable encoder "
-                f"blocks {[b.train_layers for b in self.backbones()]}. Set whiten: ~ (off), or use one modality with "
-                f"text_train_layers / image_train_layers 0 and encoder_mode cached.")
+                f"whiten: {self.whiten} acts on frozen, cached states that the tower summarises once: one modality's "
+                f"pooled states, or with text + image the text groups (text_groups set); this model has modalities "
+                f"{list(self.modalities)}, encoder_mode {settings.encoder_mode!r}, text_groups {self.text_groups} and "
+                f"trainable encoder blocks {[b.train_layers for b in self.backbones()]}. Set whiten: raw, or "
+                f"*_train_layers 0 with encoder_mode cached.")
         # States read per batch (every modality not summarised): into RAM once, when they fit.
         if not self.end_to_end:
             for modality in self.modalities:
@@ -133,24 +142,37 @@ class ItemTower(nn.Module):
 
     def _summarise(self, features) -> None:
         """What a frozen encoder lets the tower compute once for every item of ``features``: the text groups of
-        two modalities, or the pooled states of one (exact: the frozen states never change)."""
+        two modalities, or the pooled states of one (exact: the frozen states never change), whitened with
+        ``whiten``."""
         self.text_grouped = None
         if (len(self.modalities) == 2 and self.text_groups is not None and not self.end_to_end
                 and self.text_encoder.backbone.train_layers == 0):
-            self.text_grouped = features.grouped_text(self.text_groups)
+            tokens, mask, sizes = features.grouped_text(self.text_groups)
+            if self.whiten != "raw":  # every text group, with the statistics of the items' pooled text states
+                for rows in torch.arange(tokens.shape[0]).split(4096):  # in place, in the cache's dtype
+                    tokens[rows] = (self._whitened(features, "text", tokens[rows])
+                                    * mask[rows, :, None].to(torch.float32)).to(tokens.dtype)
+            self.text_grouped = (tokens, mask, sizes)
         self.pooled = None
         if len(self.modalities) == 1 and not self.end_to_end:
             modality = self.modalities[0]
             if getattr(self, f"{modality}_encoder").backbone.train_layers == 0:
                 self.pooled = modality
                 states = features.pooled(modality)
-                if self.whiten is not None:
-                    if self._whitening is None:  # the catalogue's statistics; items added later reuse them
-                        present = self.has_text if modality == "text" else self.has_image
-                        self._whitening = whitening(states.float(), self.whiten, present.cpu())
-                    mean, matrix = self._whitening
-                    states = (states.float() - mean) @ matrix
+                if self.whiten != "raw":
+                    states = self._whitened(features, modality, states, pooled=states)
                 self.register_buffer("pooled_states", states.to(self.has_text.device), persistent=False)
+
+    def _whitened(self, features, modality: str, x: Tensor, pooled: Tensor | None = None) -> Tensor:
+        """``(x - mean) @ matrix`` with the ``whiten`` statistics of the catalogue's pooled ``modality`` states (over
+        the items that have it), computed on the first call (``pooled``: those states, if already read); items added
+        later (:meth:`view_of`) reuse them."""
+        if self._whitening is None:
+            states = features.pooled(modality) if pooled is None else pooled
+            present = self.has_text if modality == "text" else self.has_image
+            self._whitening = whitening(states.float(), self.whiten, present.cpu())
+        mean, matrix = self._whitening
+        return (x.float() - mean) @ matrix
 
     def view_of(self, features) -> "ItemTower":
         """This tower reading another states source (e.g. :class:`~recbole_pmmrec.data.features.NewItemStates`

@@ -42,7 +42,7 @@ from recbole_pmmrec.data.dataloader import next_item_window
 from recbole_pmmrec.data.dataset import resolve_exclude_history
 from recbole_pmmrec.collectives import gather_rows, is_distributed
 from recbole_pmmrec.model.fusion import fused_gelu
-from recbole_pmmrec.model.item_tower import ItemTower, WhiteningExperts, default_projection
+from recbole_pmmrec.model.item_tower import ItemTower, WhiteningExperts, default_projection, default_whiten
 from recbole_pmmrec.model.similarity import ContentSkip
 from recbole_pmmrec.settings import settings_of
 from recbole_pmmrec.model.losses import corrupt_window, nicl_loss, nid_loss, nip_loss, popularity_log_q, rcl_loss
@@ -94,6 +94,11 @@ class PMMRec(SequentialRecommender):
             if hasattr(config, "resolve"):
                 config.resolve(f"decided from the modalities {list(features.modalities)}: mlp for one, linear for "
                                f"two", projection=s.projection)
+        if s.whiten is None:  # decided from the data: see default_whiten
+            s = s.resolved(whiten=default_whiten(s, features.modalities))
+            if hasattr(config, "resolve"):
+                config.resolve(f"decided from the modalities {list(features.modalities)} and the encoders: zca for one "
+                               f"frozen, cached modality, else raw", whiten=s.whiten)
         self.hidden_size = s.hidden_size
         self.loss_type = s.loss_type
         self.nip_debias = s.nip_debias

@@ -429,11 +429,8 @@ def test_content_skip_adds_the_weighted_content_cosine_to_every_score(synth, pmm
 def test_whiten_feeds_the_projection_the_catalogues_whitened_pooled_states(synth, pmmrec_config, kind):
     """``whiten``: one frozen modality's pooled states are centred (``center``) or also decorrelated (``zca``) with
     the catalogue's statistics before the projection; items added later (recommend.py's path) reuse those
-    statistics, so a catalogue item recomputed as a new one gets the same vector; two modalities are an error
-    that names the key."""
-    from recbole_pmmrec.errors import PMMRecConfigError
-
-    _, plain, train, *_ = build(synth, pmmrec_config, modalities=["text"])
+    statistics, so a catalogue item recomputed as a new one gets the same vector."""
+    _, plain, train, *_ = build(synth, pmmrec_config, modalities=["text"], whiten="raw")
     _, model, train, *_ = build(synth, pmmrec_config, modalities=["text"], whiten=kind)
     raw = plain.item_tower.pooled_states.float()
     has = train._dataset.item_features.has_text.bool()
@@ -452,12 +449,34 @@ def test_whiten_feeds_the_projection_the_catalogues_whitened_pooled_states(synth
         raw_values = torch.linalg.eigvalsh(torch.cov(raw[has].double().t()))
         assert float(values.max() / values.clamp(min=1e-9)[-10:].min()) < float(
             raw_values.max() / raw_values.clamp(min=1e-9)[-10:].min())  # the top of the spectrum is flatter
-    assert model.architecture()["whiten"] == kind and plain.architecture()["whiten"] is None
+    assert model.architecture()["whiten"] == kind and plain.architecture()["whiten"] == "raw"
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model.vectors_of(train._dataset.item_features)[1:], model.item_vectors()[1:],
                                    rtol=1e-4, atol=1e-5)
     loss = model.calculate_loss(first_batch(train))
     assert torch.isfinite(loss)
+
+
+def test_whiten_unset_is_zca_for_one_frozen_modality_and_whitens_fused_text_groups_when_set(synth, pmmrec_config):
+    """``whiten: ~`` decides zca for one frozen, cached modality and raw otherwise (logged); set with text + image it
+    whitens the frozen text groups with the pooled text states' statistics (a text-only checkpoint's projection
+    moves into a fused model), padding groups stay zero; trainable text blocks are an error that names the key."""
+    from recbole_pmmrec.errors import PMMRecConfigError
+    from recbole_pmmrec.model.similarity import whitening
+
+    config, text, *_ = build(synth, pmmrec_config, modalities=["text"], whiten=None)
+    assert config["whiten"] == "zca" and text.item_tower.whiten == "zca"
+    config, fused, train, *_ = build(synth, pmmrec_config, whiten=None)
+    assert config["whiten"] == "raw"
+    _, raw, *_ = build(synth, pmmrec_config, whiten="raw")
+    _, zca, *_ = build(synth, pmmrec_config, whiten="zca")
+    features = train._dataset.item_features
+    mean, matrix = whitening(features.pooled("text").float(), "zca", features.has_text.bool())
+    (raw_tokens, mask, _), (zca_tokens, zca_mask, _) = raw.item_tower.text_grouped, zca.item_tower.text_grouped
+    assert torch.equal(mask, zca_mask) and bool(mask.any()) and bool((~mask).any())
+    expected = ((raw_tokens.float() - mean) @ matrix) * mask[..., None]
+    torch.testing.assert_close(zca_tokens.float(), expected, rtol=2e-3, atol=2e-3)
+    assert float(zca_tokens[~mask].abs().max()) == 0.0
     with pytest.raises(PMMRecConfigError, match="whiten"):
-        build(synth, pmmrec_config, whiten=kind)  # text + image
+        build(synth, pmmrec_config, whiten="zca", text_train_layers=1)
