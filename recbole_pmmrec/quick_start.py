@@ -42,7 +42,7 @@ def resolve_from_checkpoint(config) -> None:
     settings = config.settings
     open_projection = "projection" in settings and settings.projection is None
     open_whiten = "whiten" in settings and settings.whiten is None
-    if not config["pretrained"] or not (open_projection or open_whiten):
+    if not (open_projection or open_whiten) or not config["pretrained"]:
         return
     from recbole_pmmrec.transfer import read_header
 
