@@ -47,9 +47,6 @@ PMMREC.update({
     "PMMRec whiten center": {"whiten": "center"},
     "PMMRec whiten zca": {"whiten": "zca"},
     "PMMRec text-only whiten zca": {"modalities": ["text"], "projection": "mlp", "whiten": "zca"},
-    "PMMRec image-only whiten zca": {"modalities": ["image"], "contentless_items": "zero", "projection": "mlp",
-                                     "whiten": "zca"},
-    "PMMRec d128 with item ID": {"hidden_size": 128, "inner_size": 512, "item_id_embedding": True},
     "PMMRec with item ID whiten zca": {"item_id_embedding": True, "whiten": "zca"},
 })
 BASELINES = {
