@@ -7,7 +7,6 @@ uses full ranking; item vectors for it are computed once per evaluation by the m
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from recbole.data.dataloader import TrainDataLoader
 
+from recbole_pmmrec.data.dataset import token_domains
 from recbole_pmmrec.errors import PMMRecConfigError
 from recbole_pmmrec.settings import settings_of
 
@@ -27,19 +27,12 @@ def next_item_window(item_seq: torch.Tensor, item_seq_len: torch.Tensor, target:
 
 def row_domains(dataset) -> np.ndarray:
     """The source domain of each row of a merged data set (``dataset_tools.convert merge``): the index of the
-    prefix its user token starts with (``PREFIX_user``), from the merge's meta.json."""
-    meta_file = Path(dataset.dataset_path) / f"{dataset.dataset_name}.meta.json"
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        meta = {}
-    sources = (meta.get("source") or {}).get("datasets") if meta.get("format") == "merge" else None
-    if not sources:
+    source its user token belongs to (:func:`~recbole_pmmrec.data.dataset.token_domains`)."""
+    of_user = token_domains(dataset, dataset.uid_field)
+    if of_user is None:
+        meta_file = Path(dataset.dataset_path) / f"{dataset.dataset_name}.meta.json"
         raise PMMRecConfigError(f"domain_batches needs a data set merged from several sources (python -m "
                                 f"dataset_tools.convert merge ...); {meta_file} does not describe one")
-    prefixes = sorted(((s["prefix"] + "_", i) for i, s in enumerate(sources)), key=lambda p: -len(p[0]))
-    tokens = dataset.field2id_token[dataset.uid_field]
-    of_user = np.array([next((i for p, i in prefixes if str(t).startswith(p)), -1) for t in tokens])
     return of_user[dataset.inter_feat[dataset.uid_field].numpy()]
 
 

@@ -5,7 +5,8 @@
 * the item content (:class:`~recbole_pmmrec.data.content.ItemContent`: token ids, image paths, masks);
 * for each modality in use, the encoder whose frozen bottom made the cached states (from
   :mod:`recbole_pmmrec.encoders`), and those states, read from the encoder-state cache;
-* ``has_text`` / ``has_image`` (n_items,) and, after the split, ``train_item_counts``.
+* ``has_text`` / ``has_image`` (n_items,), ``item_domains`` (each item's source in a merged data set, else None)
+  and, after the split, ``train_item_counts``.
 
 The item tower asks it for :meth:`states` (cached frozen-bottom output) or, in ``end_to_end`` mode,
 :meth:`bottom` (the frozen bottom run on raw :meth:`inputs`); it takes a copy of each encoder's trainable
@@ -141,6 +142,8 @@ class ItemFeatures(_StateSummaries):
         self.encoder_batch_size = int(encoder_batch_size)
         self.n_items = content.n_items
         self.train_item_counts: Tensor | None = None
+        # (n_items,) source index of each item of a merged data set (-1: the padding item), else None
+        self.item_domains: Tensor | None = None
         self._images: Tensor | None = None
 
     @property
@@ -280,6 +283,7 @@ class NewItemStates(_StateSummaries):
         self.has_text = encoded["has_text"].bool()
         self.has_image = encoded["has_image"].bool()
         self.n_items = int(self.has_text.shape[0])
+        self.item_domains = None  # items outside the catalogue have no source domain
 
     def _source(self, modality: str):
         return self._encoded[f"{modality}.states"], self._encoded[f"{modality}.mask"]

@@ -16,12 +16,14 @@ projection that equals the mean of the projected tokens, the authors' definition
 frozen (``*_train_layers: 0``), the mean is computed once for the whole catalogue and the tower costs one
 small projection per item: exact, not an approximation. With ``whiten`` [ours] those pooled states (with text +
 image: the frozen text groups, with the pooled text states' statistics) are centred (and decorrelated) with the
-catalogue's statistics first (:func:`~recbole_pmmrec.model.similarity.whitening`); items added later reuse them.
+catalogue's statistics first (:func:`~recbole_pmmrec.model.similarity.whitening`; on a merged data set, each
+source's own); items added later reuse them.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +34,8 @@ from recbole_pmmrec.errors import PMMRecConfigError
 from recbole_pmmrec.data.pooling import masked_mean, pool_token_groups
 from recbole_pmmrec.model.fusion import MergeAttentionFusion
 from recbole_pmmrec.model.similarity import whitening
+
+logger = logging.getLogger(__name__)
 
 
 def default_whiten(settings, modalities) -> str:
@@ -125,7 +129,9 @@ class ItemTower(nn.Module):
         # consecutive tokens (~ = every token): the fusion layer's cost grows with its token count.
         self.text_groups = settings.text_groups
         self.whiten = settings.whiten  # resolved by the model (default_whiten when it is ~)
-        self._whitening = None  # (mean, matrix) of the catalogue's pooled states, set by the first _summarise
+        # [(mean, matrix)] of the catalogue's pooled states (one per source of a merged data set, each item's in
+        # _domain_of), set by the first _summarise
+        self._whitening, self._domain_of = None, None
         self._summarise(features)
         if self.whiten != "raw" and self.pooled is None and self.text_grouped is None:
             raise PMMRecConfigError(
@@ -150,7 +156,7 @@ class ItemTower(nn.Module):
             tokens, mask, sizes = features.grouped_text(self.text_groups)
             if self.whiten != "raw":  # every text group, with the statistics of the items' pooled text states
                 for rows in torch.arange(tokens.shape[0]).split(4096):  # in place, in the cache's dtype
-                    tokens[rows] = (self._whitened(features, "text", tokens[rows])
+                    tokens[rows] = (self._whitened(features, "text", tokens[rows], rows)
                                     * mask[rows, :, None].to(torch.float32)).to(tokens.dtype)
             self.text_grouped = (tokens, mask, sizes)
         self.pooled = None
@@ -160,19 +166,42 @@ class ItemTower(nn.Module):
                 self.pooled = modality
                 states = features.pooled(modality)
                 if self.whiten != "raw":
-                    states = self._whitened(features, modality, states, pooled=states)
+                    states = self._whitened(features, modality, states, torch.arange(states.shape[0]), pooled=states)
                 self.register_buffer("pooled_states", states.to(self.has_text.device), persistent=False)
 
-    def _whitened(self, features, modality: str, x: Tensor, pooled: Tensor | None = None) -> Tensor:
-        """``(x - mean) @ matrix`` with the ``whiten`` statistics of the catalogue's pooled ``modality`` states (over
-        the items that have it), computed on the first call (``pooled``: those states, if already read); items added
-        later (:meth:`view_of`) reuse them."""
+    def _whitened(self, features, modality: str, x: Tensor, ids: Tensor, pooled: Tensor | None = None) -> Tensor:
+        """``(x - mean) @ matrix`` for the rows of ``x`` (items ``ids``), with the ``whiten`` statistics of the
+        catalogue's pooled ``modality`` states (over the items that have it), computed on the first call (``pooled``:
+        those states, if already read); items added later (:meth:`view_of`) reuse them. On a data set merged from
+        several sources, each source is whitened with its own statistics, as a target data set is with its own."""
         if self._whitening is None:
             states = features.pooled(modality) if pooled is None else pooled
-            present = self.has_text if modality == "text" else self.has_image
-            self._whitening = whitening(states.float(), self.whiten, present.cpu())
-        mean, matrix = self._whitening
-        return (x.float() - mean) @ matrix
+            present = (self.has_text if modality == "text" else self.has_image).cpu()
+            domains = features.item_domains
+            sources = [] if domains is None else domains[present].unique().tolist()
+            if len(sources) < 2:
+                self._whitening, self._domain_of = [whitening(states.float(), self.whiten, present)], None
+            else:
+                self._whitening = [whitening(states.float(), self.whiten, present & (domains == d))
+                                   for d in range(max(sources) + 1)]
+                self._domain_of = domains.clamp(min=0)  # the padding item (-1) takes the first source's
+                logger.info("whiten %s: each of the %d sources of this merged data set with its own statistics",
+                            self.whiten, len(sources))
+        if self._domain_of is None:
+            mean, matrix = self._whitening[0]
+            return (x.float() - mean) @ matrix
+        if features.item_domains is None:
+            raise PMMRecConfigError(
+                f"whiten: {self.whiten} on this model is per source domain (it was trained on a merged data set), and "
+                f"items added after training have no source domain: score them with a model trained (or fine-tuned) "
+                f"on one data set")
+        out = torch.empty(x.shape, dtype=torch.float32)
+        domain = self._domain_of[ids]
+        for d, (mean, matrix) in enumerate(self._whitening):
+            rows = domain == d
+            if rows.any():
+                out[rows] = (x[rows].float() - mean) @ matrix
+        return out
 
     def view_of(self, features) -> "ItemTower":
         """This tower reading another states source (e.g. :class:`~recbole_pmmrec.data.features.NewItemStates`
