@@ -38,12 +38,19 @@ from recbole_pmmrec.model.similarity import whitening
 logger = logging.getLogger(__name__)
 
 
+def pooled_once(settings, modalities) -> str | None:
+    """The modality whose item states the tower summarises once for the whole catalogue (their masked mean: exact,
+    the states never change): the only one, read from the cache, with no trainable encoder blocks; else None."""
+    if (len(modalities) == 1 and settings.encoder_mode == "cached"
+            and getattr(settings, f"{modalities[0]}_train_layers") == 0):
+        return modalities[0]
+    return None
+
+
 def default_whiten(settings, modalities) -> str:
     """``whiten: ~``: ``zca`` for one modality whose encoder is frozen (no trainable blocks) with cached states,
     else ``raw`` (with text + image it is not measured: set it yourself)."""
-    one_frozen = (len(modalities) == 1 and settings.encoder_mode == "cached"
-                  and getattr(settings, f"{modalities[0]}_train_layers") == 0)
-    return "zca" if one_frozen else "raw"
+    return "zca" if pooled_once(settings, modalities) else "raw"
 
 
 def default_projection(modalities) -> str:
@@ -132,6 +139,7 @@ class ItemTower(nn.Module):
         # [(mean, matrix)] of the catalogue's pooled states (one per source of a merged data set, each item's in
         # _domain_of), set by the first _summarise
         self._whitening, self._domain_of = None, None
+        self._pooled_once = pooled_once(settings, self.modalities)
         self._summarise(features)
         if self.whiten != "raw" and self.pooled is None and self.text_grouped is None:
             raise PMMRecConfigError(
@@ -159,15 +167,12 @@ class ItemTower(nn.Module):
                     tokens[rows] = (self._whitened(features, "text", tokens[rows], rows)
                                     * mask[rows, :, None].to(torch.float32)).to(tokens.dtype)
             self.text_grouped = (tokens, mask, sizes)
-        self.pooled = None
-        if len(self.modalities) == 1 and not self.end_to_end:
-            modality = self.modalities[0]
-            if getattr(self, f"{modality}_encoder").backbone.train_layers == 0:
-                self.pooled = modality
-                states = features.pooled(modality)
-                if self.whiten != "raw":
-                    states = self._whitened(features, modality, states, torch.arange(states.shape[0]), pooled=states)
-                self.register_buffer("pooled_states", states.to(self.has_text.device), persistent=False)
+        self.pooled = self._pooled_once
+        if self.pooled is not None:
+            states = features.pooled(self.pooled)
+            if self.whiten != "raw":
+                states = self._whitened(features, self.pooled, states, torch.arange(states.shape[0]), pooled=states)
+            self.register_buffer("pooled_states", states.to(self.has_text.device), persistent=False)
 
     def _whitened(self, features, modality: str, x: Tensor, ids: Tensor, pooled: Tensor | None = None) -> Tensor:
         """``(x - mean) @ matrix`` for the rows of ``x`` (items ``ids``), with the ``whiten`` statistics of the
