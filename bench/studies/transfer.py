@@ -30,7 +30,8 @@ Steps:
    few-shot users, so runs of one seed see the same users. Fine-tuning trains next-item prediction only (FINETUNE
    weights) with early stopping on validation NDCG@10; the target's own modalities (ml100k-posters: text + image).
    Targets in ``--with-targets`` (default ml100k-posters) run with both corpora, the others with the first only.
-5. ``report``: per target and setting, mean and sample sd over seeds of test NDCG@10 / Recall@10, the paired
+5. ``report`` (``--variant TEXT``: what this work dir changes, e.g. ``--set whiten=zca``; BENCHMARKS.md shows each
+   ``bench/results/transfer_corpus_*.json`` as a variant after the main study): per target and setting, mean and sample sd over seeds of test NDCG@10 / Recall@10, the paired
    per-seed difference to scratch/all, ratios to scratch/all and to ContentKNN, and the fine-tuning wall time until
    validation NDCG@10 first reached scratch/all's best (same ratio and seed) -> ``--out`` (default
    bench/results/transfer_corpus.json) and one markdown table per target on stdout.
@@ -107,6 +108,9 @@ def parse_args(argv=None):
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides of every run (values read as JSON where they parse)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "transfer_corpus.json")
+    p.add_argument("--variant", default=None,
+                   help="what this work dir changes against the main study (e.g. 'whiten zca'): the report then "
+                        "shows it as a variant; write it to --out bench/results/transfer_corpus_NAME.json")
     return p.parse_args(argv)
 
 
@@ -529,7 +533,8 @@ def summarise(args, runs: Runs) -> dict:
            "protocol": "leave-one-out (time order), full ranking over all items; test metrics of the best validation "
                        "epoch; few_shot_ratio keeps that fraction of training users (valid/test users unchanged); "
                        "mean and sample sd over seeds; paired differences per seed to scratch/all",
-           "seeds": args.seeds, "ratios": args.ratios, "corpora": {}, "targets": {}}
+           "seeds": args.seeds, "ratios": args.ratios, "corpora": {}, "targets": {}, "variant": args.variant,
+           "config_overrides": extra_config(args)}
     for name, sources in corpora(args).items():
         merged, pre = done.get(f"merge/{name}"), done.get(f"pretrain/{name}")
         header = pretrained_folder(args, name) / "pmmrec.json"

@@ -867,12 +867,12 @@ def _xfer_seconds(values: list) -> str:
     return ("never" if m is None else f"{m:.0f}") + f" ({sum(v is not None for v in values)}/{len(values)})"
 
 
-def transfer_tables(summary: dict) -> str:
+def transfer_tables(summary: dict, level: str = "###") -> str:
     """One table per target of ``bench/studies/transfer.py``'s summary: zero-shot line, then each setting x ratio."""
     lines = []
     for target, part in summary["targets"].items():
         zero = "; ".join(f"{k} {v['ndcg@10']:.4f}" for k, v in sorted(part["zero_shot"].items())) or "not run"
-        lines += [f"### {target}", "", f"Zero-shot (no training step), test NDCG@10: {zero}.", "",
+        lines += [f"{level} {target}", "", f"Zero-shot (no training step), test NDCG@10: {zero}.", "",
                   "| setting | users | NDCG@10 | Recall@10 | Δ NDCG@10 vs scratch/all (paired, wins) | × scratch/all "
                   "| × ContentKNN (zero-shot) | s to scratch's best valid (reached) | epochs |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -946,12 +946,39 @@ def section_transfer(results_dir: Path) -> str:
               "stopping on validation NDCG@10. Produced by `bench/studies/transfer.py` (one torch thread per run); "
               f"numbers in `bench/results/{TRANSFER_RESULT}` ({summary.get('created', 'undated')}). "
               + summary["protocol"].capitalize() + ".", ""]
+    lines += _transfer_targets_table(summary) + ["**Corpus and pre-training cost**", ""]
+    lines += _corpus_lines(summary) + ["", transfer_tables(summary)]
+    for path in sorted(Path(results_dir).glob(TRANSFER_VARIANTS)):
+        try:
+            variant = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        overrides = ", ".join(f"`{k}: {v}`" for k, v in sorted((variant.get("config_overrides") or {}).items())
+                              if k not in _WHERE_KEYS)
+        lines += [f"### Variant: {variant.get('variant') or path.stem}", "",
+                  f"The same study in its own work dir, every run (pre-training, zero-shot, fine-tuning, scratch) "
+                  f"with {overrides or 'the same keys'}; numbers in `bench/results/{path.name}` "
+                  f"({variant.get('created', 'undated')}). Seeds {', '.join(map(str, variant.get('seeds', [])))}; "
+                  f"ratios and settings as run.", ""]
+        lines += _transfer_targets_table(variant) + _corpus_lines(variant) + ["", transfer_tables(variant, "####")]
+    return "\n".join(lines)
+
+
+TRANSFER_VARIANTS = "transfer_corpus_*.json"
+_WHERE_KEYS = {"data_path", "cache_dir", "checkpoint_dir", "log_dir", "tensorboard_dir"}  # where, not what
+
+
+def _transfer_targets_table(summary: dict) -> list[str]:
     rows = transfer_targets(summary)
-    if rows:
-        lines += ["| target | goal | measured | |", "|---|---|---|---|"]
-        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-        lines.append("")
-    lines += ["**Corpus and pre-training cost**", ""]
+    if not rows:
+        return []
+    return (["| target | goal | measured | |", "|---|---|---|---|"]
+            + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows] + [""])
+
+
+def _corpus_lines(summary: dict) -> list[str]:
+    """One line per corpus of a transfer summary: its sources and counts, and what pre-training cost."""
+    lines = []
     for name, c in summary["corpora"].items():
         counts, pre = c.get("counts") or {}, c.get("pretrain")
         caps = ([f"{c['max_source_users']:,} random users of each"] if c.get("max_source_users") else []) + \
@@ -972,8 +999,7 @@ def section_transfer(results_dir: Path) -> str:
         else:
             what += ". Not pre-trained yet"
         lines.append(f"- {what}.")
-    lines += ["", transfer_tables(summary)]
-    return "\n".join(lines)
+    return lines
 
 
 def section_scaling(scaling: dict, sc: dict, plots_dir: Path, md_dir: Path) -> str:
