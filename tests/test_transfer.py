@@ -65,6 +65,7 @@ class World:
             "image_encoder": "timm:efficientnet_lite0", "image_checkpoint": str(image_ckpt), "image_size": 32,
             "image_grid": 2, "hidden_size": 32, "inner_size": 64, "fusion_heads": 2, "cache_dir": str(root / "cache"),
             "projection": "linear",  # one kind for every modality setting (~ would be mlp for one modality)
+            "whiten": "raw",  # likewise (~ would be zca for text alone)
         }
         self._splits, self._checkpoints = {}, {}
 

@@ -70,8 +70,13 @@ RUN_KEYS = frozenset({"data_path", "checkpoint_dir", "log_dir", "tensorboard_dir
 
 
 # Labels renamed when a default changed: a stored run under the old label whose settings are today's label's counts
-# as today's (0.6: projection ~ is mlp for one modality, so "text-only mlp" is today's "text-only").
-RENAMED_LABELS = {"PMMRec text-only mlp": "PMMRec text-only", "PMMRec image-only mlp": "PMMRec image-only"}
+# as today's (0.6: projection ~ is mlp for one modality, so "text-only mlp" is today's "text-only"; whiten ~ is zca
+# for one frozen, cached text modality, so "whiten zca" on text-only data is today's label without it).
+RENAMED_LABELS = {"PMMRec text-only mlp": "PMMRec text-only", "PMMRec image-only mlp": "PMMRec image-only",
+                  "PMMRec whiten zca": "PMMRec", "PMMRec text-only whiten zca": "PMMRec text-only",
+                  "PMMRec with item ID whiten zca": "PMMRec with item ID"}
+# The suite's data sets with images (modalities ~ is text + image there); every other one is text only.
+IMAGE_DATASETS = frozenset({"ml100k-posters", "ml1m-posters"})
 
 
 def canonical_label(run: dict) -> str:
@@ -90,9 +95,24 @@ def model_of(label: str) -> tuple[str, dict]:
     return label.split(" ")[0], dict(BASELINES[label])
 
 
+def default_whiten_of(spec: dict) -> str:
+    """What ``whiten: ~`` (the default since 0.6) resolves to for a PMMRec run: zca for one frozen, cached text
+    modality (the data set's own or the run's ``modalities``), else raw (as ``item_tower.default_whiten``)."""
+    cfg = spec.get("config") or {}
+    modalities = cfg.get("modalities") or (["text", "image"] if spec.get("dataset", DATASET) in IMAGE_DATASETS
+                                           else ["text"])
+    frozen = cfg.get("encoder_mode", "cached") == "cached" and not cfg.get("text_train_layers")
+    return "zca" if list(modalities) == ["text"] and frozen else "raw"
+
+
 def overrides_of(spec: dict) -> dict:
-    """The model settings a run was made with: its spec's config without the keys every run sets."""
-    return {k: v for k, v in sorted((spec.get("config") or {}).items()) if k not in RUN_KEYS}
+    """The model settings a run was made with, against today's defaults: its spec's config without the keys every
+    run sets, and without a ``whiten`` equal to what today's default resolves to for it. (PMMRec runs made before
+    whiten ~ became the default carry the ``whiten: raw`` they ran with in their stored spec.)"""
+    out = {k: v for k, v in sorted((spec.get("config") or {}).items()) if k not in RUN_KEYS}
+    if spec.get("model") == "PMMRec" and out.get("whiten") == default_whiten_of(spec):
+        del out["whiten"]
+    return out
 
 
 def is_current(run: dict) -> bool:

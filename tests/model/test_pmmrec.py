@@ -459,7 +459,7 @@ def test_whiten_feeds_the_projection_the_catalogues_whitened_pooled_states(synth
 
 
 def test_whiten_unset_is_zca_for_one_frozen_modality_and_whitens_fused_text_groups_when_set(synth, pmmrec_config):
-    """``whiten: ~`` decides zca for one frozen, cached modality and raw otherwise (logged); set with text + image it
+    """``whiten: ~`` decides zca for frozen, cached text alone and raw otherwise (logged); set with text + image it
     whitens the frozen text groups with the pooled text states' statistics (a text-only checkpoint's projection
     moves into a fused model), padding groups stay zero; trainable text blocks are an error that names the key."""
     from recbole_pmmrec.errors import PMMRecConfigError
@@ -469,6 +469,8 @@ def test_whiten_unset_is_zca_for_one_frozen_modality_and_whitens_fused_text_grou
     assert config["whiten"] == "zca" and text.item_tower.whiten == "zca"
     config, fused, train, *_ = build(synth, pmmrec_config, whiten=None)
     assert config["whiten"] == "raw"
+    config, image, *_ = build(synth, pmmrec_config, modalities=["image"], whiten=None)
+    assert config["whiten"] == "raw" and image.item_tower.pooled == "image"  # not measured with images: raw
     _, raw, *_ = build(synth, pmmrec_config, whiten="raw")
     _, zca, *_ = build(synth, pmmrec_config, whiten="zca")
     features = train._dataset.item_features

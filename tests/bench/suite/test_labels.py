@@ -45,3 +45,24 @@ def test_runs_on_another_data_set_get_a_row_of_their_own(dataset, row):
     run = _run("PMMRec", "PMMRec")
     run["spec"]["dataset"] = dataset
     assert labels.run_label(run) == row
+
+
+def test_whiten_default_relabels_explicit_zca_runs_on_text_data_and_makes_raw_ones_history():
+    """Since whiten ~ became the default, an explicit ``whiten: zca`` run on one frozen text modality is today's
+    label without it; the runs that ran with the old raw default carry ``whiten: raw`` and are history; on text +
+    image data (~ = raw) an explicit zca stays its own setting."""
+    def on(dataset, label, **keys):
+        run = _run(label, "PMMRec", **keys)
+        run["spec"]["dataset"] = dataset
+        return run
+
+    zca = on("seqrec-toys", "PMMRec whiten zca", whiten="zca")
+    assert labels.canonical_label(zca) == "PMMRec" and labels.is_current(dict(zca, label="PMMRec"))
+    assert not labels.is_current(on("seqrec-toys", "PMMRec", whiten="raw"))
+    text = on("ml100k-posters", "PMMRec text-only whiten zca", modalities=["text"], projection="mlp", whiten="zca")
+    assert labels.canonical_label(text) == "PMMRec text-only"
+    fused = on("ml100k-posters", "PMMRec whiten zca", whiten="zca")
+    assert labels.canonical_label(fused) == "PMMRec whiten zca" and labels.is_current(fused)
+    assert labels.is_current(on("ml100k-posters", "PMMRec", whiten="raw"))  # ~ resolves to raw with two modalities
+    trained = on("seqrec-toys", "PMMRec whiten zca", whiten="zca", text_train_layers=1)
+    assert labels.canonical_label(trained) == "PMMRec whiten zca"
