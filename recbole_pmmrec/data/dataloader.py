@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from recbole.data.dataloader import TrainDataLoader
 
-from recbole_pmmrec.data.dataset import token_domains
+from recbole_pmmrec.data.sources import token_domains
 from recbole_pmmrec.errors import PMMRecConfigError
 from recbole_pmmrec.settings import settings_of
 
@@ -27,7 +27,7 @@ def next_item_window(item_seq: torch.Tensor, item_seq_len: torch.Tensor, target:
 
 def row_domains(dataset) -> np.ndarray:
     """The source domain of each row of a merged data set (``dataset_tools.convert merge``): the index of the
-    source its user token belongs to (:func:`~recbole_pmmrec.data.dataset.token_domains`)."""
+    source its user token belongs to (:func:`~recbole_pmmrec.data.sources.token_domains`)."""
     of_user = token_domains(dataset, dataset.uid_field)
     if of_user is None:
         meta_file = Path(dataset.dataset_path) / f"{dataset.dataset_name}.meta.json"

@@ -12,16 +12,15 @@ supervised; ``few_shot_ratio``; ``cold_item_ratio``).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from recbole.data.dataset import SequentialDataset
 
 from recbole_pmmrec.data.features import ItemFeatures, build_item_features
+from recbole_pmmrec.data.sources import token_domains
 from recbole_pmmrec.data.splits import SplitVariantsMixin
 from recbole_pmmrec.errors import PMMRecConfigError, PMMRecDataError
 from recbole_pmmrec.settings import settings_of
@@ -49,23 +48,6 @@ def resolve_exclude_history(config, dataset) -> bool:
     if hasattr(config, "resolve"):
         config.resolve(why, exclude_history=value)
     return value
-
-
-def token_domains(dataset, field: str) -> np.ndarray | None:
-    """For a data set merged from several sources (``dataset_tools.convert merge``): the source index of every id
-    of ``field`` (the source whose ``PREFIX_`` its token starts with, from the merge's meta.json; -1 for the
-    padding id), else None."""
-    meta_file = Path(dataset.dataset_path) / f"{dataset.dataset_name}.meta.json"
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    sources = (meta.get("source") or {}).get("datasets") if meta.get("format") == "merge" else None
-    if not sources:
-        return None
-    prefixes = sorted(((s["prefix"] + "_", i) for i, s in enumerate(sources)), key=lambda p: -len(p[0]))
-    return np.array([next((i for p, i in prefixes if str(t).startswith(p)), -1)
-                     for t in dataset.field2id_token[field]])
 
 
 class PMMRecDataset(SplitVariantsMixin, SequentialDataset):
