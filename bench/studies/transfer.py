@@ -534,7 +534,7 @@ def summarise(args, runs: Runs) -> dict:
                        "epoch; few_shot_ratio keeps that fraction of training users (valid/test users unchanged); "
                        "mean and sample sd over seeds; paired differences per seed to scratch/all",
            "seeds": args.seeds, "ratios": args.ratios, "corpora": {}, "targets": {}, "variant": args.variant,
-           "config_overrides": extra_config(args)}
+           "config_overrides": extra_config(args), "file": args.out.name}
     for name, sources in corpora(args).items():
         merged, pre = done.get(f"merge/{name}"), done.get(f"pretrain/{name}")
         header = pretrained_folder(args, name) / "pmmrec.json"

@@ -96,13 +96,20 @@ def model_of(label: str) -> tuple[str, dict]:
 
 
 def default_whiten_of(spec: dict) -> str:
-    """What ``whiten: ~`` (the default since 0.6) resolves to for a PMMRec run: zca for one frozen, cached text
-    modality (the data set's own or the run's ``modalities``), else raw (as ``item_tower.default_whiten``)."""
+    """What ``whiten: ~`` (the default since 0.6) resolves to for a stored PMMRec run: the package's own rule
+    (``item_tower.default_whiten``) on the run's modalities (its ``modalities``, else the data set's) and encoder
+    keys."""
+    from types import SimpleNamespace
+
+    from recbole_pmmrec.model.item_tower import default_whiten
+
     cfg = spec.get("config") or {}
     modalities = cfg.get("modalities") or (["text", "image"] if spec.get("dataset", DATASET) in IMAGE_DATASETS
                                            else ["text"])
-    frozen = cfg.get("encoder_mode", "cached") == "cached" and not cfg.get("text_train_layers")
-    return "zca" if list(modalities) == ["text"] and frozen else "raw"
+    encoders = SimpleNamespace(encoder_mode=cfg.get("encoder_mode") or "cached",
+                               text_train_layers=cfg.get("text_train_layers") or 0,
+                               image_train_layers=cfg.get("image_train_layers") or 0)
+    return default_whiten(encoders, list(modalities))
 
 
 def overrides_of(spec: dict) -> dict:

@@ -948,16 +948,13 @@ def section_transfer(results_dir: Path) -> str:
               + summary["protocol"].capitalize() + ".", ""]
     lines += _transfer_targets_table(summary) + ["**Corpus and pre-training cost**", ""]
     lines += _corpus_lines(summary) + ["", transfer_tables(summary)]
-    for path in sorted(Path(results_dir).glob(TRANSFER_VARIANTS)):
-        try:
-            variant = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
+    for variant in study_results(results_dir, TRANSFER_VARIANTS):
+        name = variant.get("file", TRANSFER_VARIANTS)
         overrides = ", ".join(f"`{k}: {v}`" for k, v in sorted((variant.get("config_overrides") or {}).items())
                               if k not in _WHERE_KEYS)
-        lines += [f"### Variant: {variant.get('variant') or path.stem}", "",
+        lines += [f"### Variant: {variant.get('variant') or name}", "",
                   f"The same study in its own work dir, every run (pre-training, zero-shot, fine-tuning, scratch) "
-                  f"with {overrides or 'the same keys'}; numbers in `bench/results/{path.name}` "
+                  f"with {overrides or 'the same keys'}; numbers in `bench/results/{name}` "
                   f"({variant.get('created', 'undated')}). Seeds {', '.join(map(str, variant.get('seeds', [])))}; "
                   f"ratios and settings as run.", ""]
         lines += _transfer_targets_table(variant) + _corpus_lines(variant) + ["", transfer_tables(variant, "####")]

@@ -141,7 +141,7 @@ class ItemTower(nn.Module):
         # [(mean, matrix)] of the catalogue's pooled states (one per source of a merged data set, each item's in
         # _domain_of), set by the first _summarise
         self._whitening, self._domain_of = None, None
-        self._pooled_once = pooled_once(settings, self.modalities)
+        self.pooled = pooled_once(settings, self.modalities)  # the modality summarised once, or None
         self._summarise(features)
         if self.whiten != "raw" and self.pooled is None and self.text_grouped is None:
             raise PMMRecConfigError(
@@ -169,7 +169,6 @@ class ItemTower(nn.Module):
                     tokens[rows] = (self._whitened(features, "text", tokens[rows], rows)
                                     * mask[rows, :, None].to(torch.float32)).to(tokens.dtype)
             self.text_grouped = (tokens, mask, sizes)
-        self.pooled = self._pooled_once
         if self.pooled is not None:
             states = features.pooled(self.pooled)
             if self.whiten != "raw":

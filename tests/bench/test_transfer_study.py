@@ -65,6 +65,7 @@ def test_the_whole_study_runs_and_a_rerun_skips_finished_runs(study, tmp_path, c
                       "contentknn": zero["ContentKNN-text"]["ndcg@10"], "random": zero["random-text"]["ndcg@10"]}
     assert summary["corpora"]["corpus"]["source_users"] == {"src-b": 10}
     assert summary["variant"] is None and summary["config_overrides"]["hidden_size"] == 16  # what --set changed
+    assert summary["file"] == "transfer_corpus.json"
     pretrain = summary["corpora"]["corpus"]["pretrain"]
     assert pretrain["epochs"] == 1 and pretrain["stopped_by_budget"]  # the budget ended it after the first epoch
     assert "| corpus/user_encoder | 50% |" in first and "### tgt" in first

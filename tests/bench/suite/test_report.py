@@ -283,7 +283,8 @@ def test_transfer_section_judges_each_target_on_its_pretrained_runs(tmp_path):
     assert "200 users, 50 items, 900 interactions" in text and "stopped by its time budget" in text
     assert "loss 9.500 -> 8.250" in text and "### tgt" in text and "| corp/all | 5% | 0.0500 ± 0.0010 |" in text
     # a variant (the same study with other keys, its own work dir) follows the main one, with its own verdicts
-    variant = dict(summary, variant="whiten zca", config_overrides={"whiten": "zca", "cache_dir": "/x"})
+    variant = dict(summary, variant="whiten zca", config_overrides={"whiten": "zca", "cache_dir": "/x"},
+                   file="transfer_corpus_zca.json")
     variant["targets"]["tgt"]["zero_shot_anchors"]["corp"]["model"] = 0.010
     (tmp_path / "transfer_corpus_zca.json").write_text(json.dumps(variant))
     text = section_transfer(tmp_path)
