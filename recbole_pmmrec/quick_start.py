@@ -106,7 +106,8 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
         from recbole_pmmrec.transfer import load_pretrained
 
         load_pretrained(model, config["pretrained"], config["transfer_components"],
-                        freeze=bool(config["freeze_transferred"]), config=config)
+                        freeze=bool(config["freeze_transferred"]), config=config,
+                        shrink=float(config["transfer_shrink"]))
     if "finetune" in config.settings and config.settings.finetune != "all":  # before the optimiser is built
         from recbole_pmmrec.transfer import apply_finetune
 

@@ -155,6 +155,7 @@ KEYS: tuple[Key, ...] = (
     _k("transfer_components", "list", optional=True, models=("PMMRec",),
        choices=("text_encoder", "image_encoder", "fusion", "user_encoder", "heads")),
     _k("freeze_transferred", "bool", models=("PMMRec",)),
+    _k("transfer_shrink", "float", low=0.0, high=1.0, models=("PMMRec",)),
     _k("domain_batches", "bool", models=("PMMRec",)),
     _k("finetune", "choice", choices=("all", "adaptor", "user_encoder"), models=("PMMRec",)),
     _k("save_pretrained", "path", optional=True, models=("PMMRec",)),

@@ -240,6 +240,7 @@ class LoadReport:
     components: dict[str, ComponentReport] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # component -> why it was not loaded
     warnings: list[str] = field(default_factory=list)
+    shrink: float = 1.0  # loaded parameters = shrink * saved + (1 - shrink) * fresh initialisation
 
     @property
     def loaded(self) -> list[str]:
@@ -251,7 +252,8 @@ class LoadReport:
             rows.append((name, str(len(r.loaded)), str(len(r.missing)), str(len(r.unexpected)),
                          str(len(r.mismatched)), "yes" if r.frozen else "no"))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = [f"pretrained weights from {self.folder} (sources: {', '.join(self.header.get('source_datasets') or ['?'])})"]
+        lines = [f"pretrained weights from {self.folder} (sources: {', '.join(self.header.get('source_datasets') or ['?'])})"
+                 + (f", shrunk: {self.shrink:g} x saved + {1 - self.shrink:g} x fresh" if self.shrink < 1.0 else "")]
         lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
         lines += [f"  not loaded: {name} ({why})" for name, why in self.skipped.items()]
         lines += [f"  warning: {w}" for w in self.warnings]
@@ -379,7 +381,7 @@ def _unusable(name: str, ckpt_modalities: set, model_modalities: set, saved_comp
 
 
 def load_pretrained(model: nn.Module, folder, components=None, freeze: bool = False, config=None,
-                    strict: bool = False) -> LoadReport:
+                    strict: bool = False, shrink: float = 1.0) -> LoadReport:
     """Load ``components`` of the checkpoint in ``folder`` into ``model``; the others keep their weights.
 
     ``components``: a list of names from :data:`COMPONENTS` (or a string such as
@@ -387,16 +389,21 @@ def load_pretrained(model: nn.Module, folder, components=None, freeze: bool = Fa
     model both have and that was trained. ``freeze``: set ``requires_grad=False`` on the loaded
     components' parameters (build the optimiser afterwards). ``config``: the model's config, for
     extra architecture checks. ``strict``: missing or unexpected tensors in a loaded component are
-    errors too (they are reported either way).
+    errors too (they are reported either way). ``shrink`` (``transfer_shrink``): each loaded parameter becomes
+    ``shrink * saved + (1 - shrink) * fresh``, ``fresh`` being its value in ``model`` before loading (the new
+    initialisation), after Ash & Adams' "shrink and perturb" for warm-started training; buffers load as saved;
+    1.0 loads everything as saved.
 
     Raises :class:`PMMRecCheckpointError` for: a pickle instead of safetensors, a missing or invalid
     header, another model type, a corrupt/truncated weights file, a component of a modality the
     checkpoint or the model lacks, an encoder whose frozen bottom differs, a different architecture, a
     shape mismatch, or a requested component with zero tensors loaded.
     """
+    if not 0.0 <= float(shrink) <= 1.0:
+        raise PMMRecConfigError(f"transfer_shrink must be in [0, 1] (1 = load as saved), got {shrink!r}")
     folder = _resolve_folder(folder)
     header = read_header(folder)
-    report = LoadReport(str(folder), header)
+    report = LoadReport(str(folder), header, shrink=float(shrink))
     saved_model = header.get("model")
     if saved_model != type(model).__name__:
         raise PMMRecCheckpointError(
@@ -458,6 +465,10 @@ def load_pretrained(model: nn.Module, folder, components=None, freeze: bool = Fa
                                    f"checkpoint), {len(row.unexpected)} checkpoint tensors unused")
         to_load.update({k: weights[k] for k in row.loaded})
 
+    if report.shrink < 1.0:  # parameters only: buffers (statistics, masks) are not initialisations to mix with
+        params = dict(model.named_parameters())
+        to_load.update({k: report.shrink * v.to(own[k].dtype) + (1.0 - report.shrink) * own[k]
+                        for k, v in to_load.items() if k in params and own[k].is_floating_point()})
     result = model.load_state_dict(to_load, strict=False)  # PMMRec.load_state_dict drops its item-vector cache
     assert not result.unexpected_keys, result.unexpected_keys
     if freeze:

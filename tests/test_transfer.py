@@ -364,6 +364,32 @@ def test_freeze_keeps_transferred_weights_through_training(world):
     assert recorded["files"]["synth.inter"]["sha256"] == file_sha256(world.synth.folder / "synth.inter")
 
 
+def test_shrink_mixes_saved_parameters_with_the_fresh_initialisation(world):
+    folder, trained = world.checkpoint("text")
+    model = world.fresh("text", seed=7)
+    fresh_params = {k: p.detach().clone() for k, p in model.named_parameters()}
+    fresh_buffers = {k: b.clone() for k, b in model.named_buffers()}
+    report = load_pretrained(model, folder, components=["user_encoder"], shrink=0.25)
+    assert "shrunk: 0.25 x saved" in str(report)
+    saved = dict(trained.named_parameters())
+    moved = 0
+    for key, p in model.named_parameters():
+        if key.startswith("user_encoder."):
+            expected = 0.25 * saved[key].detach() + 0.75 * fresh_params[key]
+            torch.testing.assert_close(p.detach(), expected)
+            moved += int(not torch.equal(saved[key], fresh_params[key]))
+        else:  # not loaded: untouched
+            assert torch.equal(p.detach(), fresh_params[key]), key
+    assert moved > 0  # the mix differs from both ends
+    saved_buffers = dict(trained.named_buffers())
+    for key, b in model.named_buffers():  # buffers load as saved (or stay, outside the component)
+        if key.startswith("user_encoder."):
+            assert torch.equal(b, saved_buffers[key]), key
+    for bad in (-0.1, 1.5):
+        with pytest.raises(PMMRecConfigError, match="transfer_shrink"):
+            load_pretrained(world.fresh("text"), folder, shrink=bad)
+
+
 def test_zero_shot_on_another_dataset(world):
     folder, _ = world.checkpoint("text+image")
     other = make_synthetic_dataset(world.root / "data", name="other", n_users=30, n_items=50, seed=5,
