@@ -21,7 +21,7 @@ from recbole_pmmrec.errors import PMMRecError
 from dataset_tools import amazon2018, merge, microlens, movielens_posters, pmmrec, tsv
 from dataset_tools.base import Report
 from dataset_tools.images import ImageLimits
-from dataset_tools.writer import WriteOptions, check_name, check_output, write_dataset
+from dataset_tools.writer import TIE_ORDERS, WriteOptions, check_name, check_output, write_dataset
 
 EXIT_INPUT_ERROR = 2  # bad input or options, as argparse and the package CLI (recbole_pmmrec.cli) exit
 FORMATS = {m.FORMAT: m for m in (movielens_posters, microlens, pmmrec, amazon2018, tsv, merge)}
@@ -40,6 +40,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-image-bytes", type=int, default=64 << 20, help="refuse larger image files (default 64 MiB)")
     parser.add_argument("--jpeg-quality", type=int, default=95, help="quality of re-encoded images (default 95)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("--ties", choices=TIE_ORDERS, default="auto",
+                        help="order of a user's rows with the same timestamp: keep the file order, hash (user, item), or "
+                             "auto (default): hash only when the file order follows the item ids")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +91,7 @@ def run(argv: list[str] | None = None) -> dict:
     try:
         opts = WriteOptions(
             force=args.force, quiet=args.quiet, unsafe_tokens=args.unsafe_tokens, options=_options(args), started=started,
+            ties=args.ties,
             limits=ImageLimits(max_pixels=args.max_pixels, max_bytes=args.max_image_bytes, jpeg_quality=args.jpeg_quality),
         )
         meta = write_dataset(src, report, Path(args.output), args.name, opts)
@@ -104,6 +108,12 @@ def summary(meta: dict, output: Path) -> str:
         f"{c['users']} users, {c['items']} items, {c['interactions']} interactions, {c['images']} images "
         f"({c['items_without_image']} items without image, {c['items_without_text']} without text)"
     ]
+    ties = meta.get("ties")
+    if ties and ties["tied_pairs"]:
+        lines.append(f"ties: {ties['tied_pairs']} pairs of a user's rows share a timestamp; "
+                     + ("ordered by a hash of (user, item)" if ties["applied"] == "hash" else "file order kept")
+                     + f" (--ties {ties['option']}; one-way share in the items' order "
+                     + f"{max(ties['one_way_share'].values()):.2f})")
     if meta["dropped"]:
         lines.append("dropped: " + ", ".join(f"{k}={v}" for k, v in meta["dropped"].items()))
     if meta["fallbacks"]:

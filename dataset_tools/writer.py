@@ -2,7 +2,7 @@
 
 Output, in ``OUTPUT/NAME/``::
 
-    NAME.inter      user_id:token  item_id:token  timestamp:float     (sorted by user, then time)
+    NAME.inter      user_id:token  item_id:token  timestamp:float     (sorted by user, then time; ties below)
     NAME.item       item_id:token  <text field>:token_seq ...          (source order)
     NAME.images/    <item_id>.jpg  for items with a valid image
     NAME.meta.json  source, options, counts, drops and fallbacks per reason, renamed tokens
@@ -17,10 +17,20 @@ Filtering, repeated until nothing changes: interactions with an item missing fro
 are dropped (``--strict``: an error); items with neither text nor a usable image are dropped with
 their interactions; the iterative k-core (``kcore`` > 0) is applied; only items that still have
 interactions are kept; images of the kept items are validated and written.
+
+Ties: rows of one user with the same timestamp (day-granular data has many) have no true order, yet RecBole keeps
+their file order, and the last one becomes a test target. Where that order follows the item ids (the SeqRec Amazon
+copies list a day's items by ascending id: every tied pair of seqrec_toys), it is a label that an ID model can learn
+and content cannot. ``ties`` (``--ties``): ``keep`` the file order; ``hash`` orders each tie by a hash of (user,
+item), which depends on neither the ids' order nor the file's; ``auto`` (default) hashes only when at least
+:data:`ID_ORDER_SHARE` of the tied pairs (>= :data:`MIN_TIED_PAIRS`) run one way in the item file's order or the
+ids' natural order, and keeps the file order otherwise. The decision, its counts and shares are logged in one line
+and written to ``meta.json`` (``ties``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -50,6 +60,9 @@ NO_IMAGE, PENDING, VALID, REJECTED = 0, 1, 2, 3
 STALE_AFTER_S = 24 * 3600  # a staging folder of another host (or without a pid) untouched this long is stale
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40] or "host"
 _LOUD_REJECTIONS = ("image_too_large", "image_link_outside_folder")  # logged as warnings, the rest at debug
+TIE_ORDERS = ("auto", "keep", "hash")
+ID_ORDER_SHARE = 0.9  # ties: auto hashes when this share of the tied pairs runs one way in an item order
+MIN_TIED_PAIRS = 100  # ... and there are at least this many tied pairs (fewer cannot show a pattern)
 
 
 @dataclass
@@ -60,6 +73,7 @@ class WriteOptions:
     limits: ImageLimits = field(default_factory=ImageLimits)
     options: dict = field(default_factory=dict)  # the command line, recorded in meta.json
     started: float | None = None  # when reading began (for wall_time_s); default: when writing began
+    ties: str = "auto"  # order of a user's rows with the same timestamp: auto, keep, hash (module docstring)
 
 
 def check_name(name: str) -> None:
@@ -281,8 +295,7 @@ class _Builder:
                 f"(dropped: {dropped}). Check the input paths and formats, or lower --kcore."
             )
         users, items, times = users[alive], items[alive], times[alive]
-        order = np.argsort(times, kind="stable")
-        order = order[np.argsort(users[order], kind="stable")]  # by user (first appearance), then time
+        order, ties = self.order(users, items, times, user_tokens)
         written_users = {u: self.user_map(user_tokens[u]) for u in np.unique(users).tolist()}
         written_items = {i: self.item_map(self.item_tokens[i]) for i in np.flatnonzero(item_alive).tolist()}
         inter_path = self.root / f"{self.name}.inter"
@@ -318,7 +331,58 @@ class _Builder:
                 "sha256": {inter_path.name: file_sha256(inter_path), item_path.name: file_sha256(item_path)},
             },
             "renamed_tokens": {"item": self.item_map.renamed, "user": self.user_map.renamed},
+            "ties": ties,
         }
+
+    def order(self, users: np.ndarray, items: np.ndarray, times: np.ndarray, user_tokens: list[str]) -> tuple[np.ndarray, dict]:
+        """Row order of the .inter file: by user (first appearance), then time, then within a tie the file order or
+        the (user, item) hash (``opts.ties``, module docstring); and the ``ties`` record of meta.json."""
+        if self.opts.ties not in TIE_ORDERS:
+            raise PMMRecDataError(f"ties must be one of {', '.join(TIE_ORDERS)}, got {self.opts.ties!r}")
+        order = np.lexsort((times, users))  # stable: the file order within a tie
+        u, t, i = users[order], times[order], items[order]
+        tied = (u[1:] == u[:-1]) & (t[1:] == t[:-1]) & (i[1:] != i[:-1])
+        shares = {"item_file_order": _one_way_share(np.arange(len(self.item_tokens)), i, tied),
+                  "item_id_order": _one_way_share(_natural_ranks(self.item_tokens), i, tied)}
+        n_tied = int(tied.sum())
+        follows_ids = n_tied >= MIN_TIED_PAIRS and max(shares.values()) >= ID_ORDER_SHARE
+        applied = "hash" if self.opts.ties == "hash" or (self.opts.ties == "auto" and follows_ids) else "keep"
+        if applied == "hash":
+            key = np.array([_tie_hash(user_tokens[a], self.item_tokens[b]) for a, b in zip(users.tolist(), items.tolist())],
+                           dtype=np.uint64)
+            order = np.lexsort((key, times, users))
+        record = {"option": self.opts.ties, "applied": applied, "rows": int(len(users)), "tied_pairs": n_tied,
+                  "one_way_share": {k: round(v, 4) for k, v in shares.items()}}
+        why = (f"{max(shares.values()):.0%} of them run one way in the items' order, so the file order is a label "
+               f"the ids give away" if follows_ids else "their order does not follow the item ids")
+        say = logger.warning if applied == "hash" and self.opts.ties == "auto" else logger.info  # a change the user did not ask for
+        say("ties: %d pairs of consecutive rows of one user share a timestamp; %s: %s (--ties %s)", n_tied, why,
+            "ordered by a hash of (user, item)" if applied == "hash" else "file order kept", self.opts.ties)
+        return order, record
+
+
+def _one_way_share(rank: np.ndarray, items: np.ndarray, tied: np.ndarray) -> float:
+    """Of the tied consecutive pairs (``tied[k]``: rows k and k+1), the share that runs the majority way in
+    ``rank`` (ascending or descending); 0.5 = no pattern, 1.0 = the order is the ranks'."""
+    if not tied.any():
+        return 0.0
+    up = int((rank[items[1:]][tied] > rank[items[:-1]][tied]).sum())
+    return max(up, int(tied.sum()) - up) / int(tied.sum())
+
+
+def _natural_ranks(tokens: list[str]) -> np.ndarray:
+    """Rank of each token in the ids' natural order: numeric when every token is an integer, else by string."""
+    numeric = all(t.lstrip("-").isdigit() for t in tokens)
+    keys = [int(t) for t in tokens] if numeric else tokens
+    ranks = np.empty(len(tokens), dtype=np.int64)
+    ranks[np.array(sorted(range(len(tokens)), key=keys.__getitem__), dtype=np.int64)] = np.arange(len(tokens))
+    return ranks
+
+
+def _tie_hash(user: str, item: str) -> int:
+    """A 63-bit hash of (user, item): the order of tied rows that neither the ids nor the file decide."""
+    digest = hashlib.blake2b(f"{user}\t{item}".encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
 def write_dataset(src: SourceDataset, report: Report, output: Path, name: str, opts: WriteOptions) -> dict:

@@ -95,6 +95,65 @@ def test_dataset_yaml_matches_the_converter(name):
     assert "modalities" not in config and f"--input <{name.replace('-', '_')}>" in (REPO / "properties" / "dataset" / f"{name}.yaml").read_text()
 
 
+def _tied_input(root: Path, id_ordered: bool) -> Path:
+    """60 users who each have 5 items on one day and 1 later: the day's items listed by ascending id
+    (``id_ordered``, as the SeqRec Amazon copies list them) or in a scrambled order."""
+    import random
+
+    rng = random.Random(0)
+    rows = ["user_id\titem_id\ttimestamp"]
+    for u in range(60):
+        day = sorted(rng.sample(range(100, 140), 5))
+        if not id_ordered:
+            rng.shuffle(day)
+        rows += [f"{u}\t{i}\t86400" for i in day] + [f"{u}\t{140 + u % 5}\t172800"]
+    _write(root / "interactions.tsv", rows)
+    _write(root / "items.tsv", ["item_id\ttitle"] + [f"{i}\titem {i}" for i in range(100, 145)])
+    return root
+
+
+def _sequences(root: Path) -> dict[str, list[str]]:
+    seqs: dict[str, list[str]] = {}
+    for user, item, _ in _rows(root)[1:]:
+        seqs.setdefault(user, []).append(item)
+    return seqs
+
+
+def test_ties_in_id_order_are_hashed_by_default_and_kept_on_request(tmp_path):
+    src = _tied_input(tmp_path / "sorted_days", id_ordered=True)
+    meta = _convert(src, tmp_path / "auto")
+    ties = meta["ties"]
+    assert ties["option"] == "auto" and ties["applied"] == "hash" and ties["tied_pairs"] == 60 * 4
+    assert ties["one_way_share"]["item_id_order"] == 1.0
+    hashed = _sequences(tmp_path / "auto" / "sorted-days" / "sorted-days.inter")
+    kept = _sequences(tmp_path / "keep" / "sorted-days" / "sorted-days.inter") if _convert(
+        src, tmp_path / "keep", "--ties", "keep")["ties"]["applied"] == "keep" else None
+    assert kept is not None and hashed.keys() == kept.keys()
+    for user in kept:  # same rows, same days; only the order within the day moved (and not by id any more)
+        assert kept[user][:5] == sorted(kept[user][:5]) and sorted(hashed[user][:5]) == kept[user][:5]
+        assert hashed[user][5] == kept[user][5]
+    moved = sum(hashed[u][:5] != kept[u][:5] for u in kept)
+    assert moved >= 55  # a random order of 5 items is the sorted one 1 time in 120
+    pairs = [(int(a), int(b)) for seq in hashed.values() for a, b in zip(seq[:4], seq[1:5])]
+    assert 0.35 < sum(a < b for a, b in pairs) / len(pairs) < 0.65
+    again = _convert(src, tmp_path / "again")  # deterministic: the hash of (user, item), not a random draw
+    assert (tmp_path / "again" / "sorted-days" / "sorted-days.inter").read_bytes() == \
+        (tmp_path / "auto" / "sorted-days" / "sorted-days.inter").read_bytes()
+    assert again["ties"] == ties
+
+
+def test_ties_in_no_id_order_keep_the_file_order(tmp_path):
+    src = _tied_input(tmp_path / "scrambled", id_ordered=False)
+    meta = _convert(src, tmp_path / "out")
+    assert meta["ties"]["applied"] == "keep" and meta["ties"]["tied_pairs"] == 60 * 4
+    assert max(meta["ties"]["one_way_share"].values()) < 0.9
+    written = _sequences(tmp_path / "out" / "scrambled" / "scrambled.inter")
+    given = _sequences(src / "interactions.tsv")
+    assert written == given
+    forced = _convert(src, tmp_path / "forced", "--ties", "hash")["ties"]
+    assert forced["option"] == "hash" and forced["applied"] == "hash"
+
+
 def test_tsv_options(tmp_path, make_image):
     root = tmp_path / "in"
     _write(root / "clicks.txt", ["when\twho\twhat", "3\tu1\ta", "1\tu1\tb", "2\tu2\ta"])
