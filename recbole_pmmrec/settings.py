@@ -69,7 +69,7 @@ def _k(name, kind, **kw) -> Key:
 KEYS: tuple[Key, ...] = (
     # ---- RecBole keys, checked for every model
     _k("epochs", "int", low=0),
-    _k("train_batch_size", "int", low=1),
+    _k("train_batch_size", "int", low=1, optional=True),  # ~: PMMRec's, decided from the data (dataset.py)
     _k("eval_batch_size", "int", low=1),
     _k("learning_rate", "float", low=0.0),
     _k("weight_decay", "float", low=0.0),
@@ -310,6 +310,9 @@ class Settings(Mapping):
                         f"recbole-pmmrec")
                 continue
             values[key.name] = check(key, config[key.name])
+        if "train_batch_size" in values and values["train_batch_size"] is None and model != "PMMRec":
+            raise PMMRecConfigError(f"train_batch_size is not set for model {model}: ~ (decided from the data) is "
+                                    f"PMMRec's; give {model} an integer >= 1")
         return cls(values, model)
 
     def resolved(self, **changes) -> "Settings":

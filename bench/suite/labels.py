@@ -74,7 +74,9 @@ RUN_KEYS = frozenset({"data_path", "checkpoint_dir", "log_dir", "tensorboard_dir
 # for one frozen, cached text modality, so "whiten zca" on text-only data is today's label without it).
 RENAMED_LABELS = {"PMMRec text-only mlp": "PMMRec text-only", "PMMRec image-only mlp": "PMMRec image-only",
                   "PMMRec whiten zca": "PMMRec", "PMMRec text-only whiten zca": "PMMRec text-only",
-                  "PMMRec with item ID whiten zca": "PMMRec with item ID"}
+                  "PMMRec with item ID whiten zca": "PMMRec with item ID",
+                  # 0.6: train_batch_size ~ is 256 on short histories, so "batch 256" there is today's default
+                  "PMMRec batch 256": "PMMRec"}
 # The suite's data sets with images (modalities ~ is text + image there); every other one is text only.
 IMAGE_DATASETS = frozenset({"ml100k-posters", "ml1m-posters"})
 
@@ -114,11 +116,16 @@ def default_whiten_of(spec: dict) -> str:
 
 def overrides_of(spec: dict) -> dict:
     """The model settings a run was made with, against today's defaults: its spec's config without the keys every
-    run sets, and without a ``whiten`` equal to what today's default resolves to for it. (PMMRec runs made before
-    whiten ~ became the default carry the ``whiten: raw`` they ran with in their stored spec.)"""
+    run sets, and without a ``whiten`` equal to what today's default resolves to for it, nor a key equal to what
+    today's ``~`` resolves to on the run's data (``spec["resolved"]``: ``train_batch_size``). (PMMRec runs made
+    before a default changed carry the value they ran with in their stored spec: ``whiten: raw``,
+    ``train_batch_size: 64``.)"""
     out = {k: v for k, v in sorted((spec.get("config") or {}).items()) if k not in RUN_KEYS}
     if spec.get("model") == "PMMRec" and out.get("whiten") == default_whiten_of(spec):
         del out["whiten"]
+    for key, value in (spec.get("resolved") or {}).items():  # what ~ resolved to for this run's data
+        if key in out and out[key] == value:
+            del out[key]
     return out
 
 

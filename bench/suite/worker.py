@@ -73,6 +73,10 @@ def package_config(spec: dict) -> dict:
     return cfg
 
 
+# config keys whose value a run records as the package resolved it (``spec["resolved"]``)
+RESOLVED_KEYS = ("train_batch_size",)
+
+
 class Recorder:
     def __init__(self, out_path: Path, record: dict):
         self.out_path, self.record, self.started = Path(out_path), record, time.perf_counter()
@@ -102,6 +106,10 @@ class EpochLog:
             self.start = now - record["wall_s"]
             self.rec.record["setup_s"] = self.start - self.rec.started  # data, encoder-state cache, model
             self.rec.record["checkpoint"] = getattr(trainer, "saved_model_file", None)
+            # what the package decided from the data where the config left it to the data (train_batch_size ~);
+            # the report compares a run's overrides with it (bench/suite/labels.py: overrides_of)
+            self.rec.record["spec"] = dict(self.rec.record["spec"],
+                                           resolved={k: trainer.config[k] for k in RESOLVED_KEYS})
         self.trainer = trainer
         point = {"epoch": record["epoch"], "train_s": record["train_s"], "loss": record["loss"]}
         improved = False

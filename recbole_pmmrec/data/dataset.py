@@ -13,6 +13,7 @@ supervised; ``few_shot_ratio``; ``cold_item_ratio``).
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +33,14 @@ logger = logging.getLogger(__name__)
 # data without repeats removing them is a large gain, and with repeats it forbids every repeated target (on an
 # Amazon set with ~5% repeats, removing them cost 40% of test NDCG@10: 0.0436 against 0.0734).
 REPEAT_SHARE_LIMIT = 0.01
+
+# train_batch_size: ~ gives a training batch about this many supervised positions (targets): as many windows as
+# BATCH_POSITIONS / the mean targets per training window, rounded to a power of two. 64 full windows of L = 20
+# hold 1,280, so on long histories (ml100k-posters: 18.2 targets per window) the rule gives 64 windows, the batch
+# every setting was tuned with; on short ones (seqrec-toys: 6.3, MicroLens-50K: 4.5) 64 windows held only 400 and
+# 290 targets, and 256 windows scored higher (BENCHMARKS.md), while 256 on ml100k-posters scored lower.
+BATCH_POSITIONS = 1280
+BATCH_ROWS_RANGE = (16, 1024)
 
 
 def resolve_exclude_history(config, dataset) -> bool:
@@ -103,7 +112,24 @@ class PMMRecDataset(SplitVariantsMixin, SequentialDataset):
         self.item_features.train_item_counts = self.train_item_counts
         if settings_of(self.config).exclude_history is None and hasattr(self.config, "resolve"):
             resolve_exclude_history(self.config, self)
+        if self.config["train_batch_size"] is None and hasattr(self.config, "resolve"):
+            rows, why = self.decide_train_batch_size(datasets[0])
+            self.config.resolve(why, train_batch_size=rows)
         return datasets
+
+    def decide_train_batch_size(self, train) -> tuple[int, str]:
+        """``train_batch_size: ~`` decided from the training split ``train``: (windows per batch, the one-line
+        reason), so that a batch holds about BATCH_POSITIONS supervised positions (see the constant)."""
+        lengths = train.inter_feat[self.item_list_length_field].float() if len(train.inter_feat) else None
+        if lengths is None:
+            raise PMMRecDataError(f"dataset '{self.dataset_name}' has no training rows after the split; check "
+                                  f"{self.dataset_path} and the split settings (few_shot_ratio, cold_item_ratio)")
+        per_row = max(float(lengths.mean()), 1.0)
+        low, high = BATCH_ROWS_RANGE
+        rows = int(min(max(2 ** round(math.log2(BATCH_POSITIONS / per_row)), low), high))
+        return rows, (f"decided from the data: training windows hold {per_row:.1f} targets on average, so a batch of "
+                      f"{rows} windows holds about {rows * per_row:.0f} (aim: {BATCH_POSITIONS}, the window count a "
+                      f"power of two); set train_batch_size to override")
 
     def decide_exclude_history(self) -> tuple[bool, str]:
         """``exclude_history: ~`` decided from the data: (remove history items from the ranking?, the one-line

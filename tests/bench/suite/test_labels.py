@@ -66,3 +66,21 @@ def test_whiten_default_relabels_explicit_zca_runs_on_text_data_and_makes_raw_on
     assert labels.is_current(on("ml100k-posters", "PMMRec", whiten="raw"))  # ~ resolves to raw with two modalities
     trained = on("seqrec-toys", "PMMRec whiten zca", whiten="zca", text_train_layers=1)
     assert labels.canonical_label(trained) == "PMMRec whiten zca"
+
+
+def test_batch_default_relabels_by_what_it_resolved_to_on_the_runs_data():
+    """train_batch_size ~ resolves from the data (``spec["resolved"]``, recorded by the worker): a "batch 256"
+    run where ~ gave 256 is today's default; where ~ gave 64 it stays its own setting; a run that ran with the old
+    fixed 64 where ~ now gives 256 is history."""
+    def on(dataset, label, resolved, **keys):
+        run = _run(label, "PMMRec", **keys)
+        run["spec"].update(dataset=dataset, resolved={"train_batch_size": resolved})
+        return run
+
+    short = on("seqrec-toys", "PMMRec batch 256", 256, train_batch_size=256)
+    assert labels.canonical_label(short) == "PMMRec" and labels.is_current(dict(short, label="PMMRec"))
+    long = on("ml100k-posters", "PMMRec batch 256", 64, train_batch_size=256)
+    assert labels.canonical_label(long) == "PMMRec batch 256" and labels.is_current(long)
+    assert labels.is_current(on("ml100k-posters", "PMMRec", 64, train_batch_size=64))
+    assert not labels.is_current(on("seqrec-toys", "PMMRec", 256, train_batch_size=64))
+    assert labels.overrides_of(_run("PMMRec", "PMMRec", train_batch_size=64)["spec"]) == {"train_batch_size": 64}
