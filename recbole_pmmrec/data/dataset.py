@@ -38,7 +38,8 @@ REPEAT_SHARE_LIMIT = 0.01
 # BATCH_POSITIONS / the mean targets per training window, rounded to a power of two. 64 full windows of L = 20
 # hold 1,280, so on long histories (ml100k-posters: 18.2 targets per window) the rule gives 64 windows, the batch
 # every setting was tuned with; on short ones (seqrec-toys: 6.3, MicroLens-50K: 4.5) 64 windows held only 400 and
-# 290 targets, and 256 windows scored higher (BENCHMARKS.md), while 256 on ml100k-posters scored lower.
+# 290 targets, and 256 windows scored higher on seqrec-toys (each of 3 seeds) and level on MicroLens-50K (2 seeds),
+# while 256 on ml100k-posters scored lower (docs/benchmarks-notes.md).
 BATCH_POSITIONS = 1280
 BATCH_ROWS_RANGE = (16, 1024)
 
