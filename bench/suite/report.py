@@ -323,6 +323,17 @@ def section_targets(sp: dict, q: dict, cs: dict, sc: dict) -> str:
                              f"~{round(mean_std(r['n_cold'])[0])} cold rows each)", ">= 0.5",
                              (f"{c:.4f} / {w:.4f} = {c / w:.2f}" if w else "—")
                              + ("" if ok is not None else " (budget-capped or < 3 seeds: no verdict)"), ok))
+    for label, r in cs.items():  # issue 22's cold-start goal: PMMRec's cold hits against the training-free floor
+        suffix = label[len("PMMRec"):] if label.startswith("PMMRec") else None
+        knn = cs.get("ContentKNN" + suffix) if suffix == "" or (suffix or "").startswith(" on ") else None
+        if not (knn and "cold" in r and "cold" in knn and knn["seeds"] == r["seeds"]):
+            continue  # same seeds = the same cold items and rows
+        c, k = mean_std(r["cold"]["recall@10"])[0], mean_std(knn["cold"]["recall@10"])[0]
+        ok = (c / k >= 1.5) if k and r["n"] >= 3 and not r["budget"] else None
+        lines.append(row(f"{label}: Recall@10 on cold targets / ContentKNN's on the same rows ({r['n']} "
+                         f"seed{'s' * (r['n'] > 1)})", ">= 1.5",
+                         (f"{c:.4f} / {k:.4f} = {c / k:.2f}" if k else "—")
+                         + ("" if ok is not None else " (budget-capped or < 3 seeds: no verdict)"), ok))
     return "\n".join(lines) + "\n"
 
 

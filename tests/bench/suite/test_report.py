@@ -292,3 +292,19 @@ def test_transfer_section_judges_each_target_on_its_pretrained_runs(tmp_path):
     assert "1.50x (0.0300 vs 0.0200) | met |" in main and "`whiten: zca`" in rest and "cache_dir" not in rest
     assert "| tgt, corp | zero-shot NDCG@10 >= 1.2x ContentKNN (same modalities) | 0.50x (0.0100 vs 0.0200) " \
            "| **missed** |" in rest and "#### tgt" in rest and "transfer_corpus_zca.json" in rest
+
+
+def test_cold_hits_are_set_against_content_knn_on_the_same_rows():
+    """Issue 22's cold-start goal: PMMRec's cold-target Recall@10 over ContentKNN's, only where both ran the same
+    seeds (the same cold items and rows); a seed set that differs gives no row."""
+    pm = fit_run("PMMRec", "q", [0.05], 10, 1, 1.0, cold=(0.06, 0.2))
+    knn = fit_run("ContentKNN", "q", [0.05], 10, 1, 1.0, cold=(0.04, 0.1))
+    for run in (pm, knn):
+        run["spec"]["dataset"] = "seqrec-toys"
+    rows = report.quality_table_rows([pm, knn])
+    targets = report.section_targets({}, {}, rows, {})
+    assert "| PMMRec on seqrec-toys: Recall@10 on cold targets / ContentKNN's on the same rows (1 seed) | >= 1.5 | " \
+           "0.0600 / 0.0400 = 1.50 (budget-capped or < 3 seeds: no verdict) | — |" in targets
+    knn["seed"] = knn["spec"]["config"]["seed"] = 2021
+    rows = report.quality_table_rows([pm, knn])
+    assert "ContentKNN's on the same rows" not in report.section_targets({}, {}, rows, {})
