@@ -38,6 +38,9 @@ PMMREC.update({
     "PMMRec with item ID": {"item_id_embedding": True},  # UniSRec's transductive mode: warm items add an ID row
     "PMMRec CE": {"loss_type": "CE"},  # full-catalogue softmax instead of the in-batch one
     "PMMRec batch 256": {"train_batch_size": 256},  # 4x the in-batch negatives (short histories: few per batch)
+    # either side of what train_batch_size ~ gives on short histories (256): is the rule's aim of 1,280 targets right?
+    "PMMRec batch 128": {"train_batch_size": 128},
+    "PMMRec batch 512": {"train_batch_size": 512},
     "PMMRec d128": {"hidden_size": 128, "inner_size": 512},
     # the ID row overfits within a few epochs (seqrec-toys, MicroLens): SASRec's dropout (RecBole's default 0.5)
     "PMMRec with item ID dropout 0.5": {"item_id_embedding": True, "hidden_dropout_prob": 0.5},
