@@ -108,8 +108,9 @@ class EpochLog:
             self.rec.record["checkpoint"] = getattr(trainer, "saved_model_file", None)
             # what the package decided from the data where the config left it to the data (train_batch_size ~);
             # the report compares a run's overrides with it (bench/suite/labels.py: overrides_of)
-            self.rec.record["spec"] = dict(self.rec.record["spec"],
-                                           resolved={k: trainer.config[k] for k in RESOLVED_KEYS})
+            given = self.rec.record["spec"].get("config") or {}  # an explicit value is an override, not resolved
+            self.rec.record["spec"] = dict(self.rec.record["spec"], resolved={
+                k: trainer.config[k] for k in RESOLVED_KEYS if given.get(k) is None})
         self.trainer = trainer
         point = {"epoch": record["epoch"], "train_s": record["train_s"], "loss": record["loss"]}
         improved = False
