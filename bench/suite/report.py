@@ -317,24 +317,26 @@ def section_targets(sp: dict, q: dict, cs: dict, sc: dict) -> str:
         lines.append(row("PMMRec Recall@10 on cold / warm targets", ">= 0.5", "not run", None))
     for label, r in cs.items():  # the same protocol on other data sets (bench/run.py quality --dataset)
         if label.startswith("PMMRec") and r["dataset"] != MAIN_DATASET and "cold" in r:
-            c, w = mean_std(r["cold"]["recall@10"])[0], mean_std(r["warm"]["recall@10"])[0]
-            ok = (c / w >= 0.5) if w and r["n"] >= 3 and not r["budget"] else None
-            lines.append(row(f"{label}: Recall@10 on cold targets / warm targets ({r['n']} seed{'s' * (r['n'] > 1)}, "
-                             f"~{round(mean_std(r['n_cold'])[0])} cold rows each)", ">= 0.5",
-                             (f"{c:.4f} / {w:.4f} = {c / w:.2f}" if w else "—")
-                             + ("" if ok is not None else " (budget-capped or < 3 seeds: no verdict)"), ok))
+            lines.append(row(*_cold_ratio(f"{label}: Recall@10 on cold targets / warm targets ({r['n']} seed"
+                                          f"{'s' * (r['n'] > 1)}, ~{round(mean_std(r['n_cold'])[0])} cold rows each)",
+                                          r, r["warm"]["recall@10"], 0.5)))
     for label, r in cs.items():  # issue 22's cold-start goal: PMMRec's cold hits against the training-free floor
         suffix = label[len("PMMRec"):] if label.startswith("PMMRec") else None
         knn = cs.get("ContentKNN" + suffix) if suffix == "" or (suffix or "").startswith(" on ") else None
         if not (knn and "cold" in r and "cold" in knn and knn["seeds"] == r["seeds"]):
             continue  # same seeds = the same cold items and rows
-        c, k = mean_std(r["cold"]["recall@10"])[0], mean_std(knn["cold"]["recall@10"])[0]
-        ok = (c / k >= 1.5) if k and r["n"] >= 3 and not r["budget"] else None
-        lines.append(row(f"{label}: Recall@10 on cold targets / ContentKNN's on the same rows ({r['n']} "
-                         f"seed{'s' * (r['n'] > 1)})", ">= 1.5",
-                         (f"{c:.4f} / {k:.4f} = {c / k:.2f}" if k else "—")
-                         + ("" if ok is not None else " (budget-capped or < 3 seeds: no verdict)"), ok))
+        lines.append(row(*_cold_ratio(f"{label}: Recall@10 on cold targets / ContentKNN's on the same rows "
+                                      f"({r['n']} seed{'s' * (r['n'] > 1)})", r, knn["cold"]["recall@10"], 1.5)))
     return "\n".join(lines) + "\n"
+
+
+def _cold_ratio(title: str, r: dict, against: list, goal: float) -> tuple:
+    """A targets row's (name, goal, value, verdict): mean cold-target Recall@10 of row ``r`` over the mean of
+    ``against``, judged against ``goal`` only with 3 seeds or more and no budget-stopped run."""
+    c, w = mean_std(r["cold"]["recall@10"])[0], mean_std(against)[0]
+    ok = (c / w >= goal) if w and r["n"] >= 3 and not r["budget"] else None
+    return (title, f">= {goal}", (f"{c:.4f} / {w:.4f} = {c / w:.2f}" if w else "—")
+            + ("" if ok is not None else " (budget-capped or < 3 seeds: no verdict)"), ok)
 
 
 def _quality_row(label: str, r: dict) -> str:
