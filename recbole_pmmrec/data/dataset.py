@@ -121,11 +121,10 @@ class PMMRecDataset(SplitVariantsMixin, SequentialDataset):
     def decide_train_batch_size(self, train) -> tuple[int, str]:
         """``train_batch_size: ~`` decided from the training split ``train``: (windows per batch, the one-line
         reason), so that a batch holds about BATCH_POSITIONS supervised positions (see the constant)."""
-        lengths = train.inter_feat[self.item_list_length_field].float() if len(train.inter_feat) else None
-        if lengths is None:
+        if not len(train.inter_feat):
             raise PMMRecDataError(f"dataset '{self.dataset_name}' has no training rows after the split; check "
                                   f"{self.dataset_path} and the split settings (few_shot_ratio, cold_item_ratio)")
-        per_row = max(float(lengths.mean()), 1.0)
+        per_row = max(float(train.inter_feat[self.item_list_length_field].float().mean()), 1.0)
         low, high = BATCH_ROWS_RANGE
         rows = int(min(max(2 ** round(math.log2(BATCH_POSITIONS / per_row)), low), high))
         return rows, (f"decided from the data: training windows hold {per_row:.1f} targets on average, so a batch of "

@@ -7,52 +7,22 @@ and the same file cut to each user's first eight interactions (short histories, 
 from __future__ import annotations
 
 import logging
-import shutil
-from pathlib import Path
 
 import pytest
-import recbole
 
 from recbole_pmmrec.data.dataset import BATCH_POSITIONS
 from recbole_pmmrec.errors import PMMRecConfigError
 from recbole_pmmrec.quick_start import load_config
 from recbole_pmmrec.utils import create_dataset, data_preparation
 
-ML100K = Path(recbole.__file__).parent / "dataset_example" / "ml-100k"
-
-
-def _ml100k(root: Path, name: str, keep: int | None) -> Path:
-    """ml-100k as ``name``, with only each user's first ``keep`` interactions in time (None: all of them)."""
-    folder = root / name
-    folder.mkdir(parents=True)
-    shutil.copy(ML100K / "ml-100k.item", folder / f"{name}.item")
-    lines = (ML100K / "ml-100k.inter").read_text(encoding="utf-8").splitlines()
-    rows = [line.split("\t") for line in lines[1:]]
-    if keep is not None:
-        by_user: dict[str, list] = {}
-        for row in rows:
-            by_user.setdefault(row[0], []).append(row)
-        rows = [r for user in by_user.values() for r in sorted(user, key=lambda r: float(r[3]))[:keep]]
-    (folder / f"{name}.inter").write_text("\n".join([lines[0]] + ["\t".join(r) for r in rows]) + "\n",
-                                          encoding="utf-8")
-    return root
-
 
 @pytest.fixture
-def build(tmp_path, tiny_bert_dir):
+def build(ml100k_config):
+    """(config, train loader) of an ml-100k copy whose users keep their first ``keep`` items (None: all)."""
     def make(model: str, name: str, keep: int | None, **overrides):
-        root = _ml100k(tmp_path / "data", name, keep)
-        config = dict(data_path=str(root), epochs=0, show_progress=False, use_gpu=False, state="INFO",
-                      eval_batch_size=512, checkpoint_dir=str(tmp_path / "saved"), log_dir=str(tmp_path / "logs"),
-                      tensorboard_dir=str(tmp_path / "tb"), cache_dir=str(tmp_path / "cache"),
-                      text_encoder=str(tiny_bert_dir), text_max_length=12, text_fields=["movie_title", "class"],
-                      modalities=["text"], MAX_ITEM_LIST_LENGTH=20,
-                      load_col={"inter": ["user_id", "item_id", "rating", "timestamp"],
-                                "item": ["item_id", "movie_title", "release_year", "class"]})
-        config.update(overrides)
-        cfg = load_config(model, name, config_dict=config)
-        dataset = create_dataset(cfg)
-        train, _, _ = data_preparation(cfg, dataset)
+        edit = None if keep is None else (lambda k, history: history[:keep])
+        cfg = load_config(model, name, config_dict=ml100k_config(name, edit, modalities=["text"], **overrides))
+        train, _, _ = data_preparation(cfg, create_dataset(cfg))
         return cfg, train
 
     return make
