@@ -33,12 +33,19 @@ class Key:
     high: float | None = None  # inclusive upper bound
     high_open: bool = False  # the upper bound is exclusive
     choices: tuple = ()  # allowed values (choice), or allowed items (list)
-    optional: bool = False  # ~ (None) is allowed
+    optional: bool | tuple = False  # ~ (None) is allowed: True for every model, or a tuple of the models for which
+    # ~ means "decided from the data" (e.g. train_batch_size for PMMRec)
     models: tuple | str | None = None  # only read for these models ("content": models that read item content;
     # None: every model)
     arch: bool = False  # recorded in a component checkpoint's header (what the weights need to load)
 
-    def allowed(self) -> str:
+    def none_allowed(self, model: str | None = None) -> bool:
+        """Whether ~ is a value of this key for ``model`` (None: for some model)."""
+        if isinstance(self.optional, tuple):
+            return model is None or model in self.optional
+        return bool(self.optional)
+
+    def allowed(self, model: str | None = None) -> str:
         if self.kind == "choice":
             text = "one of " + ", ".join(map(str, self.choices))
         elif self.kind == "list":
@@ -57,6 +64,10 @@ class Key:
             text = "True or False"
         else:
             text = f"a {self.kind}"
+        if isinstance(self.optional, tuple):
+            if model is None or model in self.optional:
+                return text + f", or ~ (decided from the data; {', '.join(self.optional)} only)"
+            return text
         return text + (", or ~ (none)" if self.optional else "")
 
 
@@ -69,7 +80,7 @@ def _k(name, kind, **kw) -> Key:
 KEYS: tuple[Key, ...] = (
     # ---- RecBole keys, checked for every model
     _k("epochs", "int", low=0),
-    _k("train_batch_size", "int", low=1, optional=True),  # ~: PMMRec's, decided from the data (dataset.py)
+    _k("train_batch_size", "int", low=1, optional=("PMMRec",)),  # ~: decided from the data (data/dataset.py)
     _k("eval_batch_size", "int", low=1),
     _k("learning_rate", "float", low=0.0),
     _k("weight_decay", "float", low=0.0),
@@ -222,14 +233,16 @@ def _bool(value: Any) -> bool:
     raise ValueError
 
 
-def check(key: Key, value: Any):
-    """``value`` of ``key`` parsed and checked; raises PMMRecConfigError naming key, value and what is allowed."""
+def check(key: Key, value: Any, model: str | None = None):
+    """``value`` of ``key`` parsed and checked for ``model`` (None: any model); raises PMMRecConfigError naming key,
+    value, model where it matters, and what is allowed."""
     if value is None or (isinstance(value, str) and value.strip() in ("~", "None", "none", "null")
                          and key.kind not in ("str",)):
-        if key.optional:
+        if key.none_allowed(model):
             return None
-        raise PMMRecConfigError(f"{key.name} is not set: it must be {key.allowed()}")
-    bad = PMMRecConfigError(f"{key.name}={value!r} is not allowed: it must be {key.allowed()}")
+        for_model = f" for model {model}" if isinstance(key.optional, tuple) else ""
+        raise PMMRecConfigError(f"{key.name} is not set{for_model}: it must be {key.allowed(model)}")
+    bad = PMMRecConfigError(f"{key.name}={value!r} is not allowed: it must be {key.allowed(model)}")
     try:
         if key.kind in ("int", "float"):
             parsed = _number(key, value)
@@ -249,7 +262,7 @@ def check(key: Key, value: Any):
         if key.kind == "list":
             items = parse_list(value, key.name)
             if items is None:
-                if key.optional:
+                if key.none_allowed(model):
                     return None
                 raise bad
             if key.choices:
@@ -257,7 +270,7 @@ def check(key: Key, value: Any):
                 unknown = [i for i in items if i not in key.choices]
                 if unknown or not items:
                     raise PMMRecConfigError(f"{key.name}={value!r}: {unknown or 'an empty list'} not allowed; it "
-                                            f"must be {key.allowed()}")
+                                            f"must be {key.allowed(model)}")
             elif not items:
                 raise bad
             return list(dict.fromkeys(items))
@@ -303,16 +316,13 @@ class Settings(Mapping):
             if not applies:
                 continue
             if key.name not in present:
-                if key.models is not None and model in PLUGIN_MODELS and not key.optional:
+                if key.models is not None and model in PLUGIN_MODELS and not key.none_allowed(model):
                     raise PMMRecConfigError(
                         f"{key.name} has no value for model {model}: its default lives in properties/ "
                         f"(content.yaml or model/{model}.yaml), which was not found or lacks it; reinstall "
                         f"recbole-pmmrec")
                 continue
-            values[key.name] = check(key, config[key.name])
-        if "train_batch_size" in values and values["train_batch_size"] is None and model != "PMMRec":
-            raise PMMRecConfigError(f"train_batch_size is not set for model {model}: ~ (decided from the data) is "
-                                    f"PMMRec's; give {model} an integer >= 1")
+            values[key.name] = check(key, config[key.name], model)
         return cls(values, model)
 
     def resolved(self, **changes) -> "Settings":

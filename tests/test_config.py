@@ -120,6 +120,23 @@ def test_a_bad_value_is_an_error_naming_key_value_and_what_is_allowed(synth, pmm
     assert "Traceback" not in err
 
 
+def test_a_key_says_for_which_models_tilde_is_a_value():
+    """train_batch_size: ~ is decided from the data for PMMRec only; the schema itself says so, in the error and in
+    what is allowed, instead of a special case after the key loop."""
+    from recbole_pmmrec.errors import PMMRecConfigError
+    from recbole_pmmrec.settings import KEYS, check
+
+    key = next(k for k in KEYS if k.name == "train_batch_size")
+    assert check(key, "~", "PMMRec") is None and check(key, "128", "SASRec") == 128
+    assert "decided from the data" in key.allowed("PMMRec") and "~" not in key.allowed("SASRec")
+    with pytest.raises(PMMRecConfigError, match=r"train_batch_size is not set for model SASRec: it must be an "
+                                                r"integer >= 1$"):
+        check(key, None, "SASRec")
+    hidden = next(k for k in KEYS if k.name == "hidden_size")
+    with pytest.raises(PMMRecConfigError, match="hidden_size is not set: it must be an integer >= 1$"):
+        check(hidden, None, "PMMRec")
+
+
 def test_settings_are_typed_and_written_back(synth, pmmrec_config, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["run", "--hidden_size=48", "--learning_rate=1e-3", "--threads=1",
                                       "--exclude_history=false"])
