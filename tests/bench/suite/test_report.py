@@ -308,3 +308,34 @@ def test_cold_hits_are_set_against_content_knn_on_the_same_rows():
     knn["seed"] = knn["spec"]["config"]["seed"] = 2021
     rows = report.quality_table_rows([pm, knn])
     assert "ContentKNN's on the same rows" not in report.section_targets({}, {}, rows, {})
+
+
+def test_other_data_sets_get_quality_and_time_targets_against_sasrec_hr_selected():
+    """Issue 22's targets on each data set besides the main one: test NDCG@10 with the history removed against
+    SASRec hr-selected, and per seed PMMRec's wall time to SASRec's best validation (history removed). A verdict
+    only with 3 seeds of each and no budget stop; a seed where PMMRec never gets there says so."""
+    runs = []
+    for seed, (pm_valid, pm_test) in zip((2020, 2021, 2022), (([0.04, 0.06], 0.06), ([0.05, 0.07], 0.05),
+                                                                ([0.03, 0.05], 0.07))):
+        sas = fit_run("SASRec hr-selected", "q", [0.03, 0.05, 0.06], 20, 0, 1.0, seed=seed)
+        pmm = fit_run("PMMRec", "q", pm_valid, 10, 0, 1.0, seed=seed)
+        for run, test in ((sas, 0.05), (pmm, pm_test)):
+            run["spec"]["dataset"] = "seqrec-toys"
+            run["test"]["all_history_removed"] = {"ndcg@10": test}
+            for p in run["curve"]:
+                p["valid_history_removed"] = p["score"]
+        runs += [sas, pmm]
+    rows = report.quality_table_rows(runs)
+    targets = report.section_targets({}, {}, {}, {}, runs)
+    assert "| seqrec-toys: test NDCG@10, PMMRec vs SASRec hr-selected, both with the input history removed (mean " \
+           "of 3 / 3 seeds) | >= 1.0x | 0.0600 vs 0.0500 (1.20x) | met |" not in targets  # rows come from q
+    targets = report.section_targets({}, rows, {}, {}, runs)
+    assert "| seqrec-toys: test NDCG@10, PMMRec vs SASRec hr-selected, both with the input history removed (mean " \
+           "of 3 / 3 seeds) | >= 1.0x | 0.0600 vs 0.0500 (1.20x) | met |" in targets
+    # SASRec's best 0.06 at 60 s; PMMRec gets there at 20 s (seed 2021), never on 2020 and 2022
+    assert "seed 2020: not reached (0.0600 against 0.0600)" not in targets
+    assert "seed 2021: 0 / 1 min = 0.33" in targets and "seed 2022: not reached (0.0500 against 0.0600)" in targets
+    assert targets.count("**missed**") == 0 and "| <= 1.0 |" in targets  # a seed not reached: no verdict
+    runs[0]["stopped_by_budget"] = True
+    rows = report.quality_table_rows(runs)
+    assert "(1.20x) (budget-capped or < 3 seeds: no verdict) | — |" in report.section_targets({}, rows, {}, {}, runs)
