@@ -42,6 +42,9 @@ PMMREC.update({
     "PMMRec batch 128": {"train_batch_size": 128},
     "PMMRec batch 512": {"train_batch_size": 512},
     "PMMRec d128": {"hidden_size": 128, "inner_size": 512},
+    # mixed negative sampling: 2,048 items drawn uniformly per step join the in-batch candidates (short histories
+    # give few in-batch negatives against a large catalogue)
+    "PMMRec negatives 2048": {"nip_negatives": 2048},
     # the ID row overfits within a few epochs (seqrec-toys, MicroLens): SASRec's dropout (RecBole's default 0.5)
     "PMMRec with item ID dropout 0.5": {"item_id_embedding": True, "hidden_dropout_prob": 0.5},
     # w * cos(recent history, item) in the frozen space added to the learned score (ContentKNN's signal), w from 5

@@ -5,7 +5,8 @@ The user encoder reads positions ``0..L-1``; its output at position ``l`` predic
 A "slot" is one cell ``(b, l)`` of the window, ``l`` in ``0..L``; flattened slot index ``s = b * (L+1) + l``,
 ``S = B * (L+1)`` slots in all.
 
-- :func:`nip_loss`: next-item prediction, softmax over all item slots of the batch (logQ debias).
+- :func:`nip_loss`: next-item prediction, softmax over all item slots of the batch (logQ debias), optionally
+  mixed with items sampled uniformly from the catalogue.
 - :func:`nicl_loss`: next-item enhanced cross-modal contrastive learning.
 - :func:`corrupt_window` + :func:`nid_loss`: noised item detection.
 - :func:`rcl_loss`: robustness-aware contrastive learning (clean vs corrupted user vectors).
@@ -44,8 +45,11 @@ def _presence(ids: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------- NIP
 
 
-def nip_loss(seq_out: Tensor, slot_emb: Tensor, ids: Tensor, log_q: Optional[Tensor] = None) -> Tensor:
-    """Next-item prediction with an in-batch softmax over every item slot of the batch.
+def nip_loss(seq_out: Tensor, slot_emb: Tensor, ids: Tensor, log_q: Optional[Tensor] = None,
+             extra_emb: Optional[Tensor] = None, extra_ids: Optional[Tensor] = None,
+             n_sampled_from: Optional[int] = None) -> Tensor:
+    """Next-item prediction with an in-batch softmax over every item slot of the batch, optionally mixed with
+    items sampled uniformly from the catalogue (mixed negative sampling, after Yang et al., WWW 2020).
 
     Args:
         seq_out: (B, L, d) user-encoder outputs; position ``l`` predicts ``ids[:, l+1]``.
@@ -53,12 +57,16 @@ def nip_loss(seq_out: Tensor, slot_emb: Tensor, ids: Tensor, log_q: Optional[Ten
         ids: (B, L+1) item ids, 0 = padding.
         log_q: (n_items,) ``log q(i)`` subtracted from every logit of item ``i`` (popularity debias,
             see :func:`popularity_log_q`), or None.
+        extra_emb: (M, d) vectors of M extra candidates shared by every query (sampled uniformly), or None.
+        extra_ids: (M,) their item ids (> 0).
+        n_sampled_from: how many items the extra candidates were drawn from (for the debias).
 
     Query ``(b, l)`` is valid iff ``ids[b, l] != 0`` and ``ids[b, l+1] != 0``; its positive is slot
-    ``(b, l+1)``. Candidates are all S non-padding slots, except slots whose item occurs anywhere in user
-    ``b``'s window (duplicates of the target, the user's other items), the positive slot itself excepted.
-    Returns the cross-entropy averaged over valid queries. Only valid queries (Q) and non-padding slots
-    (C) are scored: memory O(Q * C) <= O(B * L * S).
+    ``(b, l+1)``. Candidates are all C non-padding slots and the M extra items, except those whose item occurs
+    anywhere in user ``b``'s window (duplicates of the target, the user's other items), the positive slot
+    itself excepted. With extra items the debias subtracts ``log(C q(i) + M / n_sampled_from)``, the log of the
+    expected number of times item ``i`` is a candidate (a constant shift of ``log q(i)`` when M = 0).
+    Returns the cross-entropy averaged over valid queries. Memory O(Q * (C + M)).
     """
     b, width, d = slot_emb.shape
     dev = ids.device
@@ -72,13 +80,36 @@ def nip_loss(seq_out: Tensor, slot_emb: Tensor, ids: Tensor, log_q: Optional[Ten
     slot_to_cand[cand] = torch.arange(cand.numel(), device=dev)
     target = slot_to_cand[q_b * width + q_l + 1]  # (Q,) the positive slot (b, l+1), as a candidate index
 
-    logits = seq_out[q_b, q_l] @ slot_emb.reshape(-1, d)[cand].t()  # (Q, C)
+    queries = seq_out[q_b, q_l]  # (Q, d)
+    cand_emb, cand_ids = slot_emb.reshape(-1, d)[cand], flat_ids[cand]
+    mixed = extra_emb is not None and extra_ids is not None and extra_ids.numel() > 0
+    if mixed:
+        cand_emb, cand_ids = torch.cat([cand_emb, extra_emb]), torch.cat([cand_ids, extra_ids])
+    logits = queries @ cand_emb.t()  # (Q, C [+ M])
     if log_q is not None:
-        logits = logits - log_q.to(device=logits.device, dtype=logits.dtype)[flat_ids[cand]]
+        lq = log_q.to(device=logits.device, dtype=logits.dtype)[cand_ids]
+        if mixed:
+            if not n_sampled_from:
+                raise PMMRecConfigError("nip_loss: extra candidates need n_sampled_from (the size of the pool they "
+                                        "were drawn from) for the popularity debias")
+            lq = torch.logaddexp(lq + math.log(cand.numel()),
+                                 torch.full_like(lq, math.log(extra_ids.numel() / n_sampled_from)))
+        logits = logits - lq
     exclude = _presence(ids)[:, cand][q_b]  # (Q, C): the candidate's item is in the query user's window
+    if mixed:
+        exclude = torch.cat([exclude, _presence_of(ids, extra_ids)[q_b]], dim=1)
     exclude[torch.arange(target.numel(), device=dev), target] = False
     logits = logits.masked_fill(exclude, torch.finfo(logits.dtype).min)
     return F.cross_entropy(logits, target)
+
+
+def _presence_of(ids: Tensor, items: Tensor) -> Tensor:
+    """(B, M) bool: ``items[m]`` occurs somewhere in row b of ``ids`` (B, L+1)."""
+    uniq, inverse = torch.unique(ids, return_inverse=True)
+    present = torch.zeros(ids.shape[0], uniq.numel(), dtype=torch.bool, device=ids.device)
+    present.scatter_(1, inverse, True)  # (B, U)
+    pos = torch.searchsorted(uniq, items).clamp(max=uniq.numel() - 1)
+    return present[:, pos] & (uniq[pos] == items)[None, :]
 
 
 def popularity_log_q(item_counts: Tensor) -> Tensor:

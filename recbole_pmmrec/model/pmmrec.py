@@ -102,6 +102,7 @@ class PMMRec(SequentialRecommender):
         self.hidden_size = s.hidden_size
         self.loss_type = s.loss_type
         self.nip_debias = s.nip_debias
+        self.nip_negatives = s.nip_negatives
         self.w_nicl, self.nicl_tau = s.w_nicl, s.nicl_tau
         self.w_nid, self.nid_ratio = s.w_nid, s.nid_ratio
         self.w_rcl, self.rcl_tau = s.w_rcl, s.rcl_tau
@@ -144,6 +145,10 @@ class PMMRec(SequentialRecommender):
         counts = features.train_item_counts
         log_q = popularity_log_q(counts) if counts is not None else torch.zeros(self.n_items)
         self.register_buffer("log_q", log_q, persistent=False)
+        # nip_negatives draw from the items with a training interaction (a new item is unknown at training time)
+        pool = torch.nonzero(counts[1:] > 0).flatten() + 1 if counts is not None else torch.empty(0, dtype=torch.long)
+        self.register_buffer("negative_pool", pool if pool.numel() else torch.arange(1, self.n_items),
+                             persistent=False)
         self._item_cache = None  # all item vectors, valid while the weights do not change (eval mode)
         pretrained = {id(m) for backbone in self.item_tower.backbones() for m in backbone.modules()}
         for module in self.modules():
@@ -265,8 +270,14 @@ class PMMRec(SequentialRecommender):
         else:
             ids = next_item_window(item_seq, item_seq_len, interaction[self.POS_ITEM_ID])
         batch_items, batch_inverse = torch.unique(ids, return_inverse=True)  # the batch's distinct items
+        extra = extra_rows = None
         if self.loss_type == "CE":  # the softmax needs every item's vector: encode the catalogue once
             uniq, inverse = torch.arange(self.n_items, device=ids.device), ids
+        elif self.nip_negatives > 0:  # mixed negatives: the batch's items and a uniform sample, encoded together
+            pick = torch.randint(self.negative_pool.numel(), (self.nip_negatives,), device=ids.device)
+            extra = self.negative_pool[pick]
+            uniq, inverse_all = torch.unique(torch.cat([ids.reshape(-1), extra]), return_inverse=True)
+            inverse, extra_rows = inverse_all[:ids.numel()].view_as(ids), inverse_all[ids.numel():]
         else:  # each item encoded once per batch
             uniq, inverse = batch_items, batch_inverse
         items = self.encode_items(uniq)
@@ -281,10 +292,13 @@ class PMMRec(SequentialRecommender):
             all_vecs = self._with_skip(items.vectors, self.skip.catalogue[uniq])
 
         if self.loss_type == "NIP":
+            log_q = self.log_q if self.nip_debias else None
+            mixed = {} if extra is None else {"extra_emb": all_vecs[extra_rows], "extra_ids": extra,
+                                               "n_sampled_from": self.negative_pool.numel()}
             if is_distributed():  # negatives from the whole global batch: every rank's slots (with gradient)
-                loss = nip_loss(*gather_rows(score_out, score_emb, ids), self.log_q if self.nip_debias else None)
+                loss = nip_loss(*gather_rows(score_out, score_emb, ids), log_q, **mixed)
             else:
-                loss = nip_loss(score_out, score_emb, ids, self.log_q if self.nip_debias else None)
+                loss = nip_loss(score_out, score_emb, ids, log_q, **mixed)
         else:  # full-catalogue softmax at every valid position
             logits = score_out @ all_vecs.t()  # (B, L, n_items)
             targets = ids[:, 1:]
@@ -293,7 +307,8 @@ class PMMRec(SequentialRecommender):
 
         if self.w_nicl > 0:
             head = self.heads["nicl"]
-            rows = batch_items if self.loss_type == "CE" else slice(None)  # NICL compares the batch's items only
+            # NICL compares the batch's items only (uniq may also hold the catalogue or the sampled negatives)
+            rows = slice(None) if uniq is batch_items else torch.searchsorted(uniq, batch_items)
             loss = loss + self.w_nicl * nicl_loss(head(items.text_vec[rows]), head(items.image_vec[rows]),
                                                   items.has_text[rows], items.has_image[rows], ids, batch_inverse,
                                                   self.nicl_tau)

@@ -103,6 +103,56 @@ def test_nip_masks_padding_same_user_items_and_target_duplicates():
     assert empty.item() == 0.0 and empty.requires_grad
 
 
+def mixed_reference(seq_out, slot_emb, ids, log_q, extra_emb, extra_ids, pool):
+    """NIP with M extra candidates one query at a time; debias by the expected count of each item among the
+    candidates: C q(i) + M / pool (C = non-padding slots)."""
+    b_size, width = ids.shape
+    n_slots, m = int((ids != 0).sum()), len(extra_ids)
+    terms = []
+    for b in range(b_size):
+        window = set(ids[b].tolist())
+        for l in range(width - 1):
+            if ids[b, l] == 0 or ids[b, l + 1] == 0:
+                continue
+            cands = [(int(ids[b2, l2]), slot_emb[b2, l2], b2 == b and l2 == l + 1)
+                     for b2 in range(b_size) for l2 in range(width)]
+            cands += [(int(i), e, False) for i, e in zip(extra_ids, extra_emb)]
+            logits, pos = [], None
+            for item, emb, is_pos in cands:
+                if item == 0 or (item in window and not is_pos):
+                    continue
+                z = float(seq_out[b, l] @ emb)
+                if log_q is not None:
+                    z -= math.log(n_slots * math.exp(float(log_q[item])) + m / pool)
+                if is_pos:
+                    pos = len(logits)
+                logits.append(z)
+            terms.append(_logsumexp(logits) - logits[pos])
+    return sum(terms) / len(terms)
+
+
+@pytest.mark.parametrize("debias", [False, True])
+def test_nip_with_sampled_negatives_matches_loop_reference(debias):
+    """Mixed negatives: extra items join every query's candidates, except those in the query user's window (here
+    item 5, in users 0 and 1, and 9, the target of user 1, in user 3's), and the debias counts both sources."""
+    seq_out, slot_emb = _nip_inputs(seed=2)
+    extra_ids = torch.tensor([5, 9, 6, 6, 2])
+    extra_emb = torch.randn(5, 8, dtype=F64, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    log_q = popularity_log_q(torch.arange(N_ITEMS).float()).to(F64) if debias else None
+    got = nip_loss(seq_out, slot_emb, IDS, log_q, extra_emb, extra_ids, n_sampled_from=9)
+    want = mixed_reference(seq_out.detach(), slot_emb.detach(), IDS, log_q, extra_emb.detach(), extra_ids, 9)
+    assert abs(got.item() - want) < 1e-6
+    assert abs(got.item() - nip_loss(seq_out, slot_emb, IDS, log_q).item()) > 1e-3  # the extras count
+    got.backward()
+    assert extra_emb.grad[0].abs().sum() > 0  # item 5 is a negative for users 2 and 3, not in their windows
+    # no extra item: the in-batch loss exactly
+    none = nip_loss(seq_out, slot_emb, IDS, log_q, extra_emb[:0], extra_ids[:0], n_sampled_from=9)
+    assert none.item() == pytest.approx(nip_loss(seq_out, slot_emb, IDS, log_q).item(), abs=1e-12)
+    if debias:
+        with pytest.raises(PMMRecConfigError, match="n_sampled_from"):
+            nip_loss(seq_out, slot_emb, IDS, log_q, extra_emb, extra_ids)
+
+
 # ------------------------------------------------------------------------------------------ NICL
 
 

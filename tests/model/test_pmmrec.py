@@ -482,3 +482,38 @@ def test_whiten_unset_is_zca_for_one_frozen_modality_and_whitens_fused_text_grou
     assert float(zca_tokens[~mask].abs().max()) == 0.0
     with pytest.raises(PMMRecConfigError, match="whiten"):
         build(synth, pmmrec_config, whiten="zca", text_train_layers=1)
+
+
+def test_nip_negatives_join_the_batch_from_the_trained_items_only(synth, pmmrec_config):
+    """``nip_negatives: M``: each step draws M items uniformly from those with a training interaction (never a cold
+    item) and scores every query against them too: the loss is nip_loss with those extra candidates (NICL still
+    compares the batch's items only), and differs from the in-batch loss of the same weights."""
+    from recbole_pmmrec.model.losses import nicl_loss, nip_loss
+
+    _, model, train, *_ = build(synth, pmmrec_config, nip_negatives=64, cold_item_ratio=0.2, w_nid=0, w_rcl=0)
+    counts = train._dataset.item_features.train_item_counts
+    assert torch.equal(model.negative_pool, torch.nonzero(counts[1:] > 0).flatten() + 1)
+    assert (counts[1:] == 0).any()  # there are cold items to keep out
+    batch = first_batch(train)
+    model.eval()
+    torch.manual_seed(7)
+    with torch.no_grad():
+        loss = model.calculate_loss(batch)
+    torch.manual_seed(7)
+    extra = model.negative_pool[torch.randint(model.negative_pool.numel(), (64,))]
+    with torch.no_grad():
+        ids = batch["window"]
+        vecs = model.item_vectors()
+        out = model.user_encoder(vecs[ids[:, :-1]], ids[:, :-1] > 0)
+        want = nip_loss(out, vecs[ids], ids, model.log_q, vecs[extra], extra, model.negative_pool.numel())
+        if model.w_nicl > 0:
+            uniq, inverse = torch.unique(ids, return_inverse=True)
+            items = model.item_tower(uniq)
+            head = model.heads["nicl"]
+            want = want + model.w_nicl * nicl_loss(head(items.text_vec), head(items.image_vec), items.has_text,
+                                                   items.has_image, ids, inverse, model.nicl_tau)
+    assert torch.allclose(loss, want, atol=1e-5)
+    _, plain, *_ = build(synth, pmmrec_config, cold_item_ratio=0.2, w_nid=0, w_rcl=0)
+    plain.eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain.calculate_loss(batch), loss)
