@@ -102,10 +102,19 @@ def find_done(key: str, defaults: str, parts=("speed", "quality", "coldstart")) 
 
 
 def add_run(part: str, record: dict) -> None:
-    """Add (or replace) one run in ``bench/results/<part>.json``."""
+    """Add (or replace) one run in ``bench/results/<part>.json``. A stored run with the same key is replaced only
+    if it is the same run (the same spec): a run whose spec was amended after it ran (e.g. stamped with a default it
+    ran with, such as ``train_batch_size: 64``) kept its old key, and is kept here under its spec's key instead."""
     with locked(part):
         data = load_results(part)
-        data["runs"] = [r for r in data["runs"] if r.get("key") != record.get("key")] + [slim(record)]
+        kept = []
+        for r in data["runs"]:
+            if r.get("key") == record.get("key"):
+                if r.get("spec") == record.get("spec") or "spec" not in r:
+                    continue  # the same run, done again or salvaged
+                r = dict(r, key=run_key(r["spec"]), reuse_key=run_key(r["spec"], with_tag=False))
+            kept.append(r)
+        data["runs"] = kept + [slim(record)]
         save_results(part, data)
 
 

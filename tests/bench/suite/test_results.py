@@ -79,3 +79,22 @@ def test_a_run_key_is_claimed_by_one_process_at_a_time(tmp_path):
             assert first and not second and third
     with results.claimed(tmp_path, "abc") as again:
         assert again  # released when the first holder is done
+
+
+def test_a_new_run_does_not_replace_an_amended_older_run_with_the_same_key(tmp_path, monkeypatch):
+    """A stored run whose spec was amended after it ran (stamped with the default it ran with) keeps its old key;
+    a new run of today's default gets that same key. The new run is added, the old one stays under its spec's key;
+    the same run done again (same spec) still replaces its record."""
+    monkeypatch.setattr(results, "RESULTS", Path(tmp_path))
+    today = {"label": "PMMRec content skip", "model": "PMMRec", "dataset": "seqrec-toys",
+             "config": {"seed": 2020, "content_skip": 5.0}}
+    old_spec = dict(today, config=dict(today["config"], train_batch_size=64))
+    key = results.run_key(today)
+    results.add_run("quality", {"key": key, "spec": old_spec, "status": "done", "test": 0.0501})
+    results.add_run("quality", {"key": key, "spec": today, "status": "done", "test": 0.0550})
+    runs = json.loads((tmp_path / "quality.json").read_text())["runs"]
+    assert sorted(r["test"] for r in runs) == [0.0501, 0.0550]
+    assert {r["key"] for r in runs} == {key, results.run_key(old_spec)}
+    results.add_run("quality", {"key": key, "spec": today, "status": "done", "test": 0.0560})
+    runs = json.loads((tmp_path / "quality.json").read_text())["runs"]
+    assert sorted(r["test"] for r in runs) == [0.0501, 0.0560]
