@@ -63,17 +63,18 @@ def by_label(runs: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def time_to_reach(run: dict, target: float) -> float | None:
-    """Wall seconds (training + validation since fit started) at the first validation >= target."""
+def time_to_reach(run: dict, target: float, key: str = "score") -> float | None:
+    """Wall seconds (training + validation since fit started) at the first validation >= target (``key``: the
+    curve's selection score, or e.g. ``valid_history_removed``)."""
     for p in run.get("curve", []):
-        if "score" in p and p["score"] >= target - 1e-12:
+        if "score" in p and p[key] >= target - 1e-12:
             return p["wall_s"]
     return None
 
 
-def best_point(run: dict) -> dict | None:
+def best_point(run: dict, key: str = "score") -> dict | None:
     scored = [p for p in run.get("curve", []) if "score" in p]
-    return max(scored, key=lambda p: p["score"]) if scored else None
+    return max(scored, key=lambda p: p[key]) if scored else None
 
 
 def status_line(runs: list[dict]) -> str:
@@ -107,9 +108,8 @@ def speed_numbers(speed: dict) -> dict:
     hr = "valid_history_removed"
     if sas and pmm and all(hr in p for r in (sas, pmm) for p in r.get("curve", []) if "score" in p) \
             and best_point(sas) and best_point(pmm):
-        sb = max((p for p in sas["curve"] if "score" in p), key=lambda p: p[hr])
-        own = max((p for p in pmm["curve"] if "score" in p), key=lambda p: p[hr])
-        reach = next((p["wall_s"] for p in pmm["curve"] if "score" in p and p[hr] >= sb[hr] - 1e-12), None)
+        sb, own = best_point(sas, hr), best_point(pmm, hr)
+        reach = time_to_reach(pmm, sb[hr], hr)
         out.update(sasrec_best_hr=sb[hr], sasrec_time_hr=sb["wall_s"], pmmrec_best_hr=own[hr],
                    pmmrec_best_time_hr=own["wall_s"], pmmrec_reached_hr=reach is not None,
                    pmmrec_ttq_hr=(reach if reach is not None else own["wall_s"]) / sb["wall_s"])
@@ -245,11 +245,14 @@ core; the speed section says how its runs shared the machine. Studies outside th
 """
 
 
-def section_targets(sp: dict, q: dict, cs: dict, sc: dict, qruns: list[dict] | None = None) -> str:
-    def row(name, target, value, ok):
-        mark = "—" if ok is None else ("met" if ok else "**missed**")
-        return f"| {name} | {target} | {value} | {mark} |"
+def _target_row(name: str, target: str, value: str, ok: bool | None) -> str:
+    """One row of the targets table; ``ok`` None: no verdict."""
+    mark = "—" if ok is None else ("met" if ok else "**missed**")
+    return f"| {name} | {target} | {value} | {mark} |"
 
+
+def section_targets(sp: dict, q: dict, cs: dict, sc: dict, qruns: list[dict] | None = None) -> str:
+    row = _target_row
     lines = ["## Targets at a glance", "", "| target | goal | measured | |", "|---|---|---|---|"]
     if sp.get("pmmrec_ttq_hr") is not None:
         ttq = sp["pmmrec_ttq_hr"]
@@ -349,9 +352,9 @@ def _other_datasets(q: dict, runs: list[dict]) -> list[str]:
         why = "" if final else " (budget-capped or < 3 seeds: no verdict)"
         if hp and hs:
             a, b = mean_std(hp)[0], mean_std(hs)[0]
-            lines.append(f"| {dataset}: test NDCG@10, PMMRec vs SASRec hr-selected, both with the input history "
-                         f"removed (mean of {len(hp)} / {len(hs)} seeds) | >= 1.0x | {a:.4f} vs {b:.4f} "
-                         f"({a / b:.2f}x){why} | {('met' if a >= b else '**missed**') if final else '—'} |")
+            lines.append(_target_row(f"{dataset}: test NDCG@10, PMMRec vs SASRec hr-selected, both with the input "
+                                     f"history removed (mean of {len(hp)} / {len(hs)} seeds)", ">= 1.0x",
+                                     f"{a:.4f} vs {b:.4f} ({a / b:.2f}x){why}", (a >= b) if final else None))
         by_seed = {}
         for r in done(runs):
             label = run_label(r)
@@ -361,24 +364,21 @@ def _other_datasets(q: dict, runs: list[dict]) -> list[str]:
         for seed, pair in sorted(by_seed.items()):
             if len(pair) < 2 or not all(hr in p for r in pair.values() for p in r.get("curve", []) if "score" in p):
                 continue
-            sas_pts = [p for p in pair["sas"]["curve"] if "score" in p]
-            pmm_pts = [p for p in pair["pmm"]["curve"] if "score" in p]
-            if not (sas_pts and pmm_pts):
+            sb, own = best_point(pair["sas"], hr), best_point(pair["pmm"], hr)
+            if not (sb and own):
                 continue
-            sb = max(sas_pts, key=lambda p: p[hr])
-            reach = next((p["wall_s"] for p in pmm_pts if p[hr] >= sb[hr] - 1e-12), None)
+            reach = time_to_reach(pair["pmm"], sb[hr], hr)
             if reach is None:
                 reached_all = False
-                own = max(pmm_pts, key=lambda p: p[hr])
                 parts.append(f"seed {seed}: not reached ({own[hr]:.4f} against {sb[hr]:.4f})")
             else:
                 ratios.append(reach / sb["wall_s"])
                 parts.append(f"seed {seed}: {reach / 60:.0f} / {sb['wall_s'] / 60:.0f} min = {ratios[-1]:.2f}")
         if parts:
             ok = final and reached_all and len(ratios) >= 3
-            verdict = ("met" if max(ratios) <= 1.0 else "**missed**") if ok else "—"
-            lines.append(f"| {dataset}: time to SASRec hr-selected's best validation NDCG@10 (history removed), "
-                         f"PMMRec / SASRec, wall time per seed | <= 1.0 | {'; '.join(parts)}{why} | {verdict} |")
+            lines.append(_target_row(f"{dataset}: time to SASRec hr-selected's best validation NDCG@10 (history "
+                                     f"removed), PMMRec / SASRec, wall time per seed", "<= 1.0",
+                                     f"{'; '.join(parts)}{why}", (max(ratios) <= 1.0) if ok else None))
     return lines
 
 
