@@ -33,13 +33,12 @@ def _zero(*tensors: Tensor) -> Tensor:
     return sum(t.sum() for t in tensors) * 0.0
 
 
-def _presence(ids: Tensor) -> Tensor:
-    """(B, S) bool: slot s's item id occurs somewhere in row b of ``ids`` (B, L+1), padding included."""
-    b, width = ids.shape
+def _row_items(ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``ids``' distinct items (U,), each slot's index among them (B, L+1), and (B, U) bool: item u occurs in row b."""
     uniq, inverse = torch.unique(ids, return_inverse=True)  # inverse (B, L+1) in 0..U-1
-    present = torch.zeros(b, uniq.numel(), dtype=torch.bool, device=ids.device)
+    present = torch.zeros(ids.shape[0], uniq.numel(), dtype=torch.bool, device=ids.device)
     present.scatter_(1, inverse, True)  # (B, U)
-    return present[:, inverse.reshape(-1)]  # (B, S)
+    return uniq, inverse, present
 
 
 # --------------------------------------------------------------------------------------------- NIP
@@ -95,19 +94,17 @@ def nip_loss(seq_out: Tensor, slot_emb: Tensor, ids: Tensor, log_q: Optional[Ten
             lq = torch.logaddexp(lq + math.log(cand.numel()),
                                  torch.full_like(lq, math.log(extra_ids.numel() / n_sampled_from)))
         logits = logits - lq
-    exclude = _presence(ids)[:, cand][q_b]  # (Q, C): the candidate's item is in the query user's window
+    uniq, inverse, present = _row_items(ids)  # present (B, U): item u is in row b's window, padding included
+    exclude = present[:, inverse.reshape(-1)[cand]][q_b]  # (Q, C): the candidate's item is in the query's window
     if mixed:
-        exclude = torch.cat([exclude, _presence_of(ids, extra_ids)[q_b]], dim=1)
+        exclude = torch.cat([exclude, _presence_of(uniq, present, extra_ids)[q_b]], dim=1)
     exclude[torch.arange(target.numel(), device=dev), target] = False
     logits = logits.masked_fill(exclude, torch.finfo(logits.dtype).min)
     return F.cross_entropy(logits, target)
 
 
-def _presence_of(ids: Tensor, items: Tensor) -> Tensor:
-    """(B, M) bool: ``items[m]`` occurs somewhere in row b of ``ids`` (B, L+1)."""
-    uniq, inverse = torch.unique(ids, return_inverse=True)
-    present = torch.zeros(ids.shape[0], uniq.numel(), dtype=torch.bool, device=ids.device)
-    present.scatter_(1, inverse, True)  # (B, U)
+def _presence_of(uniq: Tensor, present: Tensor, items: Tensor) -> Tensor:
+    """(B, M) bool: ``items[m]`` occurs in row b, from :func:`_row_items`' ``uniq`` and ``present``."""
     pos = torch.searchsorted(uniq, items).clamp(max=uniq.numel() - 1)
     return present[:, pos] & (uniq[pos] == items)[None, :]
 
