@@ -251,6 +251,23 @@ def _target_row(name: str, target: str, value: str, ok: bool | None) -> str:
     return f"| {name} | {target} | {value} | {mark} |"
 
 
+def _present(values: list) -> list:
+    return [x for x in values if x is not None]
+
+
+def _history_removed_row(ours: dict, base: dict | None, title: str, goal: str, final: bool, why: str) -> list[str]:
+    """The targets row comparing two quality rows' mean test NDCG@10 with the input history removed (none when
+    either has no such value): ``title`` gets the two seed counts; a verdict (ours >= base) only when ``final``
+    and both have 3 seeds or more, else ``why`` follows the value."""
+    a_all, b_all = _present(ours["history_removed"]), _present(base["history_removed"]) if base else []
+    if not (a_all and b_all):
+        return []
+    a, b = mean_std(a_all)[0], mean_std(b_all)[0]
+    ok = final and min(len(a_all), len(b_all)) >= 3
+    return [_target_row(title.format(len(a_all), len(b_all)), goal, f"{a:.4f} vs {b:.4f} ({a / b:.2f}x)"
+                        + ("" if ok else why), (a >= b) if ok else None)]
+
+
 def section_targets(sp: dict, q: dict, cs: dict, sc: dict, qruns: list[dict] | None = None) -> str:
     row = _target_row
     lines = ["## Targets at a glance", "", "| target | goal | measured | |", "|---|---|---|---|"]
@@ -289,23 +306,14 @@ def section_targets(sp: dict, q: dict, cs: dict, sc: dict, qruns: list[dict] | N
         a, b = mean_std(pm["test"]["ndcg@10"])[0], mean_std(sa["test"]["ndcg@10"])[0]
         final = not (pm["budget"] or sa["budget"]) and min(pm["n"], sa["n"]) >= 3
         note = "" if final else " (budget-capped or < 3 seeds: no verdict)"
-        hp = [x for x in pm["history_removed"] if x is not None]
-
-        def one_rule(baseline, title, base_final, note):  # PMMRec against a baseline, input history removed for both
-            hb_all = [x for x in baseline["history_removed"] if x is not None] if baseline else []
-            if not (hp and hb_all):
-                return
-            ha, hb = mean_std(hp)[0], mean_std(hb_all)[0]
-            ok = base_final and min(len(hp), len(hb_all)) >= 3
-            lines.append(row(title.format(len(hp), len(hb_all)), ">= SASRec",
-                             f"{ha:.4f} vs {hb:.4f} ({ha / hb:.2f}x){'' if ok else note}", (ha >= hb) if ok else None))
-
-        one_rule(sa, "test NDCG@10, PMMRec vs SASRec, both with the input history removed (mean of {} / {} seeds)",
-                 final, " (< 3 seeds with this record: no verdict)")
+        lines += _history_removed_row(
+            pm, sa, "test NDCG@10, PMMRec vs SASRec, both with the input history removed (mean of {} / {} seeds)",
+            ">= SASRec", final, " (< 3 seeds with this record: no verdict)")
         hr_sel = q.get("SASRec hr-selected")  # SASRec also stopped and selected by that rule
-        one_rule(hr_sel, "test NDCG@10, PMMRec vs SASRec hr-selected (SASRec stopped and selected by validation with "
-                 "the history removed; mean of {} / {} seeds)", final and not (hr_sel or {}).get("budget"),
-                 " (budget-capped or < 3 seeds: no verdict)")
+        lines += _history_removed_row(
+            pm, hr_sel, "test NDCG@10, PMMRec vs SASRec hr-selected (SASRec stopped and selected by validation with "
+            "the history removed; mean of {} / {} seeds)", ">= SASRec", final and not (hr_sel or {}).get("budget"),
+            " (budget-capped or < 3 seeds: no verdict)")
         lines.append(row(f"test NDCG@10, PMMRec vs SASRec, each as RecBole evaluates it (mean of {pm['n']} / "
                          f"{sa['n']} seeds)", ">= SASRec",
                          f"{a:.4f} vs {b:.4f} ({a / b:.2f}x){note}", (a >= b) if final else None))
@@ -346,15 +354,12 @@ def _other_datasets(q: dict, runs: list[dict]) -> list[str]:
         pm, sa = q.get(f"PMMRec on {dataset}"), q.get(f"SASRec hr-selected on {dataset}")
         if not (pm and sa):
             continue
-        hp = [x for x in pm["history_removed"] if x is not None]
-        hs = [x for x in sa["history_removed"] if x is not None]
-        final = min(len(hp), len(hs)) >= 3 and not (pm["budget"] or sa["budget"])
-        why = "" if final else " (budget-capped or < 3 seeds: no verdict)"
-        if hp and hs:
-            a, b = mean_std(hp)[0], mean_std(hs)[0]
-            lines.append(_target_row(f"{dataset}: test NDCG@10, PMMRec vs SASRec hr-selected, both with the input "
-                                     f"history removed (mean of {len(hp)} / {len(hs)} seeds)", ">= 1.0x",
-                                     f"{a:.4f} vs {b:.4f} ({a / b:.2f}x){why}", (a >= b) if final else None))
+        final = not (pm["budget"] or sa["budget"])
+        why = " (budget-capped or < 3 seeds: no verdict)"
+        lines += _history_removed_row(pm, sa, f"{dataset}: test NDCG@10, PMMRec vs SASRec hr-selected, both with the "
+                                      "input history removed (mean of {} / {} seeds)", ">= 1.0x", final, why)
+        final = final and min(len(_present(pm["history_removed"])), len(_present(sa["history_removed"]))) >= 3
+        why = "" if final else why
         by_seed = {}
         for r in done(runs):
             label = run_label(r)
