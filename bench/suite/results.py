@@ -2,7 +2,8 @@
 
 Several ``bench/run.py`` processes (or ``--jobs`` lanes, threads of one) may write the same part: every
 read-modify-write holds an exclusive file lock. A record is never dropped here; ``add_run`` replaces only the
-record with the same key.
+record with the same key. A record whose key was recomputed after it ran (its spec amended) keeps the key it ran
+under as ``ran_as``: the name of its files (``runs/<key>.log``) in the work directory.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def add_run(part: str, record: dict) -> None:
             if r.get("key") == record.get("key"):
                 if r.get("spec") == record.get("spec") or "spec" not in r:
                     continue  # the same run, done again or salvaged
-                r = dict(r, key=run_key(r["spec"]), reuse_key=run_key(r["spec"], with_tag=False))
+                r = dict(r, key=run_key(r["spec"]), reuse_key=run_key(r["spec"], with_tag=False),
+                         ran_as=r.get("ran_as", r["key"]))
             kept.append(r)
         data["runs"] = kept + [slim(record)]
         save_results(part, data)

@@ -95,6 +95,7 @@ def test_a_new_run_does_not_replace_an_amended_older_run_with_the_same_key(tmp_p
     runs = json.loads((tmp_path / "quality.json").read_text())["runs"]
     assert sorted(r["test"] for r in runs) == [0.0501, 0.0550]
     assert {r["key"] for r in runs} == {key, results.run_key(old_spec)}
+    assert [r.get("ran_as") for r in runs if r["test"] == 0.0501] == [key]  # the name of its files
     results.add_run("quality", {"key": key, "spec": today, "status": "done", "test": 0.0560})
     runs = json.loads((tmp_path / "quality.json").read_text())["runs"]
     assert sorted(r["test"] for r in runs) == [0.0501, 0.0560]
