@@ -120,6 +120,26 @@ def add_run(part: str, record: dict) -> None:
         save_results(part, data)
 
 
+def stamp_default(part: str, model: str, key: str, value) -> int:
+    """After a default changed: write the value a stored run of ``model`` ran with (``key: value``, the old
+    default) into the spec of every such run that did not set ``key``, so that the report no longer takes it for a
+    run of today's default. Each amended record gets its spec's key (the old one kept as ``ran_as``, the name of
+    its files). Returns how many records were amended."""
+    with locked(part):
+        data = load_results(part)
+        n = 0
+        for r in data["runs"]:
+            spec = r.get("spec")
+            if not spec or spec.get("model") != model or key in (spec.get("config") or {}):
+                continue
+            r["spec"] = dict(spec, config=dict(spec.get("config") or {}, **{key: value}))
+            r["ran_as"] = r.get("ran_as", r.get("key"))
+            r["key"], r["reuse_key"] = run_key(r["spec"]), run_key(r["spec"], with_tag=False)
+            n += 1
+        save_results(part, data)
+    return n
+
+
 def note_invocation(part: str, **info) -> None:
     """Record this invocation (date, threads, ...) under the part's ``meta["lanes"]``; the report reads it."""
     with locked(part):

@@ -99,3 +99,23 @@ def test_a_new_run_does_not_replace_an_amended_older_run_with_the_same_key(tmp_p
     results.add_run("quality", {"key": key, "spec": today, "status": "done", "test": 0.0560})
     runs = json.loads((tmp_path / "quality.json").read_text())["runs"]
     assert sorted(r["test"] for r in runs) == [0.0501, 0.0560]
+
+
+def test_stamp_default_writes_the_old_default_into_the_runs_that_did_not_set_it_and_rekeys_them(tmp_path, monkeypatch):
+    """After a default changes, ``stamp_default`` writes the value the stored runs of that model ran with into
+    the specs that did not set the key (a run that set it, or another model, is left alone), gives each its spec's
+    key and keeps the old key as ``ran_as``; stamping again changes nothing."""
+    monkeypatch.setattr(results, "RESULTS", Path(tmp_path))
+    specs = [{"label": "PMMRec", "model": "PMMRec", "dataset": "d", "config": {"seed": 1}},
+             {"label": "PMMRec skip", "model": "PMMRec", "dataset": "d", "config": {"seed": 1, "content_skip": 5.0}},
+             {"label": "SASRec", "model": "SASRec", "dataset": "d", "config": {"seed": 1}}]
+    for spec in specs:
+        results.add_run("quality", {"key": results.run_key(spec), "spec": spec, "status": "done"})
+    assert results.stamp_default("quality", "PMMRec", "content_skip", 0.0) == 1
+    runs = {r["spec"]["label"]: r for r in json.loads((tmp_path / "quality.json").read_text())["runs"]}
+    stamped = runs["PMMRec"]
+    assert stamped["spec"]["config"] == {"seed": 1, "content_skip": 0.0}
+    assert stamped["key"] == results.run_key(stamped["spec"]) != stamped["ran_as"] == results.run_key(specs[0])
+    assert runs["PMMRec skip"]["spec"] == specs[1] and runs["SASRec"]["spec"] == specs[2]
+    assert "ran_as" not in runs["PMMRec skip"] and "ran_as" not in runs["SASRec"]
+    assert results.stamp_default("quality", "PMMRec", "content_skip", 0.0) == 0
