@@ -297,6 +297,7 @@ class Recommender:
         from recbole_pmmrec.config import Config
         from recbole_pmmrec.model.pmmrec import PMMRec
         from recbole_pmmrec.settings import ARCH_KEYS
+        from recbole_pmmrec.transfer import header_architecture, read_header, with_older_keys
 
         path = Path(os.path.expanduser(str(model_file)))
         if not path.exists():
@@ -304,14 +305,12 @@ class Recommender:
                                         f"save_pretrained (--save_pretrained) or a RecBole checkpoint NAME.pth")
         header, state = None, None
         if path.is_dir() or path.name in ("model.safetensors", "pmmrec.json"):
-            from recbole_pmmrec.transfer import read_header
-
             header = read_header(path)
             path = path if path.is_dir() else path.parent
             if header.get("model") != "PMMRec":
                 raise PMMRecCheckpointError(f"'{path}' holds a {header.get('model')} model; recommend serves PMMRec")
             trained_on = (header.get("source_datasets") or [None])[0]
-            base = {k: v for k, v in header.get("config", {}).items() if k in ARCH_KEYS}
+            base = {k: v for k, v in header_architecture(path, header).items() if k in ARCH_KEYS}
             if data_path is None:
                 raise PMMRecConfigError(f"'{path}' is a pretrained folder, which does not say where its data set "
                                         f"lies: pass data_path=DIR (--data_path=DIR) and dataset=NAME")
@@ -330,6 +329,7 @@ class Recommender:
             if str(getattr(ckpt["config"], "final_config_dict", {}).get("model")) != "PMMRec":
                 raise PMMRecCheckpointError(f"'{path}' holds a {ckpt['config']['model']} model; recommend "
                                             f"serves PMMRec")
+            base = with_older_keys(base, ckpt["state_dict"].keys())
             data_path = data_path if data_path is not None else saved_path
             state = ckpt["state_dict"]
         else:

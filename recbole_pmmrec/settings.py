@@ -141,13 +141,14 @@ KEYS: tuple[Key, ...] = (
     _k("fusion_heads", "int", low=1, models=("PMMRec",), arch=True),
     _k("item_id_embedding", "bool", models=("PMMRec",), arch=True),
     _k("whiten", "choice", choices=("raw", "center", "zca"), optional=True, models=("PMMRec",), arch=True),
-    _k("content_skip", "float", low=0.0, models=("PMMRec",)),
-    _k("content_skip_dim", "int", low=1, models=("PMMRec",)),
+    # ~: from the modalities; recorded in a header: a loading model must have the skip (and score it the same way)
+    _k("content_skip", "float", low=0.0, optional=("PMMRec",), models=("PMMRec",), arch=True),
+    _k("content_skip_dim", "int", low=1, models=("PMMRec",), arch=True),
     _k("fusion_dropout", "float", low=0.0, high=1.0, high_open=True, models=("PMMRec",)),
     _k("hidden_act", "choice", choices=("gelu", "relu", "swish", "tanh", "sigmoid"), models=("PMMRec",), arch=True),
     # ---- ContentKNN
-    _k("knn_decay", "float", low=0.0, high=1.0, models=("ContentKNN", "PMMRec")),
-    _k("knn_history", "int", low=1, models=("ContentKNN", "PMMRec")),
+    _k("knn_decay", "float", low=0.0, high=1.0, models=("ContentKNN", "PMMRec"), arch=True),  # PMMRec's skip too
+    _k("knn_history", "int", low=1, models=("ContentKNN", "PMMRec"), arch=True),
     # ---- objectives and evaluation
     _k("exclude_history", "bool", optional=True, models=("PMMRec", "ContentKNN")),
     _k("eval_item_dtype", "choice", choices=("float32", "bfloat16"), models=("PMMRec",)),

@@ -313,6 +313,31 @@ def read_header(folder) -> dict:
     return header
 
 
+SKIP_WEIGHT = "user_encoder.skip.weight"
+
+
+def with_older_keys(config: dict, weight_names) -> dict:
+    """A saved model's settings (a header's, or a RecBole checkpoint's config), with what a model saved before a
+    key was recorded was built with: ``whiten`` raw (no whitening before the key), ``content_skip`` from its
+    weights (the skip's weight is among ``weight_names`` or not; its value loads with them)."""
+    config = dict(config)
+    config.setdefault("whiten", "raw")
+    if "content_skip" not in config:
+        config["content_skip"] = 1.0 if SKIP_WEIGHT in set(weight_names) else 0.0
+    return config
+
+
+def header_architecture(folder, header: dict) -> dict:
+    """``with_older_keys`` of a checkpoint folder's header (its weights' names are read only when needed)."""
+    config = header.get("config", {})
+    if "content_skip" in config:
+        return with_older_keys(config, ())
+    from safetensors import safe_open
+
+    with safe_open(str(_resolve_folder(folder) / WEIGHTS_FILE), framework="pt") as weights:
+        return with_older_keys(config, weights.keys())
+
+
 def _read_weights(folder: Path, header: dict) -> dict[str, Tensor]:
     from safetensors.torch import load_file
 

@@ -58,6 +58,7 @@ class World:
             # whiten ~ is zca for text alone: its statistics are the loading catalogue's, so a new item's vector would
             # differ between the "held" and "full" catalogues by design (the whitened path: tests/model/test_pmmrec.py)
             "whiten": "raw",
+            "content_skip": 0.0,  # likewise ~'s skip on text alone: its principal directions are the catalogue's
         }
         self._models = {}
 
@@ -203,6 +204,31 @@ def test_new_item_gets_the_vector_it_would_have_had(world, tmp_path, modalities,
         meta["encoders"]["text"]["bottom_sha256"] = "0" * 64
         (stored / "meta.json").write_text(json.dumps(meta))
         torch.testing.assert_close(world.load(folder).item_vectors()[1][-1], vectors_h[-1], rtol=1e-5, atol=1e-5)
+
+
+def test_a_models_content_skip_is_recorded_and_loads_with_it_also_from_an_older_header(world, tmp_path):
+    """A model with the content skip (text alone) records it in its header and is rebuilt with it for
+    recommendations, scoring as trained; a header written before the key was recorded is read by its weights
+    (the skip's weight is there or not), so neither kind of older folder fails to load or loads the wrong model."""
+    config = load_config("PMMRec", "held", config_dict=world.config("text", content_skip=2.0))
+    init_seed(config["seed"], config["reproducibility"])
+    train, _, test = data_preparation(config, create_dataset(config))
+    model = get_model("PMMRec")(config, train._dataset).eval()
+    folder = tmp_path / "skip"
+    save_pretrained(model, folder, config, ["held"])
+    header = json.loads((folder / HEADER_FILE).read_text())
+    assert header["config"]["content_skip"] == 2.0 and header["config"]["content_skip_dim"] == 64
+    loaded = world.load(folder)
+    assert loaded.model.skip is not None and float(loaded.model.skip.weight) == 2.0
+    batch = next(iter(test))[0]
+    with torch.no_grad():
+        expected = model.full_sort_predict(batch)
+        torch.testing.assert_close(loaded.model.full_sort_predict(batch), expected, rtol=1e-5, atol=1e-5)
+    for saved, has_skip in ((folder, True), (world.copy(tmp_path / "plain", "text", trained=False), False)):
+        older = json.loads((saved / HEADER_FILE).read_text())
+        del older["config"]["content_skip"]
+        (saved / HEADER_FILE).write_text(json.dumps(older))
+        assert (world.load(saved).model.skip is not None) == has_skip
 
 
 def test_new_items_from_a_folder_in_the_cli(world, tmp_path, capsys):

@@ -66,6 +66,7 @@ class World:
             "image_grid": 2, "hidden_size": 32, "inner_size": 64, "fusion_heads": 2, "cache_dir": str(root / "cache"),
             "projection": "linear",  # one kind for every modality setting (~ would be mlp for one modality)
             "whiten": "raw",  # likewise (~ would be zca for text alone)
+            "content_skip": 0.0,  # likewise (~ would add the skip weight to a text-only user encoder)
         }
         self._splits, self._checkpoints = {}, {}
 

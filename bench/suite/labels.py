@@ -82,7 +82,9 @@ RENAMED_LABELS = {"PMMRec text-only mlp": "PMMRec text-only", "PMMRec image-only
                   "PMMRec whiten zca": "PMMRec", "PMMRec text-only whiten zca": "PMMRec text-only",
                   "PMMRec with item ID whiten zca": "PMMRec with item ID",
                   # 0.6: train_batch_size ~ is 256 on short histories, so "batch 256" there is today's default
-                  "PMMRec batch 256": "PMMRec"}
+                  "PMMRec batch 256": "PMMRec",
+                  # 0.6: content_skip ~ is 5.0 for frozen, cached text alone, so "content skip" there is today's default
+                  "PMMRec content skip": "PMMRec"}
 # The suite's data sets with images (modalities ~ is text + image there); every other one is text only.
 IMAGE_DATASETS = frozenset({"ml100k-posters", "ml1m-posters"})
 
@@ -103,13 +105,13 @@ def model_of(label: str) -> tuple[str, dict]:
     return label.split(" ")[0], dict(BASELINES[label])
 
 
-def default_whiten_of(spec: dict) -> str:
-    """What ``whiten: ~`` (the default since 0.6) resolves to for a stored PMMRec run: the package's own rule
-    (``item_tower.default_whiten``) on the run's modalities (its ``modalities``, else the data set's) and encoder
-    keys."""
+def data_defaults_of(spec: dict) -> dict:
+    """What the ``~`` keys that follow the modalities and encoders resolve to for a stored PMMRec run, by the
+    package's own rules (``item_tower.default_whiten``, since 0.6; ``item_tower.default_content_skip``, since 0.6 too)
+    on the run's modalities (its ``modalities``, else the data set's) and encoder keys."""
     from types import SimpleNamespace
 
-    from recbole_pmmrec.model.item_tower import default_whiten
+    from recbole_pmmrec.model.item_tower import default_content_skip, default_whiten
 
     cfg = spec.get("config") or {}
     modalities = cfg.get("modalities") or (["text", "image"] if spec.get("dataset", DATASET) in IMAGE_DATASETS
@@ -117,18 +119,22 @@ def default_whiten_of(spec: dict) -> str:
     encoders = SimpleNamespace(encoder_mode=cfg.get("encoder_mode") or "cached",
                                text_train_layers=cfg.get("text_train_layers") or 0,
                                image_train_layers=cfg.get("image_train_layers") or 0)
-    return default_whiten(encoders, list(modalities))
+    return {"whiten": default_whiten(encoders, list(modalities)),
+            "content_skip": default_content_skip(encoders, list(modalities))}
 
 
 def overrides_of(spec: dict) -> dict:
     """The model settings a run was made with, against today's defaults: its spec's config without the keys every
-    run sets, and without a ``whiten`` equal to what today's default resolves to for it, nor a key equal to what
-    today's ``~`` resolves to on the run's data (``spec["resolved"]``: ``train_batch_size``). (PMMRec runs made
-    before a default changed carry the value they ran with in their stored spec: ``whiten: raw``,
-    ``train_batch_size: 64``.)"""
+    run sets, and without a ``whiten`` or ``content_skip`` equal to what today's default resolves to for it
+    (``data_defaults_of``), nor a key equal to what today's ``~`` resolved to on the run's data
+    (``spec["resolved"]``: ``train_batch_size``, ``content_skip``). (PMMRec runs made before a default changed
+    carry the value they ran with in their stored spec: ``whiten: raw``, ``train_batch_size: 64``,
+    ``content_skip: 0.0``.)"""
     out = {k: v for k, v in sorted((spec.get("config") or {}).items()) if k not in RUN_KEYS}
-    if spec.get("model") == "PMMRec" and out.get("whiten") == default_whiten_of(spec):
-        del out["whiten"]
+    if spec.get("model") == "PMMRec":
+        for key, value in data_defaults_of(spec).items():
+            if key in out and out[key] == value:
+                del out[key]
     for key, value in (spec.get("resolved") or {}).items():  # what ~ resolved to for this run's data
         if key in out and out[key] == value:
             del out[key]

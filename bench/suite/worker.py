@@ -74,7 +74,7 @@ def package_config(spec: dict) -> dict:
 
 
 # config keys whose value a run records as the package resolved it (``spec["resolved"]``)
-RESOLVED_KEYS = ("train_batch_size",)
+RESOLVED_KEYS = ("train_batch_size", "content_skip")
 
 
 class Recorder:
@@ -110,7 +110,8 @@ class EpochLog:
             # the report compares a run's overrides with it (bench/suite/labels.py: overrides_of)
             given = self.rec.record["spec"].get("config") or {}  # an explicit value is an override, not resolved
             self.rec.record["spec"] = dict(self.rec.record["spec"], resolved={
-                k: trainer.config[k] for k in RESOLVED_KEYS if given.get(k) is None})
+                k: trainer.config[k] for k in RESOLVED_KEYS
+                if given.get(k) is None and trainer.config[k] is not None})  # a baseline has no content_skip
         self.trainer = trainer
         point = {"epoch": record["epoch"], "train_s": record["train_s"], "loss": record["loss"]}
         improved = False

@@ -42,7 +42,8 @@ from recbole_pmmrec.data.dataloader import next_item_window
 from recbole_pmmrec.data.dataset import resolve_exclude_history
 from recbole_pmmrec.collectives import gather_rows, is_distributed
 from recbole_pmmrec.model.fusion import fused_gelu
-from recbole_pmmrec.model.item_tower import ItemTower, WhiteningExperts, default_projection, default_whiten
+from recbole_pmmrec.model.item_tower import (DEFAULT_CONTENT_SKIP, ItemTower, WhiteningExperts,
+                                              default_content_skip, default_projection, default_whiten)
 from recbole_pmmrec.model.similarity import ContentSkip
 from recbole_pmmrec.settings import settings_of
 from recbole_pmmrec.model.losses import corrupt_window, nicl_loss, nid_loss, nip_loss, popularity_log_q, rcl_loss
@@ -99,6 +100,12 @@ class PMMRec(SequentialRecommender):
             if hasattr(config, "resolve"):
                 config.resolve(f"decided from the modalities {list(features.modalities)} and the encoders: zca for one "
                                f"frozen, cached modality, else raw", whiten=s.whiten)
+        if s.content_skip is None:  # decided from the data: see default_content_skip
+            s = s.resolved(content_skip=default_content_skip(s, features.modalities))
+            if hasattr(config, "resolve"):
+                config.resolve(f"decided from the modalities {list(features.modalities)} and the encoders: "
+                               f"{DEFAULT_CONTENT_SKIP} for frozen, cached text alone, else 0 (off)",
+                               content_skip=s.content_skip)
         self.hidden_size = s.hidden_size
         self.loss_type = s.loss_type
         self.nip_debias = s.nip_debias
@@ -193,6 +200,7 @@ class PMMRec(SequentialRecommender):
             "projection": kind,
             **({"moe_experts": int(first.bias.shape[0])} if kind == "moe" else {}),
             "whiten": tower.whiten,  # the projection was trained on states whitened this way
+            "content_skip": float(self.skip.weight.detach()) if self.skip is not None else 0.0,  # its trained w
             "fusion_heads": int(tower.fusion.n_heads),
             "n_layers": len(self.user_encoder.encoder.layer),
             "n_heads": int(user_layer.multi_head_attention.num_attention_heads),

@@ -425,6 +425,22 @@ def test_content_skip_adds_the_weighted_content_cosine_to_every_score(synth, pmm
         torch.testing.assert_close(point[finite], scores[rows, batch[model.ITEM_ID]][finite], rtol=1e-4, atol=1e-4)
 
 
+def test_content_skip_unset_is_on_for_frozen_cached_text_alone_and_off_otherwise(synth, pmmrec_config):
+    """``content_skip: ~`` (the default) decides DEFAULT_CONTENT_SKIP for text alone from a frozen, cached encoder
+    and 0 (off) with an image, trainable text blocks or image alone, logged and written back to the config; a value
+    set by the user is kept."""
+    from recbole_pmmrec.model.item_tower import DEFAULT_CONTENT_SKIP
+
+    config, text, *_ = build(synth, pmmrec_config, modalities=["text"], content_skip=None)
+    assert config["content_skip"] == DEFAULT_CONTENT_SKIP > 0
+    assert float(text.skip.weight.detach()) == DEFAULT_CONTENT_SKIP
+    for overrides in ({}, {"modalities": ["image"]}, {"modalities": ["text"], "text_train_layers": 1}):
+        config, model, *_ = build(synth, pmmrec_config, content_skip=None, **overrides)
+        assert config["content_skip"] == 0.0 and model.skip is None, overrides
+    config, kept, *_ = build(synth, pmmrec_config, modalities=["text"], content_skip=0.0)
+    assert config["content_skip"] == 0.0 and kept.skip is None
+
+
 @pytest.mark.parametrize("kind", ["center", "zca"])
 def test_whiten_feeds_the_projection_the_catalogues_whitened_pooled_states(synth, pmmrec_config, kind):
     """``whiten``: one frozen modality's pooled states are centred (``center``) or also decorrelated (``zca``) with
