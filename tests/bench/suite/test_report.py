@@ -209,6 +209,13 @@ def test_readme_results_table_between_the_markers(tmp_path):
     assert table[3] == "| seqrec-toys | leave-one-out, history removed | 0.0500 (1) | 0.0400 (1) | – | 0.0300 (1) | 1.25x |"
     assert table[4].startswith("| microlens-50k (text-only) | cold split") and table[4].endswith(
         "| 0.0200 (1) | – | 0.0400 (1) † | – | 0.50x |")
+    # a leave-one-out row without a SASRec run does not hide the cold-split comparison; one with SASRec does
+    rows["PMMRec on microlens-50k"] = row("microlens-50k", [0.03])
+    table = readme_results(rows, cold).splitlines()
+    assert table[3].startswith("| microlens-50k | leave-one-out") and table[3].endswith("| 0.0300 (1) | – | – | – | – |")
+    assert table[5].startswith("| microlens-50k (text-only) | cold split")
+    rows["SASRec hr-selected on microlens-50k"] = row("microlens-50k", [0.03])
+    assert not any("cold split" in line for line in readme_results(rows, cold).splitlines())
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{README_START}\nold\n{README_END}\nrest\n")
     write_readme_results(readme, rows)
