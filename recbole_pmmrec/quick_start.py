@@ -44,15 +44,14 @@ def resolve_from_checkpoint(config) -> None:
     open_whiten = "whiten" in settings and settings.whiten is None
     if not (open_projection or open_whiten) or not config["pretrained"]:
         return
-    from recbole_pmmrec.transfer import read_header
+    from recbole_pmmrec.transfer import header_architecture, read_header
 
-    saved = read_header(config["pretrained"]).get("config", {})
+    saved = header_architecture(config["pretrained"], read_header(config["pretrained"]))
     if open_projection and saved.get("projection"):  # transferred projections keep their kind (and experts)
         config.resolve("taken from the pre-trained checkpoint", projection=saved["projection"],
                        **({"moe_experts": saved["moe_experts"]} if saved.get("moe_experts") else {}))
     if open_whiten:  # the projection was trained on states whitened this way
-        config.resolve("taken from the pre-trained checkpoint (raw: written before the key)",
-                       whiten=saved.get("whiten") or "raw")
+        config.resolve("taken from the pre-trained checkpoint (raw: written before the key)", whiten=saved["whiten"])
 
 
 def output_dirs(config) -> dict:

@@ -334,8 +334,18 @@ def header_architecture(folder, header: dict) -> dict:
         return with_older_keys(config, ())
     from safetensors import safe_open
 
-    with safe_open(str(_resolve_folder(folder) / WEIGHTS_FILE), framework="pt") as weights:
-        return with_older_keys(config, weights.keys())
+    path = _resolve_folder(folder) / WEIGHTS_FILE
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            names = list(weights.keys())
+    except Exception as exc:  # safetensors raises its own error types for bad headers / short files
+        raise _unreadable(path, exc) from exc
+    return with_older_keys(config, names)
+
+
+def _unreadable(path: Path, exc: Exception) -> PMMRecCheckpointError:
+    return PMMRecCheckpointError(f"cannot read {path} ({type(exc).__name__}: {exc}): the file is truncated or "
+                                 f"corrupt; copy the checkpoint folder again")
 
 
 def _read_weights(folder: Path, header: dict) -> dict[str, Tensor]:
@@ -350,9 +360,7 @@ def _read_weights(folder: Path, header: dict) -> dict[str, Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises its own error types for bad headers / short files
-        raise PMMRecCheckpointError(
-            f"cannot read {path} ({type(exc).__name__}: {exc}): the file is truncated or corrupt; copy the "
-            f"checkpoint folder again") from exc
+        raise _unreadable(path, exc) from exc
 
 
 def identity_differences(saved: dict, own: dict) -> list[str]:

@@ -354,12 +354,13 @@ def _other_datasets(q: dict, runs: list[dict]) -> list[str]:
         pm, sa = q.get(f"PMMRec on {dataset}"), q.get(f"SASRec hr-selected on {dataset}")
         if not (pm and sa):
             continue
-        final = not (pm["budget"] or sa["budget"])
-        why = " (budget-capped or < 3 seeds: no verdict)"
+        unbudgeted = not (pm["budget"] or sa["budget"])
+        no_verdict = " (budget-capped or < 3 seeds: no verdict)"
         lines += _history_removed_row(pm, sa, f"{dataset}: test NDCG@10, PMMRec vs SASRec hr-selected, both with the "
-                                      "input history removed (mean of {} / {} seeds)", ">= 1.0x", final, why)
-        final = final and min(len(_present(pm["history_removed"])), len(_present(sa["history_removed"]))) >= 3
-        why = "" if final else why
+                                      "input history removed (mean of {} / {} seeds)", ">= 1.0x", unbudgeted,
+                                      no_verdict)
+        final = unbudgeted and min(len(_present(pm["history_removed"])), len(_present(sa["history_removed"]))) >= 3
+        why = "" if final else no_verdict
         by_seed = {}
         for r in done(runs):
             label = run_label(r)

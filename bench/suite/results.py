@@ -113,11 +113,16 @@ def add_run(part: str, record: dict) -> None:
             if r.get("key") == record.get("key"):
                 if r.get("spec") == record.get("spec") or "spec" not in r:
                     continue  # the same run, done again or salvaged
-                r = dict(r, key=run_key(r["spec"]), reuse_key=run_key(r["spec"], with_tag=False),
-                         ran_as=r.get("ran_as", r["key"]))
+                r = _rekeyed(r)
             kept.append(r)
         data["runs"] = kept + [slim(record)]
         save_results(part, data)
+
+
+def _rekeyed(record: dict) -> dict:
+    """``record`` under its spec's key (and reuse key), the key it ran under kept as ``ran_as``."""
+    return dict(record, key=run_key(record["spec"]), reuse_key=run_key(record["spec"], with_tag=False),
+                ran_as=record.get("ran_as", record.get("key")))
 
 
 def stamp_default(part: str, model: str, key: str, value) -> int:
@@ -132,9 +137,7 @@ def stamp_default(part: str, model: str, key: str, value) -> int:
             spec = r.get("spec")
             if not spec or spec.get("model") != model or key in (spec.get("config") or {}):
                 continue
-            r["spec"] = dict(spec, config=dict(spec.get("config") or {}, **{key: value}))
-            r["ran_as"] = r.get("ran_as", r.get("key"))
-            r["key"], r["reuse_key"] = run_key(r["spec"]), run_key(r["spec"], with_tag=False)
+            r.update(_rekeyed(dict(r, spec=dict(spec, config=dict(spec.get("config") or {}, **{key: value})))))
             n += 1
         save_results(part, data)
     return n
