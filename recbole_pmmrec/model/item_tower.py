@@ -76,6 +76,27 @@ def default_projection(modalities) -> str:
     return "mlp" if len(modalities) == 1 else "linear"
 
 
+# The keys whose ``~`` is decided from the data, in the order the model resolves them (a rule may read a key resolved
+# before it): key -> (rule (settings, modalities) -> value, the rule in words for the log line)
+DATA_DEFAULTS = {
+    "projection": (lambda settings, modalities: default_projection(modalities), "mlp for one modality, linear for two"),
+    "whiten": (default_whiten, "zca for frozen, cached text alone, else raw"),
+    "content_skip": (default_content_skip, f"{DEFAULT_CONTENT_SKIP} for frozen, cached text alone, else 0 (off)"),
+}
+
+
+def resolve_data_defaults(settings, modalities, config=None):
+    """``settings`` with every ``~`` key of DATA_DEFAULTS decided from ``modalities`` and the encoder keys; each
+    decision is installed in ``config`` and logged in one line (``Config.resolve``) when a config is given."""
+    for key, (rule, words) in DATA_DEFAULTS.items():
+        if getattr(settings, key) is None:
+            settings = settings.resolved(**{key: rule(settings, modalities)})
+            if hasattr(config, "resolve"):
+                config.resolve(f"decided from the modalities {list(modalities)} and the encoders: {words}",
+                               **{key: getattr(settings, key)})
+    return settings
+
+
 class WhiteningExperts(nn.Module):
     """A mixture of parametric whitening layers [ours, after UniSRec's MoE adaptor]: expert k maps x to
     (x - b_k) W_k, a softmax gate on x mixes them. Meant to bridge the frozen text space of several domains.

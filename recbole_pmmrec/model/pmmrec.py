@@ -42,8 +42,7 @@ from recbole_pmmrec.data.dataloader import next_item_window
 from recbole_pmmrec.data.dataset import resolve_exclude_history
 from recbole_pmmrec.collectives import gather_rows, is_distributed
 from recbole_pmmrec.model.fusion import fused_gelu
-from recbole_pmmrec.model.item_tower import (DEFAULT_CONTENT_SKIP, ItemTower, WhiteningExperts,
-                                              default_content_skip, default_projection, default_whiten)
+from recbole_pmmrec.model.item_tower import ItemTower, WhiteningExperts, resolve_data_defaults
 from recbole_pmmrec.model.similarity import ContentSkip
 from recbole_pmmrec.settings import settings_of
 from recbole_pmmrec.model.losses import corrupt_window, nicl_loss, nid_loss, nip_loss, popularity_log_q, rcl_loss
@@ -90,22 +89,7 @@ class PMMRec(SequentialRecommender):
         # --- hyper-parameters: the validated settings (defaults and ranges: properties/model/PMMRec.yaml)
         features = dataset.item_features
         s = settings_of(config)
-        if s.projection is None:  # decided from the data: see default_projection
-            s = s.resolved(projection=default_projection(features.modalities))
-            if hasattr(config, "resolve"):
-                config.resolve(f"decided from the modalities {list(features.modalities)}: mlp for one, linear for "
-                               f"two", projection=s.projection)
-        if s.whiten is None:  # decided from the data: see default_whiten
-            s = s.resolved(whiten=default_whiten(s, features.modalities))
-            if hasattr(config, "resolve"):
-                config.resolve(f"decided from the modalities {list(features.modalities)} and the encoders: zca for one "
-                               f"frozen, cached modality, else raw", whiten=s.whiten)
-        if s.content_skip is None:  # decided from the data: see default_content_skip
-            s = s.resolved(content_skip=default_content_skip(s, features.modalities))
-            if hasattr(config, "resolve"):
-                config.resolve(f"decided from the modalities {list(features.modalities)} and the encoders: "
-                               f"{DEFAULT_CONTENT_SKIP} for frozen, cached text alone, else 0 (off)",
-                               content_skip=s.content_skip)
+        s = resolve_data_defaults(s, features.modalities, config)  # each ~ decided from the data, logged
         self.hidden_size = s.hidden_size
         self.loss_type = s.loss_type
         self.nip_debias = s.nip_debias
