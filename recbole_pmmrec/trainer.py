@@ -17,7 +17,8 @@
   (:class:`CheckpointLock`; a resumed run writes the same NAME), and a second writer is refused with a
   :class:`PMMRecCheckpointError` naming the file and the holder's pid;
 * a failed write (a full disk) removes the temporary file and names the checkpoint (:func:`write_atomically`);
-* TensorBoard files go to ``tensorboard_dir``; multi-process runs (``nproc > 1``) work on CPU (gloo).
+* TensorBoard files go to ``tensorboard_dir``, and the writer is closed when ``fit`` ends (RecBole leaves its
+  flush thread running); multi-process runs (``nproc > 1``) work on CPU (gloo).
 """
 
 from __future__ import annotations
@@ -262,18 +263,29 @@ class OwnCheckpointMixin:
             return self.best_valid_score, self.best_valid_result
         # only rank 0 writes NAME.pth / NAME.latest.pth
         writes = saved and collectives.rank() == 0 and hasattr(self, "saved_model_file")
-        with CheckpointLock(self.saved_model_file) if writes else contextlib.nullcontext():
-            try:
-                result = super().fit(train_data, valid_data, verbose=verbose, saved=saved,
-                                     show_progress=show_progress, callback_fn=self._after_epoch_callback(callback_fn))
-            except _StopTraining:  # the epoch callback asked to stop (after this epoch's checkpoint)
-                result = self.best_valid_score, self.best_valid_result
-            if saved:
-                self.save_latest(getattr(self, "_last_epoch", self.start_epoch - 1), train_data, finished=True)
+        try:
+            with CheckpointLock(self.saved_model_file) if writes else contextlib.nullcontext():
+                try:
+                    result = super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
+                                         callback_fn=self._after_epoch_callback(callback_fn))
+                except _StopTraining:  # the epoch callback asked to stop (after this epoch's checkpoint)
+                    result = self.best_valid_score, self.best_valid_result
+                if saved:
+                    self.save_latest(getattr(self, "_last_epoch", self.start_epoch - 1), train_data, finished=True)
+        finally:
+            self._close_tensorboard()
         if self.sync_checks:
             self.logger.info(f"ddp_check_sync: parameters bitwise identical on all {torch.distributed.get_world_size()} "
                              f"ranks after each of {self.sync_checks} training steps")
         return result
+
+    def _close_tensorboard(self) -> None:
+        """Flush and close the run's TensorBoard writer. RecBole never closes it: its flush thread stayed alive for
+        the life of the process and reopened the event file every 2 minutes (one more thread per run of a loop).
+        A later write (another ``fit``) opens a new event file."""
+        writer = getattr(self, "tensorboard", None)
+        if writer is not None:
+            writer.close()
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if self._stop_requested:  # asked after an epoch without validation (its checkpoint is written by now)

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -114,3 +115,13 @@ def test_a_stale_lock_file_of_a_dead_run_does_not_block(tmp_path):
     with CheckpointLock(checkpoint):
         assert Path(lock_file_of(checkpoint)).read_text().startswith(f"{os.getpid()} on ")
     assert not os.path.exists(lock_file_of(checkpoint))
+
+
+def test_a_run_leaves_no_thread_behind(synth, quick_config):
+    """RecBole's trainer never closes its TensorBoard writer: its flush thread stayed alive for the life of the
+    process and reopened the event file every 2 minutes (one more such thread per run of a loop)."""
+    before = set(threading.enumerate())
+    for _ in range(2):
+        run_recbole_pmmrec("SASRec", synth.name, config_dict=quick_config(synth))
+    left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert not left, left
