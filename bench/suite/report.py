@@ -943,8 +943,11 @@ def transfer_tables(summary: dict, level: str = "###") -> str:
     lines = []
     for target, part in summary["targets"].items():
         zero = "; ".join(f"{k} {v['ndcg@10']:.4f}" for k, v in sorted(part["zero_shot"].items())) or "not run"
-        lines += [f"{level} {target}", "", f"Zero-shot (no training step), test NDCG@10: {zero}.", "",
-                  "| setting | users | NDCG@10 | Recall@10 | Δ NDCG@10 vs scratch/all (paired, wins) | × scratch/all "
+        lines += [f"{level} {target}", "", f"Zero-shot (no training step), test NDCG@10: {zero}.", ""]
+        if not part["results"]:
+            lines += ["No fine-tuning runs.", ""]
+            continue
+        lines += ["| setting | users | NDCG@10 | Recall@10 | Δ NDCG@10 vs scratch/all (paired, wins) | × scratch/all "
                   "| × ContentKNN (zero-shot) | s to scratch's best valid (reached) | epochs |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for setting, by_ratio in part["results"].items():
@@ -1017,9 +1020,14 @@ def section_transfer(results_dir: Path) -> str:
               "stopping on validation NDCG@10. Produced by `bench/studies/transfer.py` (one torch thread per run); "
               f"numbers in `bench/results/{TRANSFER_RESULT}` ({summary.get('created', 'undated')}). "
               + summary["protocol"].capitalize() + ".", ""]
+    variants = study_results(results_dir, TRANSFER_VARIANTS)
+    if variants:
+        lines += ["Variants, each in its own section below (the settings each one changes, and when it ran): "
+                  + "; ".join(f"{v.get('variant') or v.get('file')} ({str(v.get('created', 'undated'))[:10]})"
+                              for v in variants) + ".", ""]
     lines += _transfer_targets_table(summary) + ["**Corpus and pre-training cost**", ""]
     lines += _corpus_lines(summary) + ["", transfer_tables(summary)]
-    for variant in study_results(results_dir, TRANSFER_VARIANTS):
+    for variant in variants:
         name = variant.get("file", TRANSFER_VARIANTS)
         overrides = ", ".join(f"`{k}: {v}`" for k, v in sorted((variant.get("config_overrides") or {}).items())
                               if k not in _WHERE_KEYS)

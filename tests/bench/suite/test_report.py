@@ -299,6 +299,13 @@ def test_transfer_section_judges_each_target_on_its_pretrained_runs(tmp_path):
     assert "1.50x (0.0300 vs 0.0200) | met |" in main and "`whiten: zca`" in rest and "cache_dir" not in rest
     assert "| tgt, corp | zero-shot NDCG@10 >= 1.2x ContentKNN (same modalities) | 0.50x (0.0100 vs 0.0200) " \
            "| **missed** |" in rest and "#### tgt" in rest and "transfer_corpus_zca.json" in rest
+    assert "Variants, each in its own section below" in main and "whiten zca (" in main
+    # a variant with zero-shot runs only says so instead of an empty table
+    zero_only = dict(variant, variant="zero-shot only", file="transfer_corpus_zero.json")
+    zero_only["targets"] = {"tgt": dict(variant["targets"]["tgt"], results={})}
+    (tmp_path / "transfer_corpus_zero.json").write_text(json.dumps(zero_only))
+    rest = section_transfer(tmp_path).partition("### Variant: zero-shot only")[2].partition("### Variant:")[0]
+    assert "Zero-shot (no training step)" in rest and "No fine-tuning runs." in rest and "| setting |" not in rest
 
 
 def test_cold_hits_are_set_against_content_knn_on_the_same_rows():
