@@ -256,6 +256,12 @@ class OwnCheckpointMixin:
 
     # ------------------------------------------------------------------ training loop hooks
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        try:
+            return self._fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        finally:  # whichever way fit ends (a resumed run with nothing left to train included)
+            self._close_tensorboard()
+
+    def _fit(self, train_data, valid_data, verbose, saved, show_progress, callback_fn):
         self._fit_first_epoch, self._save_latest = self.start_epoch, bool(saved)
         self._valid_data, self._fit_clock = valid_data, 0.0
         if self._resumed_finished or (self._resume_state is not None and self.start_epoch >= self.epochs):
@@ -263,17 +269,14 @@ class OwnCheckpointMixin:
             return self.best_valid_score, self.best_valid_result
         # only rank 0 writes NAME.pth / NAME.latest.pth
         writes = saved and collectives.rank() == 0 and hasattr(self, "saved_model_file")
-        try:
-            with CheckpointLock(self.saved_model_file) if writes else contextlib.nullcontext():
-                try:
-                    result = super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
-                                         callback_fn=self._after_epoch_callback(callback_fn))
-                except _StopTraining:  # the epoch callback asked to stop (after this epoch's checkpoint)
-                    result = self.best_valid_score, self.best_valid_result
-                if saved:
-                    self.save_latest(getattr(self, "_last_epoch", self.start_epoch - 1), train_data, finished=True)
-        finally:
-            self._close_tensorboard()
+        with CheckpointLock(self.saved_model_file) if writes else contextlib.nullcontext():
+            try:
+                result = super().fit(train_data, valid_data, verbose=verbose, saved=saved,
+                                     show_progress=show_progress, callback_fn=self._after_epoch_callback(callback_fn))
+            except _StopTraining:  # the epoch callback asked to stop (after this epoch's checkpoint)
+                result = self.best_valid_score, self.best_valid_result
+            if saved:
+                self.save_latest(getattr(self, "_last_epoch", self.start_epoch - 1), train_data, finished=True)
         if self.sync_checks:
             self.logger.info(f"ddp_check_sync: parameters bitwise identical on all {torch.distributed.get_world_size()} "
                              f"ranks after each of {self.sync_checks} training steps")

@@ -117,11 +117,15 @@ def test_a_stale_lock_file_of_a_dead_run_does_not_block(tmp_path):
     assert not os.path.exists(lock_file_of(checkpoint))
 
 
-def test_a_run_leaves_no_thread_behind(synth, quick_config):
+def test_a_run_leaves_no_thread_behind(synth, quick_config, tmp_path):
     """RecBole's trainer never closes its TensorBoard writer: its flush thread stayed alive for the life of the
-    process and reopened the event file every 2 minutes (one more such thread per run of a loop)."""
+    process and reopened the event file every 2 minutes (one more such thread per run of a loop). Also when a
+    resumed run had nothing left to train."""
     before = set(threading.enumerate())
+    config = quick_config(synth, checkpoint_dir=str(tmp_path / "saved"))
     for _ in range(2):
-        run_recbole_pmmrec("SASRec", synth.name, config_dict=quick_config(synth))
+        run_recbole_pmmrec("SASRec", synth.name, config_dict=config)
+    latest = sorted((tmp_path / "saved").glob("*.latest.pth"))[0]
+    run_recbole_pmmrec("SASRec", synth.name, config_dict=dict(config, resume_checkpoint=str(latest)))
     left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
     assert not left, left
