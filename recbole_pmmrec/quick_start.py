@@ -46,12 +46,15 @@ def resolve_from_checkpoint(config) -> None:
         return
     from recbole_pmmrec.transfer import header_architecture, read_header
 
-    saved = header_architecture(config["pretrained"], read_header(config["pretrained"]))
+    header = read_header(config["pretrained"])
+    saved = header_architecture(config["pretrained"], header)
     if open_projection and saved.get("projection"):  # transferred projections keep their kind (and experts)
         config.resolve("taken from the pre-trained checkpoint", projection=saved["projection"],
                        **({"moe_experts": saved["moe_experts"]} if saved.get("moe_experts") else {}))
     if open_whiten:  # the projection was trained on states whitened this way
-        config.resolve("taken from the pre-trained checkpoint (raw: written before the key)", whiten=saved["whiten"])
+        older = "whiten" not in header.get("config", {})
+        config.resolve("taken from the pre-trained checkpoint" + (" (raw: written before the key)" if older else ""),
+                       whiten=saved["whiten"])
 
 
 def output_dirs(config) -> dict:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 
 import pytest
 import torch
@@ -443,6 +444,47 @@ def test_projection_unset_takes_the_checkpoint_kind(world):
         run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config(
             "text", whiten="raw", epochs=0, pretrained=str(world.root / "text-mlp"),
             transfer_components=["text_encoder"]))
+
+
+def test_whiten_from_a_checkpoint_says_raw_only_for_a_header_without_the_key(world, tmp_path):
+    """``whiten: ~`` with ``pretrained`` logs where its value came from; "(raw: written before the key)" only when the
+    checkpoint's header has no ``whiten`` (it read as raw), not for one that records it."""
+    from types import SimpleNamespace
+
+    from recbole_pmmrec.quick_start import resolve_from_checkpoint
+
+    class Settings(SimpleNamespace):
+        def __contains__(self, key):
+            return key in vars(self)
+
+    saved = world.root / "text-zca"
+    if not saved.exists():
+        run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config(
+            "text", projection=None, whiten=None, epochs=1, save_pretrained=str(saved)))
+
+    class Stub:  # what resolve_from_checkpoint reads of a Config: settings, [key], resolve
+        def __init__(self, folder):
+            self.settings, self.folder, self.lines = Settings(projection="mlp", whiten=None), folder, []
+
+        def __getitem__(self, key):
+            return str(self.folder) if key == "pretrained" else None
+
+        def resolve(self, reason, **values):
+            self.settings.whiten = values["whiten"]
+            self.lines.append(reason)
+
+    recorded = Stub(saved)
+    resolve_from_checkpoint(recorded)
+    assert recorded.settings.whiten == "zca" and recorded.lines == ["taken from the pre-trained checkpoint"]
+    older = tmp_path / "older"
+    shutil.copytree(saved, older)
+    header = json.loads((older / HEADER_FILE).read_text())
+    del header["config"]["whiten"]
+    (older / HEADER_FILE).write_text(json.dumps(header))
+    unrecorded = Stub(older)
+    resolve_from_checkpoint(unrecorded)
+    assert unrecorded.settings.whiten == "raw"
+    assert unrecorded.lines == ["taken from the pre-trained checkpoint (raw: written before the key)"]
 
 
 def test_corpus_of_a_merged_data_set_lists_each_source(tmp_path):

@@ -105,22 +105,27 @@ def model_of(label: str) -> tuple[str, dict]:
     return label.split(" ")[0], dict(BASELINES[label])
 
 
+# DATA_DEFAULTS keys that data_defaults_of leaves out: a stored run's explicit ``projection`` stays an override (the
+# suite's one-modality labels name it, and counting it as a default would change which stored runs match them)
+NOT_DATA_DEFAULTS = frozenset({"projection"})
+
+
 def data_defaults_of(spec: dict) -> dict:
     """What the ``~`` keys that follow the modalities and encoders resolve to for a stored PMMRec run, by the
-    package's own rules (``item_tower.default_whiten``, since 0.6; ``item_tower.default_content_skip``, since 0.6 too)
-    on the run's modalities (its ``modalities``, else the data set's) and encoder keys."""
+    package's own rules (``item_tower.DATA_DEFAULTS``, less ``NOT_DATA_DEFAULTS``: ``whiten`` and ``content_skip``
+    today, both since 0.6) on the run's modalities (its ``modalities``, else the data set's) and encoder keys."""
     from types import SimpleNamespace
 
-    from recbole_pmmrec.model.item_tower import default_content_skip, default_whiten
+    from recbole_pmmrec.model.item_tower import DATA_DEFAULTS
 
     cfg = spec.get("config") or {}
-    modalities = cfg.get("modalities") or (["text", "image"] if spec.get("dataset", DATASET) in IMAGE_DATASETS
-                                           else ["text"])
+    modalities = list(cfg.get("modalities") or (["text", "image"] if spec.get("dataset", DATASET) in IMAGE_DATASETS
+                                                else ["text"]))
     encoders = SimpleNamespace(encoder_mode=cfg.get("encoder_mode") or "cached",
                                text_train_layers=cfg.get("text_train_layers") or 0,
                                image_train_layers=cfg.get("image_train_layers") or 0)
-    return {"whiten": default_whiten(encoders, list(modalities)),
-            "content_skip": default_content_skip(encoders, list(modalities))}
+    return {key: rule(encoders, modalities) for key, (rule, _) in DATA_DEFAULTS.items()
+            if key not in NOT_DATA_DEFAULTS}
 
 
 def overrides_of(spec: dict) -> dict:
