@@ -50,7 +50,8 @@ def resolve_from_checkpoint(config) -> None:
     saved = header_architecture(config["pretrained"], header)
     if open_projection and saved.get("projection"):  # transferred projections keep their kind (and experts)
         config.resolve("taken from the pre-trained checkpoint", projection=saved["projection"],
-                       **({"moe_experts": saved["moe_experts"]} if saved.get("moe_experts") else {}))
+                       **({"moe_experts": saved["moe_experts"]}
+                          if saved["projection"] == "moe" and saved.get("moe_experts") else {}))
     if open_whiten:  # the projection was trained on states whitened this way
         older = "whiten" not in header.get("config", {})
         config.resolve("taken from the pre-trained checkpoint" + (" (raw: written before the key)" if older else ""),

@@ -448,7 +448,8 @@ def test_projection_unset_takes_the_checkpoint_kind(world):
 
 def test_whiten_from_a_checkpoint_says_raw_only_for_a_header_without_the_key(world, tmp_path):
     """``whiten: ~`` with ``pretrained`` logs where its value came from; "(raw: written before the key)" only when the
-    checkpoint's header has no ``whiten`` (it read as raw), not for one that records it."""
+    checkpoint's header has no ``whiten`` (it read as raw), not for one that records it. ``projection: ~`` takes the
+    checkpoint's kind, and its ``moe_experts`` only for a moe projection."""
     from types import SimpleNamespace
 
     from recbole_pmmrec.quick_start import resolve_from_checkpoint
@@ -464,18 +465,20 @@ def test_whiten_from_a_checkpoint_says_raw_only_for_a_header_without_the_key(wor
 
     class Stub:  # what resolve_from_checkpoint reads of a Config: settings, [key], resolve
         def __init__(self, folder):
-            self.settings, self.folder, self.lines = Settings(projection="mlp", whiten=None), folder, []
+            self.settings, self.folder, self.lines = Settings(projection=None, whiten=None), folder, []
 
         def __getitem__(self, key):
             return str(self.folder) if key == "pretrained" else None
 
         def resolve(self, reason, **values):
-            self.settings.whiten = values["whiten"]
-            self.lines.append(reason)
+            vars(self.settings).update(values)
+            self.lines.append((reason, sorted(values)))
 
     recorded = Stub(saved)
     resolve_from_checkpoint(recorded)
-    assert recorded.settings.whiten == "zca" and recorded.lines == ["taken from the pre-trained checkpoint"]
+    assert recorded.settings.whiten == "zca" and recorded.settings.projection == "mlp"
+    assert recorded.lines == [("taken from the pre-trained checkpoint", ["projection"]),
+                              ("taken from the pre-trained checkpoint", ["whiten"])]  # no moe_experts for an mlp
     older = tmp_path / "older"
     shutil.copytree(saved, older)
     header = json.loads((older / HEADER_FILE).read_text())
@@ -484,7 +487,7 @@ def test_whiten_from_a_checkpoint_says_raw_only_for_a_header_without_the_key(wor
     unrecorded = Stub(older)
     resolve_from_checkpoint(unrecorded)
     assert unrecorded.settings.whiten == "raw"
-    assert unrecorded.lines == ["taken from the pre-trained checkpoint (raw: written before the key)"]
+    assert unrecorded.lines[1] == ("taken from the pre-trained checkpoint (raw: written before the key)", ["whiten"])
 
 
 def test_corpus_of_a_merged_data_set_lists_each_source(tmp_path):
