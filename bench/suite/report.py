@@ -1255,7 +1255,8 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 def readme_results(rows: dict[str, dict], cold_rows: dict[str, dict] | None = None) -> str:
     """The README's results table: per data set, PMMRec (its recommended setting: the default, or the
-    single-modality one the data allows) against SASRec and the ContentKNN floor, test NDCG@10, mean over seeds.
+    single-modality one the data allows), and under it each ``RECOMMENDED`` setting that ran there, against SASRec and
+    the ContentKNN floor, test NDCG@10, mean over seeds.
     Quality runs (leave-one-out) are compared with the input history removed for every model; a data set without
     a leave-one-out SASRec run also gets its cold-split row, compared on all test rows as RecBole evaluates them."""
     def values(table: dict, label: str, key: str) -> list[float]:
@@ -1282,22 +1283,24 @@ def readme_results(rows: dict[str, dict], cold_rows: dict[str, dict] | None = No
                           None)
             if pmmrec is None:
                 continue
-            got = {name: values(table, label, key) for name, label in
-                   (("pmmrec", pmmrec), ("hr", f"SASRec hr-selected{on}"), ("sasrec", f"SASRec{on}"),
-                    ("knn", f"ContentKNN{on}"))}
-            budget = {name: bool((table.get(label) or {}).get("budget")) for name, label in
-                      (("pmmrec", pmmrec), ("hr", f"SASRec hr-selected{on}"), ("sasrec", f"SASRec{on}"),
-                       ("knn", f"ContentKNN{on}"))}
-            capped = capped or any(budget.values())
-            base = got["hr"] or got["sasrec"]
-            if base and key == "history_removed":
-                compared.add(dataset)
-            ratio = (f"{mean_std(got['pmmrec'])[0] / mean_std(base)[0]:.2f}x"
-                     if got["pmmrec"] and base and mean_std(base)[0] > 0 else "–")
-            name = dataset + ("" if pmmrec.startswith("PMMRec on") or pmmrec == "PMMRec"
-                              else f" ({pmmrec.split(' on ')[0].removeprefix('PMMRec ')})")
-            lines.append(f"| {name} | {protocol} | " + " | ".join(cell(got[k], budget[k]) for k in
-                                                               ("pmmrec", "hr", "sasrec", "knn")) + f" | {ratio} |")
+            # the data set's default row, then a row for each recommended setting it ran (RECOMMENDED)
+            for ours in [pmmrec] + [f"{label}{on}" for label in RECOMMENDED if f"{label}{on}" in table]:
+                got = {name: values(table, label, key) for name, label in
+                       (("pmmrec", ours), ("hr", f"SASRec hr-selected{on}"), ("sasrec", f"SASRec{on}"),
+                        ("knn", f"ContentKNN{on}"))}
+                budget = {name: bool((table.get(label) or {}).get("budget")) for name, label in
+                          (("pmmrec", ours), ("hr", f"SASRec hr-selected{on}"), ("sasrec", f"SASRec{on}"),
+                           ("knn", f"ContentKNN{on}"))}
+                capped = capped or any(budget.values())
+                base = got["hr"] or got["sasrec"]
+                if base and key == "history_removed":
+                    compared.add(dataset)
+                ratio = (f"{mean_std(got['pmmrec'])[0] / mean_std(base)[0]:.2f}x"
+                         if got["pmmrec"] and base and mean_std(base)[0] > 0 else "–")
+                name = dataset + ("" if ours.startswith("PMMRec on") or ours == "PMMRec"
+                                  else f" ({ours.split(' on ')[0].removeprefix('PMMRec ')})")
+                lines.append(f"| {name} | {protocol} | " + " | ".join(cell(got[k], budget[k]) for k in
+                                                                   ("pmmrec", "hr", "sasrec", "knn")) + f" | {ratio} |")
     lines += ["", "Test NDCG@10, mean ± sd (number of seeds). \"History removed\": the items of the input sequence "
               "are not ranked, for every model (PMMRec's own protocol); `SASRec hr-selected` is also stopped and "
               "selected by that rule. The ratio is against SASRec hr-selected where it ran, else SASRec."

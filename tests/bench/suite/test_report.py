@@ -216,6 +216,12 @@ def test_readme_results_table_between_the_markers(tmp_path):
     assert table[5].startswith("| microlens-50k (text-only) | cold split")
     rows["SASRec hr-selected on microlens-50k"] = row("microlens-50k", [0.03])
     assert not any("cold split" in line for line in readme_results(rows, cold).splitlines())
+    # a recommended setting that ran on a data set gets its own row under the default's, against the same baselines
+    rows["PMMRec with item ID on seqrec-toys"] = row("seqrec-toys", [0.06])
+    table = readme_results(rows, cold).splitlines()
+    assert table[4] == "| seqrec-toys | leave-one-out, history removed | 0.0500 (1) | 0.0400 (1) | – | 0.0300 (1) | 1.25x |"
+    assert table[5] == ("| seqrec-toys (with item ID) | leave-one-out, history removed | 0.0600 (1) | 0.0400 (1) | – "
+                        "| 0.0300 (1) | 1.50x |")
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{README_START}\nold\n{README_END}\nrest\n")
     write_readme_results(readme, rows)
