@@ -1011,17 +1011,22 @@ def transfer_targets(summary: dict) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+TRANSFER_SEEDS = 3  # paired seeds a fine-tuning target needs for a verdict (the issue's 3 seeds, as in quality)
+
+
 def _transfer_target_rows(name: str, by_ratio: dict, scratch: dict) -> list[tuple[str, str, str, str]]:
-    """The few-shot and 100% target rows of one pre-trained setting (``by_ratio``: its cells by ratio)."""
+    """The few-shot and 100% target rows of one pre-trained setting (``by_ratio``: its cells by ratio). A verdict
+    needs ``TRANSFER_SEEDS`` paired seeds; with fewer the row gives the value and says so."""
     rows = []
     for ratio, c in sorted(by_ratio.items(), key=lambda kv: float(kv[0])):
         r, wins, n = c.get("ratio_vs_scratch"), c.get("wins_vs_scratch"), (c.get("diff_vs_scratch") or {}).get("n")
         if r is None:
             continue
+        few = "" if (n or 0) >= TRANSFER_SEEDS else f" ({n or 0} paired seed{'s' * ((n or 0) != 1)}: no verdict)"
         if float(ratio) < 1.0:
             ok = r >= 1.15 and wins == n
             rows.append((name, f"{float(ratio):.0%} of users: >= 1.15x scratch, ahead on every seed",
-                         f"{r:.3f}x, ahead on {wins}/{n}", "met" if ok else "**missed**"))
+                         f"{r:.3f}x, ahead on {wins}/{n}{few}", "—" if few else "met" if ok else "**missed**"))
             continue
         own = (scratch.get(ratio) or {}).get("s_to_own_best_valid") or []
         reach = c.get("s_to_scratch_best_valid") or []
@@ -1029,8 +1034,8 @@ def _transfer_target_rows(name: str, by_ratio: dict, scratch: dict) -> list[tupl
         t = statistics.fmean(times) if len(times) == len(reach) and times else None
         ok = r >= 1.0 and t is not None and t <= 0.5
         rows.append((name, "100% of users: >= scratch, scratch's best validation in <= 0.5x its time",
-                     f"{r:.3f}x; time {fmt(t, 2, 'x') if t is not None else 'never reached'}",
-                     "met" if ok else "**missed**"))
+                     f"{r:.3f}x; time {fmt(t, 2, 'x') if t is not None else 'never reached'}{few}",
+                     "—" if few else "met" if ok else "**missed**"))
     return rows
 
 

@@ -291,8 +291,14 @@ def test_transfer_section_judges_each_target_on_its_pretrained_runs(tmp_path):
     (tmp_path / "transfer_corpus.json").write_text(json.dumps(summary))
     assert "`corp2`: a. Pre-trained outside the study's `pretrain` step" in section_transfer(tmp_path)
     assert "| tgt, corp/all | 5% of users: >= 1.15x scratch, ahead on every seed | 1.250x, ahead on 3/3 | met |" in text
-    # 100%: equal to scratch passes the first half, but 60 s of scratch's 100 s is 0.60x > 0.5x
-    assert "| 1.000x; time 0.60x | **missed** |" in text
+    # 100% with one paired seed: the value, no verdict (a verdict needs 3 paired seeds)
+    assert "| 1.000x; time 0.60x (1 paired seed: no verdict) | — |" in text
+    # with 3: equal to scratch passes the first half, but 60 s of scratch's 100 s is 0.60x > 0.5x
+    three = json.loads(json.dumps(summary))
+    three["targets"]["tgt"]["results"]["corp/all"]["1"]["diff_vs_scratch"]["n"] = 3
+    (tmp_path / "transfer_corpus.json").write_text(json.dumps(three))
+    assert "| 1.000x; time 0.60x | **missed** |" in section_transfer(tmp_path)
+    (tmp_path / "transfer_corpus.json").write_text(json.dumps(summary))
     assert "200 users, 50 items, 900 interactions" in text and "stopped by its time budget" in text
     assert "loss 9.500 -> 8.250" in text and "### tgt" in text and "| corp/all | 5% | 0.0500 ± 0.0010 |" in text
     # a variant (the same study with other keys, its own work dir) follows the main one, with its own verdicts
