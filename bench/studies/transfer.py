@@ -580,6 +580,7 @@ def summarise(args, runs: Runs) -> dict:
                 cell["s_to_own_best_valid"] = [None if t is None else round(t, 1) for t in own]
                 cell["epochs"] = [len(r["result"].get("curve") or []) for r in rows]
                 cell["fit_s"] = [round(r["result"].get("fit_s", 0.0), 1) for r in rows]
+                cell["stopped_by_budget"] = [bool(r["result"].get("stopped_by_budget")) for r in rows]
                 results.setdefault(setting, {})[f"{ratio:g}"] = cell
         out["targets"][target] = {"corpora": corpora_of(args, target), "zero_shot": zero,
                                   "zero_shot_anchors": anchors, "results": results}

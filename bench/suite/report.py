@@ -1009,13 +1009,17 @@ TRANSFER_SEEDS = 3  # paired seeds a fine-tuning target needs for a verdict (the
 
 def _transfer_target_rows(name: str, by_ratio: dict, scratch: dict) -> list[tuple[str, str, str, str]]:
     """The few-shot and 100% target rows of one pre-trained setting (``by_ratio``: its cells by ratio). A verdict
-    needs ``TRANSFER_SEEDS`` paired seeds; with fewer the row gives the value and says so."""
+    needs ``TRANSFER_SEEDS`` paired seeds and no run of the pair (this setting's or scratch's) stopped by its time
+    budget; otherwise the row gives the value and says why there is none."""
     rows = []
     for ratio, c in sorted(by_ratio.items(), key=lambda kv: float(kv[0])):
         r, wins, n = c.get("ratio_vs_scratch"), c.get("wins_vs_scratch"), (c.get("diff_vs_scratch") or {}).get("n")
         if r is None:
             continue
-        few = "" if (n or 0) >= TRANSFER_SEEDS else f" ({n or 0} paired seed{'s' * ((n or 0) != 1)}: no verdict)"
+        capped = sum(c.get("stopped_by_budget") or []) + sum((scratch.get(ratio) or {}).get("stopped_by_budget") or [])
+        few = ("" if (n or 0) >= TRANSFER_SEEDS else f" ({n or 0} paired seed{'s' * ((n or 0) != 1)}: no verdict)")
+        if capped:
+            few += f" ({capped} run{'s' * (capped != 1)} stopped by the time budget: no verdict)"
         if float(ratio) < 1.0:
             ok = r >= 1.15 and wins == n
             rows.append((name, f"{float(ratio):.0%} of users: >= 1.15x scratch, ahead on every seed",

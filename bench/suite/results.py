@@ -104,15 +104,18 @@ def find_done(key: str, defaults: str, parts=("speed", "quality", "coldstart")) 
 
 def add_run(part: str, record: dict) -> None:
     """Add (or replace) one run in ``bench/results/<part>.json``. A stored run with the same key is replaced only
-    if it is the same run (the same spec): a run whose spec was amended after it ran (e.g. stamped with a default it
-    ran with, such as ``train_batch_size: 64``) kept its old key, and is kept here under its spec's key instead."""
+    if it is the same run: the same spec, or a spec of the same identity (``run_key``; e.g. the run done again with
+    a larger ``--max-fit-s`` after its budget stopped it). A run whose spec was amended after it ran (e.g. stamped
+    with a default it ran with, such as ``train_batch_size: 64``) kept its old key, and is kept here under its
+    spec's key instead."""
     with locked(part):
         data = load_results(part)
         kept = []
         for r in data["runs"]:
             if r.get("key") == record.get("key"):
-                if r.get("spec") == record.get("spec") or "spec" not in r:
-                    continue  # the same run, done again or salvaged
+                if ("spec" not in r or r.get("spec") == record.get("spec")
+                        or ("spec" in record and run_key(r["spec"]) == run_key(record["spec"]))):
+                    continue  # the same run, done again (another budget) or salvaged
                 r = _rekeyed(r)
             kept.append(r)
         data["runs"] = kept + [slim(record)]

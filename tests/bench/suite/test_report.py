@@ -298,6 +298,10 @@ def test_transfer_section_judges_each_target_on_its_pretrained_runs(tmp_path):
     three["targets"]["tgt"]["results"]["corp/all"]["1"]["diff_vs_scratch"]["n"] = 3
     (tmp_path / "transfer_corpus.json").write_text(json.dumps(three))
     assert "| 1.000x; time 0.60x | **missed** |" in section_transfer(tmp_path)
+    # the same 3 pairs with one scratch run stopped by its time budget: the value, no verdict
+    three["targets"]["tgt"]["results"]["scratch/all"]["1"]["stopped_by_budget"] = [True]
+    (tmp_path / "transfer_corpus.json").write_text(json.dumps(three))
+    assert "| 1.000x; time 0.60x (1 run stopped by the time budget: no verdict) | — |" in section_transfer(tmp_path)
     (tmp_path / "transfer_corpus.json").write_text(json.dumps(summary))
     assert "200 users, 50 items, 900 interactions" in text and "stopped by its time budget" in text
     assert "loss 9.500 -> 8.250" in text and "### tgt" in text and "| corp/all | 5% | 0.0500 ± 0.0010 |" in text

@@ -99,6 +99,11 @@ def test_a_new_run_does_not_replace_an_amended_older_run_with_the_same_key(tmp_p
     results.add_run("quality", {"key": key, "spec": today, "status": "done", "test": 0.0560})
     runs = json.loads((tmp_path / "quality.json").read_text())["runs"]
     assert sorted(r["test"] for r in runs) == [0.0501, 0.0560]
+    # the same run again with a larger time budget (--max-fit-s, not part of a run's identity) replaces it too:
+    # one record per run, so the report does not count the seed twice
+    results.add_run("quality", {"key": key, "spec": dict(today, max_fit_s=7200.0), "status": "done", "test": 0.0570})
+    runs = json.loads((tmp_path / "quality.json").read_text())["runs"]
+    assert sorted(r["test"] for r in runs) == [0.0501, 0.0570]
 
 
 def test_stamp_default_writes_the_old_default_into_the_runs_that_did_not_set_it_and_rekeys_them(tmp_path, monkeypatch):
