@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 from bench.suite import report, results
-from bench.suite.labels import COLD_EXTRA_SEEDS, COLD_ORDER, DATASET, QUALITY_ORDER, SEEDS, SELECT, model_of
+from bench.suite.labels import (COLD_EXTRA_SEEDS, COLD_ORDER, DATASET, QUALITY_ORDER, SEEDS, SELECT, TRAINING_FREE,
+                                model_of)
 from bench.suite.results import (REPO, add_run, claimed, defaults_digest, find_done, load_results, machine,
                                  note_invocation, run_key, save_results)
 
@@ -103,6 +104,8 @@ def part_fits(part: str, labels: list[str], seeds: list[int], args, work: Path, 
         for label in labels:
             model, overrides = model_of(label)
             cfg = base_config(args, work, seed=seed, **overrides, **extra)
+            if model in TRAINING_FREE:
+                cfg["epochs"] = 1
             spec = {"label": label, "model": model, "dataset": args.dataset, "config": cfg, "mode": "fit"}
             if label in SELECT:
                 spec["select"] = SELECT[label]

@@ -63,6 +63,9 @@ BASELINES = {
     "Pop": {},
     "ContentKNN": {},  # the training-free floor (plugin model, same content cache as PMMRec)
 }
+# models with nothing to train: one epoch (one validation) whatever --max-epochs says; more only repeat it, and a
+# time budget would then stop a run that cannot improve (ContentKNN's yaml has epochs: 0, RecBole's fit needs 1)
+TRAINING_FREE = frozenset({"ContentKNN"})
 # baselines whose early stopping and checkpoint follow validation NDCG@10 with the input history removed (the rule
 # PMMRec ranks by) instead of RecBole's score; the label's model is the part before the first space
 SELECT = {"SASRec hr-selected": "history_removed"}

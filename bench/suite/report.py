@@ -443,8 +443,16 @@ QUALITY_INTRO = (
 
 
 def split_current(runs: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(runs of today's settings, older runs): ``labels.is_current`` on each stored run's label and spec."""
-    return [r for r in runs if is_current(r)], [r for r in runs if not is_current(r)]
+    """(runs of today's settings, older runs): ``labels.is_current`` on each stored run's label and spec. Of two
+    finished runs of today's settings with the same row and seed (the same setting run again under other run keys,
+    e.g. another epoch cap or budget) only the later one counts, so that no seed is counted twice; the earlier
+    goes with the older runs."""
+    current = [r for r in runs if is_current(r)]
+    latest = {(run_label(r), r.get("seed")): i for i, r in enumerate(current) if r.get("status") == "done"}
+    kept = [r for i, r in enumerate(current)
+            if r.get("status") != "done" or latest[(run_label(r), r.get("seed"))] == i]
+    ids = {id(r) for r in kept}
+    return kept, [r for r in runs if id(r) not in ids]
 
 
 def _settings(runs: list[dict]) -> str:

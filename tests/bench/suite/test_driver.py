@@ -57,3 +57,16 @@ def test_the_default_timeout_leaves_room_past_the_fit_budget():
     assert driver.parse_args(["quality", "--max-fit-s", "600"]).timeout == 600 + 1200
     with pytest.raises(SystemExit):
         driver.parse_args(["quality", "--max-fit-s", "3600", "--timeout", "3600"])
+
+
+def test_a_training_free_model_gets_one_epoch_whatever_max_epochs_says(tmp_path, monkeypatch):
+    """ContentKNN has nothing to train: 40 epochs would repeat one validation 40 times, and a time budget would then
+    mark as 'stopped by its budget' a run that could not improve (no verdict for the rows that use it)."""
+    from bench.suite import results
+
+    monkeypatch.setattr(results, "RESULTS", tmp_path / "results")
+    seen = []
+    monkeypatch.setattr(driver, "run_spec", lambda spec, *a, **k: seen.append(spec) or {"status": "error"})
+    args = driver.parse_args(["quality", "--max-epochs", "40", "--data-dir", str(tmp_path), "--dataset", "d"])
+    driver.part_fits("quality", ["ContentKNN", "SASRec"], [2020], args, tmp_path / "work", {})
+    assert {s["label"]: s["config"]["epochs"] for s in seen} == {"ContentKNN": 1, "SASRec": 40}

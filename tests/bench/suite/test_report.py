@@ -397,3 +397,17 @@ def test_a_recommended_setting_is_judged_on_its_mean_and_on_every_seed():
     runs = [r for r in runs_with([0.055, 0.056, 0.054]) if not (r["label"] == "PMMRec with item ID" and r["seed"] == 2022)]
     targets = report.section_targets({}, report.quality_table_rows(runs), {}, {}, runs)
     assert "(1.11x; ahead on 2 of 2 paired seeds) (budget-capped or < 3 seeds: no verdict) | — |" in targets
+
+
+def test_a_seed_run_again_under_another_key_counts_once_the_later_run():
+    """The same label, data set and seed finished twice (e.g. once with 40 epochs, again with another cap): the
+    report counts the later run only, and the earlier one goes with the older runs."""
+    from bench.suite.report import split_current
+
+    def run(seed, value, key):
+        return {"label": "ContentKNN", "seed": seed, "status": "done", "key": key, "test": value,
+                "spec": {"model": "ContentKNN", "dataset": "seqrec-toys", "config": {"seed": seed}}}
+
+    old, other, new = run(2020, 0.1, "a"), run(2021, 0.2, "b"), run(2020, 0.3, "c")
+    current, older = split_current([old, other, new])
+    assert [r["key"] for r in current] == ["b", "c"] and [r["key"] for r in older] == ["a"]
