@@ -382,6 +382,8 @@ def test_a_recommended_setting_is_judged_on_its_mean_and_on_every_seed():
                 run = fit_run(label, "q", [0.03, 0.05], 10, 0, 1.0, seed=seed)
                 run["spec"]["dataset"] = "seqrec-toys"
                 run["test"]["all_history_removed"] = {"ndcg@10": test}
+                for p in run["curve"]:
+                    p["valid_history_removed"] = p["score"]
                 runs.append(run)
         return runs
 
@@ -391,6 +393,9 @@ def test_a_recommended_setting_is_judged_on_its_mean_and_on_every_seed():
     runs = runs_with([0.055, 0.056, 0.054])
     targets = report.section_targets({}, report.quality_table_rows(runs), {}, {}, runs)
     assert title + "0.0550 vs 0.0500 (1.10x; ahead on 3 of 3 paired seeds) | met |" in targets
+    # and its own time row: its wall time to SASRec's best validation, per seed (the same curve here: 1.00x)
+    time_row = [line for line in targets.splitlines() if "PMMRec with item ID / SASRec, wall time per seed" in line]
+    assert len(time_row) == 1 and "seed 2020:" in time_row[0] and "= 1.00" in time_row[0], time_row
     runs = runs_with([0.070, 0.056, 0.049])  # 1.17x on the mean, behind on seed 2022
     targets = report.section_targets({}, report.quality_table_rows(runs), {}, {}, runs)
     assert title + "0.0583 vs 0.0500 (1.17x; ahead on 2 of 3 paired seeds) | **missed** |" in targets
