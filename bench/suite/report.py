@@ -369,26 +369,28 @@ def _other_datasets(q: dict, runs: list[dict]) -> list[str]:
         pm, sa = q.get(f"PMMRec on {dataset}"), q.get(f"SASRec hr-selected on {dataset}")
         if not (pm and sa):
             continue
-        unbudgeted = not (pm["budget"] or sa["budget"])
         no_verdict = " (budget-capped or < 3 seeds: no verdict)"
-        lines += _history_removed_row(pm, sa, f"{dataset}: test NDCG@10, PMMRec vs SASRec hr-selected, both with the "
-                                      "input history removed (mean of {} / {} seeds)", ">= 1.0x", unbudgeted,
-                                      no_verdict)
-        for label, (goal, what) in RECOMMENDED.items():  # a recommended setting other than the default, where it ran
-            rec = q.get(f"{label} on {dataset}")
-            if rec:
-                lines += _history_removed_row(
-                    rec, sa, f"{dataset}: test NDCG@10, {label} ({what}) vs SASRec hr-selected, both with the input "
-                    "history removed (mean of {} / {} seeds)", f">= {goal:.2f}x, ahead on each seed",
-                    not (rec["budget"] or sa["budget"]), no_verdict, each_seed_ratio=goal)
-        final = unbudgeted and min(len(_present(pm["history_removed"])), len(_present(sa["history_removed"]))) >= 3
-        lines += _time_to_best_row(dataset, "PMMRec", runs, "" if final else no_verdict)
-        for label in RECOMMENDED:
-            rec = q.get(f"{label} on {dataset}")
-            if rec:
-                ok = not (rec["budget"] or sa["budget"]) and min(len(_present(rec["history_removed"])),
+        quality, times = [], []
+        # the default, then each recommended setting other than it that ran there (RECOMMENDED): a quality row each,
+        # all quality rows before the time rows
+        for label in ["PMMRec", *RECOMMENDED]:
+            ours = q.get(f"{label} on {dataset}")
+            if not ours:
+                continue
+            judged = not (ours["budget"] or sa["budget"]) and min(len(_present(ours["history_removed"])),
                                                                   len(_present(sa["history_removed"]))) >= 3
-                lines += _time_to_best_row(dataset, label, runs, "" if ok else no_verdict)
+            if label in RECOMMENDED:
+                goal, what = RECOMMENDED[label]
+                quality += _history_removed_row(
+                    ours, sa, f"{dataset}: test NDCG@10, {label} ({what}) vs SASRec hr-selected, both with the input "
+                    "history removed (mean of {} / {} seeds)", f">= {goal:.2f}x, ahead on each seed", judged,
+                    no_verdict, each_seed_ratio=goal)
+            else:
+                quality += _history_removed_row(ours, sa, f"{dataset}: test NDCG@10, PMMRec vs SASRec hr-selected, "
+                                                "both with the input history removed (mean of {} / {} seeds)",
+                                                ">= 1.0x", judged, no_verdict)
+            times += _time_to_best_row(dataset, label, runs, "" if judged else no_verdict)
+        lines += quality + times
     return lines
 
 
@@ -400,8 +402,9 @@ def _time_to_best_row(dataset: str, label: str, runs: list[dict], why: str) -> l
     ours, theirs = f"{label} on {dataset}", f"SASRec hr-selected on {dataset}"
     by_seed = {}
     for r in done(runs):
-        if run_label(r) in (ours, theirs):
-            by_seed.setdefault(r.get("seed"), {})["sas" if run_label(r) == theirs else "pmm"] = r
+        row = run_label(r)
+        if row in (ours, theirs):
+            by_seed.setdefault(r.get("seed"), {})["sas" if row == theirs else "pmm"] = r
     parts, ratios, reached_all = [], [], True
     for seed, pair in sorted(by_seed.items()):
         if len(pair) < 2 or not all(hr in p for r in pair.values() for p in r.get("curve", []) if "score" in p):
@@ -1309,12 +1312,10 @@ def readme_results(rows: dict[str, dict], cold_rows: dict[str, dict] | None = No
                 continue
             # the data set's default row, then a row for each recommended setting it ran (RECOMMENDED)
             for ours in [pmmrec] + [f"{label}{on}" for label in RECOMMENDED if f"{label}{on}" in table]:
-                got = {name: values(table, label, key) for name, label in
-                       (("pmmrec", ours), ("hr", f"SASRec hr-selected{on}"), ("sasrec", f"SASRec{on}"),
-                        ("knn", f"ContentKNN{on}"))}
-                budget = {name: bool((table.get(label) or {}).get("budget")) for name, label in
-                          (("pmmrec", ours), ("hr", f"SASRec hr-selected{on}"), ("sasrec", f"SASRec{on}"),
-                           ("knn", f"ContentKNN{on}"))}
+                columns = (("pmmrec", ours), ("hr", f"SASRec hr-selected{on}"), ("sasrec", f"SASRec{on}"),
+                           ("knn", f"ContentKNN{on}"))
+                got = {name: values(table, label, key) for name, label in columns}
+                budget = {name: bool((table.get(label) or {}).get("budget")) for name, label in columns}
                 capped = capped or any(budget.values())
                 base = got["hr"] or got["sasrec"]
                 if base and key == "history_removed":
