@@ -42,6 +42,7 @@ PMMREC.update({
     "PMMRec batch 128": {"train_batch_size": 128},
     "PMMRec batch 512": {"train_batch_size": 512},
     "PMMRec d128": {"hidden_size": 128, "inner_size": 512},
+    "PMMRec d128 w/o NID": {"hidden_size": 128, "inner_size": 512, "w_nid": 0.0},  # the two levers together
     # mixed negative sampling: 2,048 items drawn uniformly per step join the in-batch candidates (short histories
     # give few in-batch negatives against a large catalogue)
     "PMMRec negatives 2048": {"nip_negatives": 2048},
