@@ -43,6 +43,11 @@ PMMREC.update({
     "PMMRec batch 512": {"train_batch_size": 512},
     "PMMRec d128": {"hidden_size": 128, "inner_size": 512},
     "PMMRec d128 w/o NID": {"hidden_size": 128, "inner_size": 512, "w_nid": 0.0},  # the two levers together
+    # the same two levers where text is one of the data's modalities (ml100k-posters' text alone) and with the ID row
+    "PMMRec text-only d128 w/o NID": {"modalities": ["text"], "projection": "mlp", "hidden_size": 128,
+                                      "inner_size": 512, "w_nid": 0.0},
+    "PMMRec with item ID d128 w/o NID": {"item_id_embedding": True, "hidden_size": 128, "inner_size": 512,
+                                         "w_nid": 0.0},
     # mixed negative sampling: 2,048 items drawn uniformly per step join the in-batch candidates (short histories
     # give few in-batch negatives against a large catalogue)
     "PMMRec negatives 2048": {"nip_negatives": 2048},

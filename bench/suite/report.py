@@ -77,6 +77,20 @@ def best_point(run: dict, key: str = "score") -> dict | None:
     return max(scored, key=lambda p: p[key]) if scored else None
 
 
+def capped(run: dict) -> bool:
+    """Whether a run was stopped by its wall-time budget before early stopping would have stopped it. A run whose
+    budget ran out once ``stopping_step`` validations had followed its best one had met the early-stopping rule on
+    that validation (the two stops coincided), so it counts as converged."""
+    if not run.get("stopped_by_budget"):
+        return False
+    patience = ((run.get("spec") or {}).get("config") or {}).get("stopping_step")
+    best = best_point(run)
+    if patience is None or best is None:
+        return True
+    after = sum(1 for p in run.get("curve", []) if "score" in p and p["epoch"] > best["epoch"])
+    return after < int(patience)
+
+
 def status_line(runs: list[dict]) -> str:
     bad = [r for r in runs if r.get("status") != "done"]
     return "" if not bad else "; ".join(f"{r.get('label')}: {r.get('status')} {str(r.get('error', ''))[:120]}"
@@ -150,7 +164,7 @@ def quality_table_rows(runs: list[dict]) -> dict[str, dict]:
                                                    for r in rs},
                        "epochs": [len(r.get("curve", [])) for r in rs],
                        "best_epoch": [(best_point(r) or {}).get("epoch") for r in rs],
-                       "budget": any(r.get("stopped_by_budget") for r in rs)}
+                       "budget": any(capped(r) for r in rs)}
         if all("cold" in r["test"] for r in rs):
             for group in ("cold", "warm"):
                 rows[label][group] = {m: [r["test"][group][m] for r in rs] for m in MAIN_METRICS}
@@ -752,7 +766,7 @@ def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
              "model) is listed separately. Seconds per epoch and per evaluation are medians over epochs; peak "
              "RSS is each subprocess's own `ru_maxrss`.", ""]
     if sp.get("sasrec_best") is not None:
-        cut = tags["sasrec"].get("stopped_by_budget")
+        cut = capped(tags["sasrec"])
         lines += [f"**Time to quality (headline).** SASRec's best validation NDCG@10 is {sp['sasrec_best']:.4f}, "
                   f"reached after {sp['sasrec_time']:.0f} s"
                   + (f" (SASRec was stopped by the {tags['sasrec'].get('max_fit_s'):.0f} s budget, not by early "
@@ -792,7 +806,7 @@ def section_speed(speed: dict, sp: dict, plots_dir: Path, md_dir: Path) -> str:
         if not r:
             continue
         b = best_point(r)
-        status = (f"stopped by budget ({r.get('max_fit_s'):.0f} s)" if r.get("stopped_by_budget")
+        status = (f"stopped by budget ({r.get('max_fit_s'):.0f} s)" if capped(r)
                   else f"{_capped_epochs(r)} epoch(s) by design" if _capped_epochs(r)
                   else "early-stopped" if r.get("status") == "done" else r.get("status"))
         lines.append(f"| {r['label']} | {status} | {len(r.get('curve', []))} | "
@@ -1170,7 +1184,7 @@ def _budget_note(rows: dict, runs: list[dict]) -> list[str]:
     """The † footnote of a table whose rows include runs stopped by their wall-time budget."""
     if not any(r["budget"] for r in rows.values()):
         return []
-    budgets = sorted({r.get("max_fit_s") for r in done(runs) if r.get("stopped_by_budget") and r.get("max_fit_s")})
+    budgets = sorted({r.get("max_fit_s") for r in done(runs) if capped(r) and r.get("max_fit_s")})
     return ["", "† stopped by the wall-time budget (" + ", ".join(f"{b:.0f} s" for b in budgets) + ") before early "
                 "stopping: not converged; tested with its best validation epoch so far."]
 

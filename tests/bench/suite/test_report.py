@@ -371,6 +371,20 @@ def test_other_data_sets_get_quality_and_time_targets_against_sasrec_hr_selected
     assert "(1.20x) (budget-capped or < 3 seeds: no verdict) | — |" in report.section_targets({}, rows, {}, {}, runs)
 
 
+def test_a_budget_stop_that_coincides_with_early_stopping_counts_as_converged():
+    """A run whose time budget ran out on the validation where early stopping would have stopped it too (patience
+    validations after its best) is converged; one stopped before that is budget-capped (†, no verdict)."""
+    early = fit_run("PMMRec", "q", [0.04, 0.06, 0.05, 0.05, 0.05], 10, 0, 1.0)  # best at 1, 3 after it
+    short = fit_run("PMMRec", "q", [0.04, 0.06, 0.05, 0.05], 10, 0, 1.0)  # 2 after its best
+    for run in (early, short):
+        run["stopped_by_budget"] = True
+    assert not report.capped(early) and report.capped(short)
+    assert not report.quality_table_rows([early])["PMMRec"]["budget"]
+    assert report.quality_table_rows([short])["PMMRec"]["budget"]
+    del early["spec"]["config"]["stopping_step"]  # no patience recorded: no way to tell, so capped
+    assert report.capped(early)
+
+
 def test_a_recommended_setting_is_judged_on_its_mean_and_on_every_seed():
     """A data set's recommended setting other than the default (``report.RECOMMENDED``: the item-ID row) gets its own
     target against SASRec hr-selected: the goal ratio on the mean and ahead on each seed both ran. A mean above the
