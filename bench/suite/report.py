@@ -78,9 +78,10 @@ def best_point(run: dict, key: str = "score") -> dict | None:
 
 
 def capped(run: dict) -> bool:
-    """Whether a run was stopped by its wall-time budget before early stopping would have stopped it. A run whose
-    budget ran out once ``stopping_step`` validations had followed its best one had met the early-stopping rule on
-    that validation (the two stops coincided), so it counts as converged."""
+    """Whether a run was stopped by its wall-time budget before early stopping would have stopped it. Early stopping
+    (RecBole's, and the worker's for a selected baseline) stops once more than ``stopping_step`` validations have
+    followed the best one; a run whose budget ran out on that validation met both rules at once, so it counts as
+    converged."""
     if not run.get("stopped_by_budget"):
         return False
     patience = ((run.get("spec") or {}).get("config") or {}).get("stopping_step")
@@ -88,7 +89,7 @@ def capped(run: dict) -> bool:
     if patience is None or best is None:
         return True
     after = sum(1 for p in run.get("curve", []) if "score" in p and p["epoch"] > best["epoch"])
-    return after < int(patience)
+    return after <= int(patience)
 
 
 def status_line(runs: list[dict]) -> str:

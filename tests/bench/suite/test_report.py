@@ -372,10 +372,11 @@ def test_other_data_sets_get_quality_and_time_targets_against_sasrec_hr_selected
 
 
 def test_a_budget_stop_that_coincides_with_early_stopping_counts_as_converged():
-    """A run whose time budget ran out on the validation where early stopping would have stopped it too (patience
-    validations after its best) is converged; one stopped before that is budget-capped (†, no verdict)."""
-    early = fit_run("PMMRec", "q", [0.04, 0.06, 0.05, 0.05, 0.05], 10, 0, 1.0)  # best at 1, 3 after it
-    short = fit_run("PMMRec", "q", [0.04, 0.06, 0.05, 0.05], 10, 0, 1.0)  # 2 after its best
+    """A run whose time budget ran out on the validation where early stopping would have stopped it too (more than
+    ``stopping_step`` validations after its best, as RecBole counts) is converged; one stopped before that is
+    budget-capped (†, no verdict)."""
+    early = fit_run("PMMRec", "q", [0.04, 0.06, 0.05, 0.05, 0.05, 0.05], 10, 0, 1.0)  # best at 1, 4 after it
+    short = fit_run("PMMRec", "q", [0.04, 0.06, 0.05, 0.05, 0.05], 10, 0, 1.0)  # 3 after: one more was due
     for run in (early, short):
         run["stopped_by_budget"] = True
     assert not report.capped(early) and report.capped(short)
