@@ -35,14 +35,15 @@ def load_config(model, dataset, config_file_list=None, config_dict=None) -> Conf
 
 
 def resolve_from_checkpoint(config) -> None:
-    """With ``pretrained``, ``projection: ~`` and ``whiten: ~``: the checkpoint's projection (and an adaptor's
-    experts) and whitening (``raw`` for a checkpoint older than that key), logged in one line each. Every builder of a
+    """With ``pretrained``, ``projection: ~``, ``whiten: ~``, ``hidden_size: ~`` and ``inner_size: ~``: the
+    checkpoint's projection (and an adaptor's experts), widths and whitening (``raw`` for a checkpoint older than that key), logged in one line each. Every builder of a
     model that loads a checkpoint calls it before the model is built (the run, and a rebuild that tests a run's best
     weights), so that the model has the checkpoint's layers and feeds them what they were trained on."""
     settings = config.settings
     open_projection = "projection" in settings and settings.projection is None
     open_whiten = "whiten" in settings and settings.whiten is None
-    if not (open_projection or open_whiten) or not config["pretrained"]:
+    open_widths = [k for k in ("hidden_size", "inner_size") if k in settings and settings[k] is None]
+    if not (open_projection or open_whiten or open_widths) or not config["pretrained"]:
         return
     from recbole_pmmrec.transfer import header_architecture, read_header
 
@@ -52,6 +53,9 @@ def resolve_from_checkpoint(config) -> None:
         config.resolve("taken from the pre-trained checkpoint", projection=saved["projection"],
                        **({"moe_experts": saved["moe_experts"]}
                           if saved["projection"] == "moe" and saved.get("moe_experts") else {}))
+    widths = {k: saved[k] for k in open_widths if saved.get(k)}
+    if widths:  # every transferred tensor has the checkpoint's width
+        config.resolve("taken from the pre-trained checkpoint", **widths)
     if open_whiten:  # the projection was trained on states whitened this way
         older = "whiten" not in header.get("config", {})
         config.resolve("taken from the pre-trained checkpoint" + (" (raw: written before the key)" if older else ""),

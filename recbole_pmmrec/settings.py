@@ -88,8 +88,8 @@ KEYS: tuple[Key, ...] = (
     _k("stopping_step", "int", low=1),
     _k("eval_step", "int", low=0),
     _k("seed", "int"),
-    _k("hidden_size", "int", low=1, arch=True),
-    _k("inner_size", "int", low=1, arch=True),
+    _k("hidden_size", "int", low=1, optional=("PMMRec",), arch=True),  # ~: from the modalities
+    _k("inner_size", "int", low=1, optional=("PMMRec",), arch=True),  # ~: 4x hidden_size
     _k("n_layers", "int", low=1, arch=True),
     _k("n_heads", "int", low=1, arch=True),
     _k("hidden_dropout_prob", "float", low=0.0, high=1.0, high_open=True),
@@ -157,7 +157,7 @@ KEYS: tuple[Key, ...] = (
     _k("nip_negatives", "int", low=0, models=("PMMRec",)),
     _k("w_nicl", "float", low=0.0, models=("PMMRec",)),
     _k("nicl_tau", "float", low=1e-6, models=("PMMRec",)),
-    _k("w_nid", "float", low=0.0, models=("PMMRec",)),
+    _k("w_nid", "float", low=0.0, optional=("PMMRec",), models=("PMMRec",)),  # ~: from the modalities
     _k("nid_ratio", "float", low=0.0, high=1.0, models=("PMMRec",)),
     _k("w_rcl", "float", low=0.0, models=("PMMRec",)),
     _k("rcl_tau", "float", low=1e-6, models=("PMMRec",)),

@@ -132,9 +132,13 @@ def test_a_key_says_for_which_models_tilde_is_a_value():
     with pytest.raises(PMMRecConfigError, match=r"train_batch_size is not set for model SASRec: it must be an "
                                                 r"integer >= 1$"):
         check(key, None, "SASRec")
-    hidden = next(k for k in KEYS if k.name == "hidden_size")
-    with pytest.raises(PMMRecConfigError, match="hidden_size is not set: it must be an integer >= 1$"):
-        check(hidden, None, "PMMRec")
+    hidden = next(k for k in KEYS if k.name == "hidden_size")  # ~ for PMMRec since 0.7, a number for the rest
+    assert check(hidden, "~", "PMMRec") is None
+    with pytest.raises(PMMRecConfigError, match="hidden_size is not set for model SASRec: it must be an integer >= 1$"):
+        check(hidden, None, "SASRec")
+    layers = next(k for k in KEYS if k.name == "n_layers")
+    with pytest.raises(PMMRecConfigError, match="n_layers is not set: it must be an integer >= 1$"):
+        check(layers, None, "PMMRec")
 
 
 def test_settings_are_typed_and_written_back(synth, pmmrec_config, monkeypatch):

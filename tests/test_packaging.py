@@ -41,11 +41,11 @@ def test_the_installed_package_finds_its_defaults_outside_the_checkout(wheel, tm
     code = ("import recbole_pmmrec.config as c, recbole_pmmrec.quick_start as q; "
             "print(c.properties_dir()); "
             "cfg = q.load_config('PMMRec', 'ml-100k', config_dict={'use_gpu': False}); "
-            "print(cfg['hidden_size'], cfg['text_encoder'])")
+            "print(cfg['fusion_heads'], cfg['text_encoder'])")
     env = dict(os.environ, PYTHONPATH=str(site))
     done = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     where, values = done.stdout.strip().splitlines()[-2:]
     assert Path(where) == site / "recbole_pmmrec" / "properties"
-    assert values == "64 minilm"  # model/PMMRec.yaml and content.yaml
+    assert values == "2 minilm"  # model/PMMRec.yaml and content.yaml

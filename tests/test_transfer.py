@@ -426,20 +426,25 @@ def test_few_shot_keeps_valid_and_test_users(world):
 
 def test_projection_unset_takes_the_checkpoint_kind(world):
     """``projection: ~`` is mlp for one modality and linear for two, ``whiten: ~`` zca for one frozen modality and
-    raw for two; with ``pretrained`` both are the checkpoint's, so a text-only model (mlp, zca) still transfers into
+    raw for two, ``hidden_size: ~`` 128 for frozen text alone and 64 with two; with ``pretrained`` all are the
+    checkpoint's, so a text-only model (mlp, zca) still transfers into
     a text + image model (whose text groups are then whitened); a checkpoint without the key was trained raw."""
+    widths = {"hidden_size": None, "inner_size": None}  # likewise 128 (and 4x) for frozen text alone, 64 with two
     result = run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config(
-        "text", projection=None, whiten=None, save_pretrained=str(world.root / "text-mlp")))
+        "text", projection=None, whiten=None, save_pretrained=str(world.root / "text-mlp"), **widths))
     assert result["config"]["projection"] == "mlp" and result["config"]["whiten"] == "zca"  # decided
+    assert (result["config"]["hidden_size"], result["config"]["inner_size"]) == (128, 512)
     header = read_header(world.root / "text-mlp")["config"]
-    assert header["projection"] == "mlp" and header["whiten"] == "zca"
+    assert header["projection"] == "mlp" and header["whiten"] == "zca" and header["inner_size"] == 512
     moved = run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config(
         "text+image", projection=None, whiten=None, epochs=0, pretrained=str(world.root / "text-mlp"),
-        transfer_components=["text_encoder", "user_encoder"]))
+        transfer_components=["text_encoder", "user_encoder"], **widths))
     assert moved["config"]["projection"] == "mlp" and moved["config"]["whiten"] == "zca"  # the checkpoint's
+    assert (moved["config"]["hidden_size"], moved["config"]["inner_size"]) == (128, 512)
     fused = run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config("text+image", projection=None,
-                                                                            whiten=None, epochs=0))
+                                                                            whiten=None, epochs=0, **widths))
     assert fused["config"]["projection"] == "linear" and fused["config"]["whiten"] == "raw"
+    assert (fused["config"]["hidden_size"], fused["config"]["inner_size"]) == (64, 256)
     with pytest.raises(PMMRecCheckpointError, match="whiten"):  # the projection was trained on whitened states
         run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config(
             "text", whiten="raw", epochs=0, pretrained=str(world.root / "text-mlp"),

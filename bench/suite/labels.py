@@ -93,7 +93,11 @@ RENAMED_LABELS = {"PMMRec text-only mlp": "PMMRec text-only", "PMMRec image-only
                   # 0.6: train_batch_size ~ is 256 on short histories, so "batch 256" there is today's default
                   "PMMRec batch 256": "PMMRec",
                   # 0.6: content_skip ~ is 5.0 for frozen, cached text alone, so "content skip" there is today's default
-                  "PMMRec content skip": "PMMRec"}
+                  "PMMRec content skip": "PMMRec",
+                  # 0.7: hidden_size ~ is 128 (inner_size 4x) and w_nid ~ is 0 for frozen, cached text alone, so
+                  # "d128 w/o NID" there is today's label without it
+                  "PMMRec d128 w/o NID": "PMMRec", "PMMRec with item ID d128 w/o NID": "PMMRec with item ID",
+                  "PMMRec text-only d128 w/o NID": "PMMRec text-only"}
 # The suite's data sets with images (modalities ~ is text + image there); every other one is text only.
 IMAGE_DATASETS = frozenset({"ml100k-posters", "ml1m-posters"})
 
@@ -122,7 +126,7 @@ NOT_DATA_DEFAULTS = frozenset({"projection"})
 def data_defaults_of(spec: dict) -> dict:
     """What the ``~`` keys that follow the modalities and encoders resolve to for a stored PMMRec run, by the
     package's own rules (``item_tower.DATA_DEFAULTS``, less ``NOT_DATA_DEFAULTS``: ``whiten`` and ``content_skip``
-    today, both since 0.6) on the run's modalities (its ``modalities``, else the data set's) and encoder keys."""
+    since 0.6, ``hidden_size``, ``inner_size`` and ``w_nid`` since 0.7) on the run's modalities (its ``modalities``, else the data set's) and encoder keys."""
     from types import SimpleNamespace
 
     from recbole_pmmrec.model.item_tower import DATA_DEFAULTS
@@ -130,11 +134,15 @@ def data_defaults_of(spec: dict) -> dict:
     cfg = spec.get("config") or {}
     modalities = list(cfg.get("modalities") or (["text", "image"] if spec.get("dataset", DATASET) in IMAGE_DATASETS
                                                 else ["text"]))
-    encoders = SimpleNamespace(encoder_mode=cfg.get("encoder_mode") or "cached",
+    settings = SimpleNamespace(encoder_mode=cfg.get("encoder_mode") or "cached",
                                text_train_layers=cfg.get("text_train_layers") or 0,
                                image_train_layers=cfg.get("image_train_layers") or 0)
-    return {key: rule(encoders, modalities) for key, (rule, _) in DATA_DEFAULTS.items()
-            if key not in NOT_DATA_DEFAULTS}
+    out = {}
+    for key, (rule, _) in DATA_DEFAULTS.items():  # in order: a rule may read a key decided before it (inner_size
+        setattr(settings, key, rule(settings, modalities))  # from the default hidden_size, not the run's)
+        if key not in NOT_DATA_DEFAULTS:
+            out[key] = getattr(settings, key)
+    return out
 
 
 def overrides_of(spec: dict) -> dict:

@@ -188,6 +188,7 @@ class PMMRec(SequentialRecommender):
             "fusion_heads": int(tower.fusion.n_heads),
             "n_layers": len(self.user_encoder.encoder.layer),
             "n_heads": int(user_layer.multi_head_attention.num_attention_heads),
+            "inner_size": int(user_layer.feed_forward.dense_1.out_features),
             "hidden_act": self.hidden_act,
             "max_seq_length": int(self.user_encoder.position_embedding.num_embeddings),
         }

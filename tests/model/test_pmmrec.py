@@ -441,6 +441,22 @@ def test_content_skip_unset_is_on_for_frozen_cached_text_alone_and_off_otherwise
     assert config["content_skip"] == 0.0 and kept.skip is None
 
 
+def test_width_and_nid_unset_follow_the_modalities(synth, pmmrec_config):
+    """``hidden_size: ~`` is 128 and ``w_nid: ~`` 0 (no NID head) for text alone from a frozen, cached encoder; 64
+    and 0.1 with an image or trainable text blocks; ``inner_size: ~`` is 4x the width, the given one included;
+    values set by the user are kept."""
+    unset = {"hidden_size": None, "inner_size": None, "w_nid": None}
+    config, text, *_ = build(synth, pmmrec_config, modalities=["text"], **unset)
+    assert (config["hidden_size"], config["inner_size"], config["w_nid"]) == (128, 512, 0.0)
+    assert text.hidden_size == 128 and "nid" not in text.heads and text.architecture()["inner_size"] == 512
+    for overrides in ({}, {"modalities": ["text"], "text_train_layers": 1}):
+        config, model, *_ = build(synth, pmmrec_config, **unset, **overrides)
+        assert (config["hidden_size"], config["inner_size"], config["w_nid"]) == (64, 256, 0.1), overrides
+        assert "nid" in model.heads
+    config, kept, *_ = build(synth, pmmrec_config, modalities=["text"], hidden_size=48, inner_size=None, w_nid=0.2)
+    assert (config["hidden_size"], config["inner_size"], config["w_nid"]) == (48, 192, 0.2) and "nid" in kept.heads
+
+
 @pytest.mark.parametrize("kind", ["center", "zca"])
 def test_whiten_feeds_the_projection_the_catalogues_whitened_pooled_states(synth, pmmrec_config, kind):
     """``whiten``: one frozen modality's pooled states are centred (``center``) or also decorrelated (``zca``) with

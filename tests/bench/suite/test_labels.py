@@ -68,6 +68,29 @@ def test_whiten_default_relabels_explicit_zca_runs_on_text_data_and_makes_raw_on
     assert labels.canonical_label(trained) == "PMMRec whiten zca"
 
 
+def test_width_and_nid_defaults_relabel_d128_runs_on_text_data_and_make_stamped_ones_history():
+    """Since hidden_size ~ (128, inner_size 4x) and w_nid ~ (0) follow frozen, cached text alone, a "d128 w/o NID"
+    run on text is today's default (and with the item ID, today's item-ID label); runs stamped with the 0.6 values
+    they ran with (64, 256, 0.1) are history; with text + image d128 stays its own setting."""
+    d128 = {"hidden_size": 128, "inner_size": 512, "w_nid": 0.0}
+    old = {"hidden_size": 64, "inner_size": 256, "w_nid": 0.1}
+
+    def on(dataset, label, **keys):
+        run = _run(label, "PMMRec", **keys)
+        run["spec"]["dataset"] = dataset
+        return run
+
+    assert labels.canonical_label(on("seqrec-toys", "PMMRec d128 w/o NID", **d128)) == "PMMRec"
+    assert labels.canonical_label(on("seqrec-toys", "PMMRec with item ID d128 w/o NID", item_id_embedding=True,
+                                     **d128)) == "PMMRec with item ID"
+    text = on("ml100k-posters", "PMMRec text-only d128 w/o NID", modalities=["text"], projection="mlp", **d128)
+    assert labels.canonical_label(text) == "PMMRec text-only"
+    assert not labels.is_current(on("seqrec-toys", "PMMRec", **old))
+    assert labels.is_current(on("ml100k-posters", "PMMRec", **old))  # two modalities: 64 / 256 / 0.1 are today's
+    fused = on("ml100k-posters", "PMMRec d128 w/o NID", **d128)
+    assert labels.canonical_label(fused) == "PMMRec d128 w/o NID" and labels.is_current(fused)
+
+
 def test_batch_default_relabels_by_what_it_resolved_to_on_the_runs_data():
     """train_batch_size ~ resolves from the data (``spec["resolved"]``, recorded by the worker): a "batch 256"
     run where ~ gave 256 is today's default; where ~ gave 64 it stays its own setting; a run that ran with the old
