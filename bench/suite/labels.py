@@ -48,6 +48,8 @@ PMMREC.update({
                                       "inner_size": 512, "w_nid": 0.0},
     "PMMRec with item ID d128 w/o NID": {"item_id_embedding": True, "hidden_size": 128, "inner_size": 512,
                                          "w_nid": 0.0},
+    # the widths and NID weight of 0.6 (before hidden_size ~ / w_nid ~ followed text alone): the old default on text
+    "PMMRec d64 with NID": {"hidden_size": 64, "inner_size": 256, "w_nid": 0.1},
     # mixed negative sampling: 2,048 items drawn uniformly per step join the in-batch candidates (short histories
     # give few in-batch negatives against a large catalogue)
     "PMMRec negatives 2048": {"nip_negatives": 2048},
@@ -97,7 +99,10 @@ RENAMED_LABELS = {"PMMRec text-only mlp": "PMMRec text-only", "PMMRec image-only
                   # 0.7: hidden_size ~ is 128 (inner_size 4x) and w_nid ~ is 0 for frozen, cached text alone, so
                   # "d128 w/o NID" there is today's label without it
                   "PMMRec d128 w/o NID": "PMMRec", "PMMRec with item ID d128 w/o NID": "PMMRec with item ID",
-                  "PMMRec text-only d128 w/o NID": "PMMRec text-only"}
+                  "PMMRec text-only d128 w/o NID": "PMMRec text-only",
+                  # and a 0.6 default run on text alone (stamped with the widths and NID weight it ran with) is the
+                  # label that names them
+                  "PMMRec": "PMMRec d64 with NID"}
 # The suite's data sets with images (modalities ~ is text + image there); every other one is text only.
 IMAGE_DATASETS = frozenset({"ml100k-posters", "ml1m-posters"})
 

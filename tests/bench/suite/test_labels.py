@@ -86,6 +86,8 @@ def test_width_and_nid_defaults_relabel_d128_runs_on_text_data_and_make_stamped_
     text = on("ml100k-posters", "PMMRec text-only d128 w/o NID", modalities=["text"], projection="mlp", **d128)
     assert labels.canonical_label(text) == "PMMRec text-only"
     assert not labels.is_current(on("seqrec-toys", "PMMRec", **old))
+    assert labels.canonical_label(on("seqrec-toys", "PMMRec", **old)) == "PMMRec d64 with NID"  # 0.6's default
+    assert labels.canonical_label(on("seqrec-toys", "PMMRec")) == "PMMRec"
     assert labels.is_current(on("ml100k-posters", "PMMRec", **old))  # two modalities: 64 / 256 / 0.1 are today's
     fused = on("ml100k-posters", "PMMRec d128 w/o NID", **d128)
     assert labels.canonical_label(fused) == "PMMRec d128 w/o NID" and labels.is_current(fused)
