@@ -36,9 +36,10 @@ def load_config(model, dataset, config_file_list=None, config_dict=None) -> Conf
 
 def resolve_from_checkpoint(config) -> None:
     """With ``pretrained``, ``projection: ~``, ``whiten: ~``, ``hidden_size: ~`` and ``inner_size: ~``: the
-    checkpoint's projection (and an adaptor's experts), widths and whitening (``raw`` for a checkpoint older than that key), logged in one line each. Every builder of a
-    model that loads a checkpoint calls it before the model is built (the run, and a rebuild that tests a run's best
-    weights), so that the model has the checkpoint's layers and feeds them what they were trained on."""
+    checkpoint's projection (and an adaptor's experts), widths and whitening (``raw`` for a checkpoint older than
+    that key), logged in one line each. Every builder of a model that loads a checkpoint calls it before the model
+    is built (the run, and a rebuild that tests a run's best weights), so that the model has the checkpoint's layers
+    and feeds them what they were trained on."""
     settings = config.settings
     open_projection = "projection" in settings and settings.projection is None
     open_whiten = "whiten" in settings and settings.whiten is None

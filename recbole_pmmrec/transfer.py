@@ -90,7 +90,8 @@ BOTTOM = ".backbone.bottom."  # frozen encoder bottoms: identified by their iden
 ARCH_OF = {"text_encoder": ("hidden_size", "projection", "moe_experts", "whiten"),
            "image_encoder": ("hidden_size", "projection", "moe_experts", "whiten"),
            "fusion": ("hidden_size", "fusion_heads", "hidden_act"),
-           "user_encoder": ("hidden_size", "inner_size", "n_heads", "n_layers", "hidden_act"), "heads": ("hidden_size",)}
+           "user_encoder": ("hidden_size", "inner_size", "n_heads", "n_layers", "hidden_act"),
+           "heads": ("hidden_size",)}
 IDENTITY_HARD = ("kind", "model_type", "arch", "num_blocks", "boundary_layer", "boundary_block", "state_dim",
                  "bottom_sha256")
 

@@ -131,7 +131,8 @@ NOT_DATA_DEFAULTS = frozenset({"projection"})
 def data_defaults_of(spec: dict) -> dict:
     """What the ``~`` keys that follow the modalities and encoders resolve to for a stored PMMRec run, by the
     package's own rules (``item_tower.DATA_DEFAULTS``, less ``NOT_DATA_DEFAULTS``: ``whiten`` and ``content_skip``
-    since 0.6, ``hidden_size``, ``inner_size`` and ``w_nid`` since 0.7) on the run's modalities (its ``modalities``, else the data set's) and encoder keys."""
+    since 0.6, ``hidden_size``, ``inner_size`` and ``w_nid`` since 0.7) on the run's modalities (its ``modalities``,
+    else the data set's) and encoder keys."""
     from types import SimpleNamespace
 
     from recbole_pmmrec.model.item_tower import DATA_DEFAULTS
