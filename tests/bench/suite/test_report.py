@@ -338,6 +338,12 @@ def test_cold_hits_are_set_against_content_knn_on_the_same_rows():
     knn["seed"] = knn["spec"]["config"]["seed"] = 2021
     rows = report.quality_table_rows([pm, knn])
     assert "ContentKNN's on the same rows" not in report.section_targets({}, {}, rows, {})
+    # ContentKNN with more seeds than PMMRec: compared on PMMRec's seeds only (the same rows)
+    knn2020 = fit_run("ContentKNN", "q", [0.05], 10, 1, 1.0, cold=(0.03, 0.1))
+    knn2020["spec"]["dataset"] = "seqrec-toys"
+    rows = report.quality_table_rows([pm, knn, knn2020])
+    assert "(1 seed) | >= 1.5 | 0.0600 / 0.0300 = 2.00 (budget-capped or < 3 seeds: no verdict)" in \
+        report.section_targets({}, {}, rows, {})
 
 
 def test_other_data_sets_get_quality_and_time_targets_against_sasrec_hr_selected():
