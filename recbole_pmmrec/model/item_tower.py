@@ -76,7 +76,9 @@ def default_projection(modalities) -> str:
     return "mlp" if len(modalities) == 1 else "linear"
 
 
-DEFAULT_TEXT_HIDDEN_SIZE = 128  # the width hidden_size ~ gives frozen, cached text alone (64 otherwise)
+DEFAULT_HIDDEN_SIZE = 64  # the width hidden_size ~ gives every model but frozen, cached text alone
+DEFAULT_TEXT_HIDDEN_SIZE = 128  # the width hidden_size ~ gives frozen, cached text alone
+DEFAULT_W_NID = 0.1  # the NID weight w_nid ~ gives every model but frozen, cached text alone (0 there)
 
 
 def default_hidden_size(settings, modalities) -> int:
@@ -87,7 +89,7 @@ def default_hidden_size(settings, modalities) -> int:
     the fitting time), MicroLens-50K 0.0312 against 0.0296 (1 seed), seqrec-beauty 0.0564 against 0.0554 (2 seeds),
     ml100k-posters' text 0.0874 against 0.0887 (0.99x, 3 seeds); with text + image d 128 lost on ml100k-posters
     (0.0850 against 0.0979, 1 seed)."""
-    return DEFAULT_TEXT_HIDDEN_SIZE if pooled_once(settings, modalities) == "text" else 64
+    return DEFAULT_TEXT_HIDDEN_SIZE if pooled_once(settings, modalities) == "text" else DEFAULT_HIDDEN_SIZE
 
 
 def default_inner_size(settings, modalities) -> int:
@@ -99,7 +101,7 @@ def default_w_nid(settings, modalities) -> float:
     """``w_nid: ~``: 0 (off) for text alone from a frozen encoder with cached states, else 0.1. With text alone NID
     was level (seqrec-toys 0.0567 against 0.0570, 3 seeds; MicroLens-50K 0.97x, 1 seed) and took 0.62x of each
     epoch's time; off, as measured with ``hidden_size`` ~ (above)."""
-    return 0.0 if pooled_once(settings, modalities) == "text" else 0.1
+    return 0.0 if pooled_once(settings, modalities) == "text" else DEFAULT_W_NID
 
 
 # The keys whose ``~`` is decided from the data, in the order the model resolves them (a rule may read a key resolved
@@ -108,9 +110,10 @@ DATA_DEFAULTS = {
     "projection": (lambda settings, modalities: default_projection(modalities), "mlp for one modality, linear for two"),
     "whiten": (default_whiten, "zca for frozen, cached text alone, else raw"),
     "content_skip": (default_content_skip, f"{DEFAULT_CONTENT_SKIP} for frozen, cached text alone, else 0 (off)"),
-    "hidden_size": (default_hidden_size, f"{DEFAULT_TEXT_HIDDEN_SIZE} for frozen, cached text alone, else 64"),
+    "hidden_size": (default_hidden_size,
+                    f"{DEFAULT_TEXT_HIDDEN_SIZE} for frozen, cached text alone, else {DEFAULT_HIDDEN_SIZE}"),
     "inner_size": (default_inner_size, "4x hidden_size"),
-    "w_nid": (default_w_nid, "0 (off) for frozen, cached text alone, else 0.1"),
+    "w_nid": (default_w_nid, f"0 (off) for frozen, cached text alone, else {DEFAULT_W_NID}"),
 }
 
 
