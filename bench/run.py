@@ -1,6 +1,6 @@
 """The benchmark suite's command (the code is in ``bench/suite/``; ``--help`` lists the parts and options):
 
-    python bench/run.py [quality|coldstart|speed|scaling|salvage|report|all] [--seeds 3] [--data-dir DIR] [--quick]
+    python bench/run.py [quality|coldstart|speed|scaling|salvage|stamp|report|all] [--seeds 3] [--data-dir DIR] [--quick]
 """
 
 import sys

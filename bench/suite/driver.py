@@ -1,6 +1,7 @@
 """The suite's parts: PMMRec against RecBole's baselines on ml100k-posters, quality and cost.
 
-    python bench/run.py [quality|coldstart|speed|scaling|salvage|report|all] [--seeds 3] [--data-dir DIR] [--quick]
+    python bench/run.py [quality|coldstart|speed|scaling|salvage|stamp|report|all] [--seeds 3] [--data-dir DIR]
+        [--quick]
 
 Convert the data first, outside the repository (it is never committed):
 
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from bench.suite import report, results
 from bench.suite.labels import (COLD_EXTRA_SEEDS, COLD_ORDER, DATASET, QUALITY_ORDER, SEEDS, SELECT, TRAINING_FREE,
-                                model_of)
+                                model_of, stamp)
 from bench.suite.results import (REPO, add_run, claimed, defaults_digest, find_done, load_results, machine,
                                  note_invocation, run_key, save_results)
 
@@ -293,13 +294,40 @@ def part_salvage(args, work: Path) -> None:
     print(f"[bench] {rec.get('label')}: tested the checkpoint of epoch {best['epoch']} (its best validation)")
 
 
+def part_stamp(args, work: Path) -> None:
+    """After a default changes (``--set KEY=VALUE ...``: the old values, ``--model``, PMMRec unless given): the
+    stored runs of the model made with the older defaults get the values they ran with as explicit keys
+    (``labels.stamp``), so the report keeps them apart from today's default. Prints what it would change; writes
+    only with ``--write``."""
+    import yaml  # a dependency of recbole
+
+    if not args.set:
+        raise SystemExit("stamp: give the old defaults, e.g. --set hidden_size=64 w_nid=0.1")
+    values = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"stamp: --set {item!r} is not KEY=VALUE")
+        values[key] = yaml.safe_load(value)
+    for part in ("quality", "coldstart"):
+        with results.locked(part):
+            data = load_results(part)
+            changed = stamp(data["runs"], args.model, values, defaults_digest)
+            for run, added in changed:
+                print(f"[bench] {part}: {run.get('label')} on {run['spec'].get('dataset')} seed {run.get('seed')} "
+                      f"({run.get('key')}): + {added}")
+            if changed and args.write:
+                results.save_results(part, data)
+            print(f"[bench] {part}: {len(changed)} runs {'stamped' if args.write else 'would be stamped (--write)'}")
+
+
 def part_report(args, work: Path) -> None:
     report.write_report(results.RESULTS, PLOTS, MARKDOWN, history=HISTORY, readme=README)
     print(f"[bench] wrote {MARKDOWN} and {HISTORY}")
 
 
 PARTS = {"speed": part_speed, "quality": part_quality, "coldstart": part_coldstart, "scaling": part_scaling,
-         "salvage": part_salvage, "report": part_report}
+         "salvage": part_salvage, "stamp": part_stamp, "report": part_report}
 
 
 def parse_args(argv=None):
@@ -343,6 +371,9 @@ def parse_args(argv=None):
                          "boundary and is tested with its best checkpoint (marked in the report)")
     ap.add_argument("--only", nargs="*", help="speed: run only these steps (build_fresh build_warm sasrec pmmrec "
                     "subset_cached_ti subset_e2e_ti subset_cached subset_e2e pmmrec_k1), keeping the other stored speed runs")
+    ap.add_argument("--set", nargs="*", help="stamp: KEY=VALUE, the defaults the older stored runs ran with")
+    ap.add_argument("--model", default="PMMRec", help="stamp: the model whose stored runs to stamp")
+    ap.add_argument("--write", action="store_true", help="stamp: write the stamped runs (default: only print them)")
     args = ap.parse_args(argv)
     if args.timeout is None:  # a kill must not come before the graceful stop at the fit budget
         args.timeout = 3600.0 if args.max_fit_s is None else args.max_fit_s + max(1200.0, args.max_fit_s / 2)
@@ -375,7 +406,7 @@ def main(argv=None) -> int:
     parts = ["speed", "quality", "coldstart", "scaling"] if args.part == "all" else [args.part]
     for part in parts:
         PARTS[part](args, work)
-        if part != "report":
+        if part != "report" and (part != "stamp" or args.write):
             part_report(args, work)
     if args.part == "all":
         part_report(args, work)

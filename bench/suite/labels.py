@@ -8,6 +8,10 @@ today (its overrides equal the label's here) or history.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
 DATASET = "ml100k-posters"
 SEEDS = [2020, 2021, 2022]
 # cold start: each seed has only ~87 cold test rows on ml100k-posters, so --seed-list may add these (the
@@ -184,3 +188,34 @@ def run_label(run: dict) -> str:
     label = run.get("label", run["spec"]["model"])
     dataset = run["spec"].get("dataset", DATASET)
     return label if dataset == DATASET else f"{label} on {dataset}"
+
+
+def today_default(spec: dict, key: str):
+    """What a run like ``spec`` would get for ``key`` today if it did not set it: the data rule's value
+    (``data_defaults_of``) where one decides the key, else the model's properties file."""
+    resolved = data_defaults_of(spec) if spec.get("model") == "PMMRec" else {}
+    if key in resolved:
+        return resolved[key]
+    import yaml  # a dependency of recbole
+
+    path = REPO / "properties" / "model" / f"{spec.get('model')}.yaml"
+    return (yaml.safe_load(path.read_text()) or {}).get(key) if path.is_file() else None
+
+
+def stamp(runs: list[dict], model: str, values: dict, digest) -> list[tuple[dict, dict]]:
+    """After a default changes: give each stored ``model`` run made with the older defaults (its ``defaults``
+    differs from ``digest(model, dataset)``) the old ``values`` it ran with, as explicit keys of its spec, so the
+    report keeps telling it apart from today's default. A run that set a key itself keeps its own value, and a key
+    whose default today is still the old value (on that run's data) is left out. Changes ``runs`` in place and
+    returns (run, keys added) for each run changed."""
+    changed = []
+    for run in runs:
+        spec = run.get("spec") or {}
+        if spec.get("model") != model or run.get("defaults") in (None, digest(model, spec.get("dataset", DATASET))):
+            continue
+        cfg = spec.get("config") or {}
+        added = {k: v for k, v in values.items() if k not in cfg and today_default(spec, k) != v}
+        if added:
+            spec["config"] = {**cfg, **added}
+            changed.append((run, added))
+    return changed

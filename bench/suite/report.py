@@ -250,6 +250,8 @@ package's factories and timed the trainer's epochs from outside; the report read
 converted data set (for example `microlens-50k`, converted by `python -m dataset_tools.convert microlens ...
 --name microlens-50k`); its runs get rows of their own, labelled "... on NAME". A finished run is reused only if
 it started from the same `.yaml` defaults and RecBole version as the invocation (`defaults` in its record).
+When a default changes, `python bench/run.py stamp --set KEY=OLD_VALUE ... [--write]` writes the old values into
+the stored runs made before it, so that they stay rows of their own instead of passing for today's default.
 `--seed-list` picks seeds; the cold-start part also takes 2023 and 2024, because each seed has only ~87 cold
 test rows here (its tables pool every seed of a model and say how many).
 

@@ -124,7 +124,8 @@ class EpochLog:
                 if "valid_history_removed" not in point:
                     raise ValueError(f"select 'history_removed' needs a sequential model, not {type(trainer.model).__name__}")
                 point["score_recbole"], point["score"] = point["score"], point["valid_history_removed"]
-            improved = self.best is None or point["score"] > self.best  # as RecBole's early stopping compares
+            # a tie keeps the earlier epoch (RecBole's own early stopping resets on a tie)
+            improved = self.best is None or point["score"] > self.best
             self.best, self.since_best = (point["score"], 0) if improved else (self.best, self.since_best + 1)
             if improved and self.select == "history_removed":
                 self.keep(trainer)
@@ -133,6 +134,10 @@ class EpochLog:
         self.rec.record["curve"].append(point)
         self.rec.save()
         if self.budget is not None and time.perf_counter() - self.start > self.budget:
+            if self.since_best > self.patience:
+                # early stopping stops the run on this same validation (in "recbole" mode the trainer's own, which
+                # counts the same validations): it converged, and its record says so
+                raise StopRun("patience")
             if improved and not self.kept:
                 self.keep(trainer)  # this epoch is the best, and its checkpoint would be written after this call
             raise StopRun("budget")

@@ -109,3 +109,24 @@ def test_batch_default_relabels_by_what_it_resolved_to_on_the_runs_data():
     assert labels.is_current(on("ml100k-posters", "PMMRec", 64, train_batch_size=64))
     assert not labels.is_current(on("seqrec-toys", "PMMRec", 256, train_batch_size=64))
     assert labels.overrides_of(_run("PMMRec", "PMMRec", train_batch_size=64)["spec"]) == {"train_batch_size": 64}
+
+
+def test_stamp_gives_runs_made_with_older_defaults_the_values_they_ran_with():
+    """``bench/run.py stamp``: only runs of the model made before today's defaults, only keys they did not set, and
+    only where today's default on that run's data differs from the old value."""
+    from bench.suite.labels import stamp
+
+    def run(dataset, digest, model="PMMRec", **config):
+        return {"label": model, "defaults": digest, "spec": {"model": model, "dataset": dataset, "config": config}}
+
+    old_text, old_set = run("seqrec-toys", "old"), run("seqrec-toys", "old", w_nid=0.5)
+    old_image = run("ml100k-posters", "old")
+    new_text, sasrec = run("seqrec-toys", "today"), run("seqrec-toys", "old", model="SASRec")
+    runs = [old_text, old_set, old_image, new_text, sasrec]
+    changed = stamp(runs, "PMMRec", {"hidden_size": 64, "w_nid": 0.1}, lambda model, dataset: "today")
+    # text alone defaults to d 128 without NID today; text + image still to d 64 with NID 0.1: nothing to stamp
+    assert [(r["spec"]["dataset"], added) for r, added in changed] == [
+        ("seqrec-toys", {"hidden_size": 64, "w_nid": 0.1}), ("seqrec-toys", {"hidden_size": 64})]
+    assert old_set["spec"]["config"] == {"w_nid": 0.5, "hidden_size": 64}  # its own value kept
+    assert new_text["spec"]["config"] == {} and sasrec["spec"]["config"] == {} and old_image["spec"]["config"] == {}
+    assert stamp(runs, "PMMRec", {"hidden_size": 64, "w_nid": 0.1}, lambda model, dataset: "today") == []  # once

@@ -133,3 +133,29 @@ def test_split_metrics_end_to_end_on_a_real_cold_split(tmp_path, quick_config):
     assert t["diagnosis"]["among_new"]["n_rows"] == n_cold_rows
     assert 0 <= t["diagnosis"]["among_new"]["median_rank"] < int(new.sum())
     assert "all_history_removed" in t and r["new_item_offset"]["n_new_items"] == int(new.sum())
+
+
+@pytest.mark.parametrize("select", ["recbole", "history_removed"])
+def test_a_budget_that_runs_out_where_patience_does_stops_the_run_by_patience(select, tmp_path, monkeypatch):
+    """When the budget runs out on the very validation at which early stopping stops the run (more than
+    ``stopping_step`` validations after the best), the record says "patience": the run converged. One validation
+    earlier it is a budget stop."""
+    monkeypatch.setattr(worker, "valid_extras", lambda trainer, valid_data: {"valid_history_removed": 0.0})
+    trainer = type("Trainer", (), {"config": {"train_batch_size": 8, "content_skip": None}})()
+
+    def stop_reason(scores):
+        rec = worker.Recorder(tmp_path / "out.json", {"spec": {}, "curve": []})
+        log = worker.EpochLog(rec, select, budget=0.0, patience=2, state_file=tmp_path / "best.pt")
+        log.keep = lambda trainer: None  # no weights here
+        before = scores[:-1]  # the validations this log has already seen
+        log.best, log.since_best = max(before), len(before) - 1 - before.index(max(before))
+        if select == "history_removed":
+            monkeypatch.setattr(worker, "valid_extras", lambda t, v: {"valid_history_removed": scores[-1]})
+        with pytest.raises(worker.StopRun) as stop:
+            log({"epoch": len(scores) - 1, "train_s": 1.0, "loss": 1.0, "valid_s": 0.1, "valid": {},
+                 "score": scores[-1], "wall_s": 1.0}, trainer, None)
+        return str(stop.value)
+
+    assert stop_reason([0.3, 0.2, 0.2]) == "budget"  # 2 validations after the best: patience 2 is not yet spent
+    assert stop_reason([0.3, 0.2, 0.2, 0.1]) == "patience"  # 3 after it: early stopping stops here too
+    assert stop_reason([0.1, 0.2, 0.2, 0.3]) == "budget"  # improved on the last one
