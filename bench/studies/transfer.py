@@ -528,6 +528,8 @@ def zero_shot_anchors(target: str, corpora_names: list[str], zero: dict, done: d
 def summarise(args, runs: Runs) -> dict:
     import torch
 
+    from bench.suite.report import capped
+
     done = runs.done
     out = {"experiment": "PMMRec transfer: pre-training on a merged corpus, fine-tuning on unseen targets",
            "protocol": "leave-one-out (time order), full ranking over all items; test metrics of the best validation "
@@ -580,7 +582,8 @@ def summarise(args, runs: Runs) -> dict:
                 cell["s_to_own_best_valid"] = [None if t is None else round(t, 1) for t in own]
                 cell["epochs"] = [len(r["result"].get("curve") or []) for r in rows]
                 cell["fit_s"] = [round(r["result"].get("fit_s", 0.0), 1) for r in rows]
-                cell["stopped_by_budget"] = [bool(r["result"].get("stopped_by_budget")) for r in rows]
+                # budget stops before early stopping would have stopped the run (the suite's report.capped)
+                cell["stopped_by_budget"] = [capped(r["result"]) for r in rows]
                 results.setdefault(setting, {})[f"{ratio:g}"] = cell
         out["targets"][target] = {"corpora": corpora_of(args, target), "zero_shot": zero,
                                   "zero_shot_anchors": anchors, "results": results}
