@@ -52,6 +52,8 @@ PMMREC.update({
                                       "inner_size": 512, "w_nid": 0.0},
     "PMMRec with item ID d128 w/o NID": {"item_id_embedding": True, "hidden_size": 128, "inner_size": 512,
                                          "w_nid": 0.0},
+    # the next width (text alone: the 0.7 default is d 128 without NID, so this changes only the widths there)
+    "PMMRec d256": {"hidden_size": 256, "inner_size": 1024},
     # the widths and NID weight of 0.6 (before hidden_size ~ / w_nid ~ followed text alone): the old default on text
     "PMMRec d64 with NID": {"hidden_size": 64, "inner_size": 256, "w_nid": 0.1},
     # mixed negative sampling: 2,048 items drawn uniformly per step join the in-batch candidates (short histories
