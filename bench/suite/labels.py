@@ -8,9 +8,9 @@ today (its overrides equal the label's here) or history.
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
 
-REPO = Path(__file__).resolve().parents[2]
+from bench.suite.results import REPO
 
 DATASET = "ml100k-posters"
 SEEDS = [2020, 2021, 2022]
@@ -192,16 +192,22 @@ def run_label(run: dict) -> str:
     return label if dataset == DATASET else f"{label} on {dataset}"
 
 
+@functools.lru_cache(maxsize=None)
+def _model_properties(model: str) -> dict:
+    """``properties/model/<model>.yaml`` parsed (empty when the plugin has none for the model), read once."""
+    import yaml  # a dependency of recbole
+
+    path = REPO / "properties" / "model" / f"{model}.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
 def today_default(spec: dict, key: str):
     """What a run like ``spec`` would get for ``key`` today if it did not set it: the data rule's value
     (``data_defaults_of``) where one decides the key, else the model's properties file."""
     resolved = data_defaults_of(spec) if spec.get("model") == "PMMRec" else {}
     if key in resolved:
         return resolved[key]
-    import yaml  # a dependency of recbole
-
-    path = REPO / "properties" / "model" / f"{spec.get('model')}.yaml"
-    return (yaml.safe_load(path.read_text()) or {}).get(key) if path.is_file() else None
+    return _model_properties(spec.get("model")).get(key)
 
 
 def stamp(runs: list[dict], model: str, values: dict, digest) -> list[tuple[dict, dict]]:
@@ -210,6 +216,7 @@ def stamp(runs: list[dict], model: str, values: dict, digest) -> list[tuple[dict
     report keeps telling it apart from today's default. A run that set a key itself keeps its own value, and a key
     whose default today is still the old value (on that run's data) is left out. Changes ``runs`` in place and
     returns (run, keys added) for each run changed."""
+    digest = functools.cache(digest)  # one digest per data set (it reads the properties files)
     changed = []
     for run in runs:
         spec = run.get("spec") or {}
