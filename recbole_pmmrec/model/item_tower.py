@@ -86,7 +86,7 @@ def default_hidden_size(settings, modalities) -> int:
     states, else 64. With text alone the whole item tower is one projection of a 384-wide pooled state, and 64
     columns were its bottleneck; measured together with ``w_nid`` ~ (0 there), test NDCG@10 against d 64 with NID:
     seqrec-toys 0.0595 / 0.0591 / 0.0599 against 0.0575 / 0.0570 / 0.0565 (seeds 2020-2022, 1.04x, about half
-    the fitting time), MicroLens-50K 0.0312 against 0.0296 (1 seed), seqrec-beauty 0.0564 against 0.0554 (2 seeds),
+    the fitting time), MicroLens-50K 0.0312 against 0.0296 (1 seed), seqrec-beauty 0.0565 against 0.0550 (3 seeds),
     ml100k-posters' text 0.0874 against 0.0887 (0.99x, 3 seeds); with text + image d 128 lost on ml100k-posters
     (0.0850 against 0.0979, 1 seed)."""
     return DEFAULT_TEXT_HIDDEN_SIZE if pooled_once(settings, modalities) == "text" else DEFAULT_HIDDEN_SIZE
