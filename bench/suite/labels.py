@@ -9,6 +9,7 @@ today (its overrides equal the label's here) or history.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from bench.suite.results import REPO
 
@@ -194,11 +195,24 @@ def run_label(run: dict) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _model_properties(model: str) -> dict:
-    """``properties/model/<model>.yaml`` parsed (empty when the plugin has none for the model), read once."""
+    """A model's defaults, read once: RecBole's own ``properties/model/<model>.yaml`` (a RecBole baseline's),
+    overlaid by the plugin's ``properties/model/<model>.yaml``; empty where neither has the model. A string that
+    reads as a number (YAML 1.1 leaves ``1e-12`` a string; RecBole's loader makes it a float) becomes that number."""
+    import recbole
     import yaml  # a dependency of recbole
 
-    path = REPO / "properties" / "model" / f"{model}.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    def number(value):
+        try:
+            return float(value) if isinstance(value, str) else value
+        except ValueError:
+            return value
+
+    values = {}
+    for folder in (Path(recbole.__file__).parent, REPO):
+        path = folder / "properties" / "model" / f"{model}.yaml"
+        if path.is_file():
+            values.update({k: number(v) for k, v in (yaml.safe_load(path.read_text()) or {}).items()})
+    return values
 
 
 def today_default(spec: dict, key: str):

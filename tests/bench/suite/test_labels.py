@@ -130,3 +130,14 @@ def test_stamp_gives_runs_made_with_older_defaults_the_values_they_ran_with():
     assert old_set["spec"]["config"] == {"w_nid": 0.5, "hidden_size": 64}  # its own value kept
     assert new_text["spec"]["config"] == {} and sasrec["spec"]["config"] == {} and old_image["spec"]["config"] == {}
     assert stamp(runs, "PMMRec", {"hidden_size": 64, "w_nid": 0.1}, lambda model, dataset: "today") == []  # once
+
+
+def test_stamp_reads_a_recbole_baselines_defaults_from_recbole_own_properties():
+    """A baseline with no properties file in the plugin (SASRec) takes its defaults from RecBole's: a key whose
+    RecBole default is still the old value is not stamped; one that differs is."""
+    from bench.suite.labels import stamp
+
+    run = {"label": "SASRec", "defaults": "old", "spec": {"model": "SASRec", "dataset": "seqrec-toys", "config": {}}}
+    changed = stamp([run], "SASRec", {"hidden_dropout_prob": 0.5, "layer_norm_eps": 1e-12, "n_layers": 3},
+                    lambda model, dataset: "today")
+    assert [added for _, added in changed] == [{"n_layers": 3}]
