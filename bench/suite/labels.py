@@ -69,6 +69,16 @@ PMMREC.update({
     "PMMRec whiten zca": {"whiten": "zca"},
     "PMMRec text-only whiten zca": {"modalities": ["text"], "projection": "mlp", "whiten": "zca"},
     "PMMRec with item ID whiten zca": {"item_id_embedding": True, "whiten": "zca"},
+    # the ID-free text model peaks within 5-6 epochs and then declines (seqrec-toys): slower steps, more dropout,
+    # a shallower or deeper user encoder
+    "PMMRec lr 5e-4": {"learning_rate": 0.0005},
+    "PMMRec dropout 0.3": {"hidden_dropout_prob": 0.3, "attn_dropout_prob": 0.3},
+    "PMMRec 1 layer": {"n_layers": 1},
+    "PMMRec 3 layers": {"n_layers": 3},
+    # data whose users repeat items (exclude_history ~ decides False): NIP's negatives as before 0.8 (the user's items
+    # left out), and the history removed from the ranking anyway
+    "PMMRec history masked": {"nip_history_negatives": False},
+    "PMMRec exclude history": {"exclude_history": True},
 })
 BASELINES = {
     "SASRec": {},

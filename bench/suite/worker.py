@@ -74,7 +74,15 @@ def package_config(spec: dict) -> dict:
 
 
 # config keys whose value a run records as the package resolved it (``spec["resolved"]``)
-RESOLVED_KEYS = ("train_batch_size", "content_skip")
+RESOLVED_KEYS = ("train_batch_size", "content_skip", "exclude_history", "nip_history_negatives")
+
+
+def _get(config, key: str):
+    """``config[key]``, or None where the config has no such key."""
+    try:
+        return config[key]
+    except KeyError:
+        return None
 
 
 class Recorder:
@@ -109,9 +117,9 @@ class EpochLog:
             # what the package decided from the data where the config left it to the data (train_batch_size ~);
             # the report compares a run's overrides with it (bench/suite/labels.py: overrides_of)
             given = self.rec.record["spec"].get("config") or {}  # an explicit value is an override, not resolved
+            config = {k: _get(trainer.config, k) for k in RESOLVED_KEYS}  # a baseline has no content_skip
             self.rec.record["spec"] = dict(self.rec.record["spec"], resolved={
-                k: trainer.config[k] for k in RESOLVED_KEYS
-                if given.get(k) is None and trainer.config[k] is not None})  # a baseline has no content_skip
+                k: v for k, v in config.items() if given.get(k) is None and v is not None})
         self.trainer = trainer
         point = {"epoch": record["epoch"], "train_s": record["train_s"], "loss": record["loss"]}
         improved = False

@@ -101,6 +101,14 @@ class PMMRec(SequentialRecommender):
         self.hidden_act = s.hidden_act
         # Rank only items outside the input history (the authors' evaluation removes a user's history items).
         self.exclude_history = resolve_exclude_history(config, dataset)
+        # NIP's negatives include the user's own other items where the evaluation ranks them (users repeat items)
+        self.history_negatives = s.nip_history_negatives
+        if self.history_negatives is None:
+            self.history_negatives = not self.exclude_history
+            if hasattr(config, "resolve"):
+                config.resolve("the history is ranked: a user's own other items are NIP negatives" if
+                               self.history_negatives else "the history is not ranked: NIP leaves the user's items "
+                               "out of the negatives", nip_history_negatives=self.history_negatives)
         # Precision of the evaluation pass that computes every item vector (training always runs in float32).
         self.eval_item_dtype = s.eval_item_dtype
 
@@ -289,9 +297,10 @@ class PMMRec(SequentialRecommender):
             mixed = {} if extra is None else {"extra_emb": all_vecs[extra_rows], "extra_ids": extra,
                                                "n_sampled_from": self.negative_pool.numel()}
             if is_distributed():  # negatives from the whole global batch: every rank's slots (with gradient)
-                loss = nip_loss(*gather_rows(score_out, score_emb, ids), log_q, **mixed)
+                loss = nip_loss(*gather_rows(score_out, score_emb, ids), log_q, **mixed,
+                                history_negatives=self.history_negatives)
             else:
-                loss = nip_loss(score_out, score_emb, ids, log_q, **mixed)
+                loss = nip_loss(score_out, score_emb, ids, log_q, **mixed, history_negatives=self.history_negatives)
         else:  # full-catalogue softmax at every valid position
             logits = score_out @ all_vecs.t()  # (B, L, n_items)
             targets = ids[:, 1:]

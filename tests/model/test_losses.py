@@ -84,17 +84,37 @@ def test_nip_masks_padding_same_user_items_and_target_duplicates():
     assert empty.item() == 0.0 and empty.requires_grad
 
 
-def mixed_reference(seq_out, slot_emb, ids, log_q, extra_emb, extra_ids, pool):
+@pytest.mark.parametrize("mixed", [False, True])
+def test_nip_with_history_negatives_keeps_the_users_other_items_as_negatives(mixed):
+    """``history_negatives`` (users repeat items, the evaluation ranks the history): each query's candidates are
+    every slot and extra item except the target's duplicates; the user's own other items are negatives."""
+    seq_out, slot_emb = _nip_inputs(seed=4)
+    extra = dict(extra_emb=torch.randn(3, 8, dtype=F64), extra_ids=torch.tensor([3, 8, 1]), n_sampled_from=9) \
+        if mixed else {}
+    got = nip_loss(seq_out, slot_emb, IDS, None, **extra, history_negatives=True)
+    want = mixed_reference(seq_out.detach(), slot_emb.detach(), IDS, None, extra.get("extra_emb", []),
+                           extra.get("extra_ids", []), 9, history_negatives=True)
+    assert abs(got.item() - want) < 1e-6
+    assert abs(got.item() - nip_loss(seq_out, slot_emb, IDS, None, **extra).item()) > 1e-3
+    # user 0 = [3, 5, 3, 7, 2]: its first item 3 is a negative of the queries whose target is not 3
+    ids = torch.tensor([[3, 5, 3, 7, 0], [9, 0, 0, 0, 0]])
+    s, e = seq_out[:2, :4].detach().requires_grad_(), slot_emb[:2, :5].detach().requires_grad_()
+    nip_loss(s, e, ids, None, history_negatives=True).backward()
+    assert e.grad[0, 0].abs().sum() > 0 and e.grad[1, 0].abs().sum() > 0 and e.grad[0, 4].abs().sum() == 0
+
+
+def mixed_reference(seq_out, slot_emb, ids, log_q, extra_emb, extra_ids, pool, history_negatives=False):
     """NIP with M extra candidates one query at a time; debias by the expected count of each item among the
-    candidates: C q(i) + M / pool (C = non-padding slots)."""
+    candidates: C q(i) + M / pool (C = non-padding slots). ``history_negatives``: only the target's item is
+    left out of the candidates, not the rest of the user's window."""
     b_size, width = ids.shape
     n_slots, m = int((ids != 0).sum()), len(extra_ids)
     terms = []
     for b in range(b_size):
-        window = set(ids[b].tolist())
         for l in range(width - 1):
             if ids[b, l] == 0 or ids[b, l + 1] == 0:
                 continue
+            window = {int(ids[b, l + 1])} if history_negatives else set(ids[b].tolist())
             cands = [(int(ids[b2, l2]), slot_emb[b2, l2], b2 == b and l2 == l + 1)
                      for b2 in range(b_size) for l2 in range(width)]
             cands += [(int(i), e, False) for i, e in zip(extra_ids, extra_emb)]

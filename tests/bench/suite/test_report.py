@@ -437,3 +437,24 @@ def test_a_seed_run_again_under_another_key_counts_once_the_later_run():
     old, other, new = run(2020, 0.1, "a"), run(2021, 0.2, "b"), run(2020, 0.3, "c")
     current, older = split_current([old, other, new])
     assert [r["key"] for r in current] == ["b", "c"] and [r["key"] for r in older] == ["a"]
+
+
+def test_readme_results_compare_data_whose_users_repeat_items_as_recbole_ranks():
+    """Where the data's users repeat items (a run recorded exclude_history resolved to False), the README row uses
+    every model's all-items NDCG@10 (history ranked), says so, and is against SASRec."""
+    from bench.suite.report import readme_results
+
+    def row(dataset, removed, ranked, repeats=False):
+        return {"dataset": dataset, "history_removed": removed, "test": {"ndcg@10": ranked}, "n": len(ranked),
+                "repeats": repeats}
+
+    rows = {"PMMRec on seqrec-beauty-repeats": row("seqrec-beauty-repeats", [0.05], [0.06], repeats=True),
+            "SASRec on seqrec-beauty-repeats": row("seqrec-beauty-repeats", [0.02], [0.04]),
+            "PMMRec on seqrec-toys": row("seqrec-toys", [0.05], [0.05]),
+            "SASRec hr-selected on seqrec-toys": row("seqrec-toys", [0.04], [0.03])}
+    table = readme_results(rows).splitlines()
+    assert table[2] == ("| seqrec-beauty-repeats | leave-one-out, RecBole's rule (users repeat items) ‡ | 0.0600 (1) | – "
+                        "| 0.0400 (1) | – | 1.50x |")
+    assert table[3] == "| seqrec-toys | leave-one-out, history removed | 0.0500 (1) | 0.0400 (1) | – | – | 1.25x |"
+    assert "‡ where users repeat items" in table[-1]
+    assert "‡" not in readme_results({k: v for k, v in rows.items() if "toys" in k})
