@@ -59,14 +59,15 @@ def nip_loss(seq_out: Tensor, slot_emb: Tensor, ids: Tensor, log_q: Optional[Ten
         extra_emb: (M, d) vectors of M extra candidates shared by every query (sampled uniformly), or None.
         extra_ids: (M,) their item ids (> 0).
         n_sampled_from: how many items the extra candidates were drawn from (for the debias).
-        history_negatives: keep the user's other items as negatives (where users repeat items and the
-            evaluation ranks the history: a history item must then earn its place); only the target's duplicates
-            are left out.
+        history_negatives: the user's items before the query's target (its input history) are negatives too,
+            unless they are the target's item: where users repeat items and the evaluation ranks the history, a
+            history item must earn its place. The user's later items stay out.
 
     Query ``(b, l)`` is valid iff ``ids[b, l] != 0`` and ``ids[b, l+1] != 0``; its positive is slot
     ``(b, l+1)``. Candidates are all C non-padding slots and the M extra items, except those whose item occurs
     anywhere in user ``b``'s window (duplicates of the target, the user's other items; with
-    ``history_negatives`` only duplicates of the target), the positive slot itself excepted. With extra items the debias subtracts ``log(C q(i) + M / n_sampled_from)``, the log of the
+    ``history_negatives`` the items at positions ``<= l`` are kept unless they are the target's), the positive
+    slot itself excepted. With extra items the debias subtracts ``log(C q(i) + M / n_sampled_from)``, the log of the
     expected number of times item ``i`` is a candidate (a constant shift of ``log q(i)`` when M = 0).
     Returns the cross-entropy averaged over valid queries. Memory O(Q * (C + M)).
     """
@@ -97,13 +98,20 @@ def nip_loss(seq_out: Tensor, slot_emb: Tensor, ids: Tensor, log_q: Optional[Ten
             lq = torch.logaddexp(lq + math.log(cand.numel()),
                                  torch.full_like(lq, math.log(extra_ids.numel() / n_sampled_from)))
         logits = logits - lq
-    if history_negatives:  # (Q, C [+ M]): the candidate is the target's item
-        exclude = cand_ids.unsqueeze(0) == ids[q_b, q_l + 1].unsqueeze(1)
-    else:
-        uniq, inverse, present = _row_items(ids)  # present (B, U): item u is in row b's window, padding included
-        exclude = present[:, inverse.reshape(-1)[cand]][q_b]  # (Q, C): the candidate's item is in the query's window
+    uniq, inverse, present = _row_items(ids)  # present (B, U): item u is in row b's window, padding included
+    exclude = present[:, inverse.reshape(-1)[cand]][q_b]  # (Q, C): the candidate's item is in the query's window
+    if mixed:
+        exclude = torch.cat([exclude, _presence_of(uniq, present, extra_ids)[q_b]], dim=1)
+    if history_negatives:  # keep the candidates whose item the user had at or before the query's position
+        first = torch.full(present.shape, width, dtype=torch.long, device=dev)  # (B, U): first position in row b
+        first.scatter_reduce_(1, inverse, torch.arange(width, device=dev).expand_as(ids), reduce="amin")
+        cand_u = inverse.reshape(-1)[cand]
         if mixed:
-            exclude = torch.cat([exclude, _presence_of(uniq, present, extra_ids)[q_b]], dim=1)
+            pos = torch.searchsorted(uniq, extra_ids).clamp(max=uniq.numel() - 1)
+            cand_u = torch.cat([cand_u, torch.where(uniq[pos] == extra_ids, pos, -1)])
+        had = first[q_b][:, cand_u.clamp(min=0)] <= q_l.unsqueeze(1)  # (Q, C [+ M])
+        had &= (cand_u >= 0).unsqueeze(0) & (cand_ids.unsqueeze(0) != ids[q_b, q_l + 1].unsqueeze(1))
+        exclude &= ~had
     exclude[torch.arange(target.numel(), device=dev), target] = False
     logits = logits.masked_fill(exclude, torch.finfo(logits.dtype).min)
     return F.cross_entropy(logits, target)

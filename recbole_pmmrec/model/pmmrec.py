@@ -106,7 +106,7 @@ class PMMRec(SequentialRecommender):
         if self.history_negatives is None:
             self.history_negatives = not self.exclude_history
             if hasattr(config, "resolve"):
-                config.resolve("the history is ranked: a user's own other items are NIP negatives" if
+                config.resolve("the history is ranked: the items a user had before a target are NIP negatives of it" if
                                self.history_negatives else "the history is not ranked: NIP leaves the user's items "
                                "out of the negatives", nip_history_negatives=self.history_negatives)
         # Precision of the evaluation pass that computes every item vector (training always runs in float32).

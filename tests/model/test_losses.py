@@ -87,7 +87,8 @@ def test_nip_masks_padding_same_user_items_and_target_duplicates():
 @pytest.mark.parametrize("mixed", [False, True])
 def test_nip_with_history_negatives_keeps_the_users_other_items_as_negatives(mixed):
     """``history_negatives`` (users repeat items, the evaluation ranks the history): each query's candidates are
-    every slot and extra item except the target's duplicates; the user's own other items are negatives."""
+    every slot and extra item except the target's duplicates and the user's later items; the user's earlier items
+    (the query's input history) are negatives."""
     seq_out, slot_emb = _nip_inputs(seed=4)
     extra = dict(extra_emb=torch.randn(3, 8, dtype=F64), extra_ids=torch.tensor([3, 8, 1]), n_sampled_from=9) \
         if mixed else {}
@@ -96,11 +97,16 @@ def test_nip_with_history_negatives_keeps_the_users_other_items_as_negatives(mix
                            extra.get("extra_ids", []), 9, history_negatives=True)
     assert abs(got.item() - want) < 1e-6
     assert abs(got.item() - nip_loss(seq_out, slot_emb, IDS, None, **extra).item()) > 1e-3
-    # user 0 = [3, 5, 3, 7, 2]: its first item 3 is a negative of the queries whose target is not 3
-    ids = torch.tensor([[3, 5, 3, 7, 0], [9, 0, 0, 0, 0]])
-    s, e = seq_out[:2, :4].detach().requires_grad_(), slot_emb[:2, :5].detach().requires_grad_()
-    nip_loss(s, e, ids, None, history_negatives=True).backward()
-    assert e.grad[0, 0].abs().sum() > 0 and e.grad[1, 0].abs().sum() > 0 and e.grad[0, 4].abs().sum() == 0
+    # every other item of the user a negative, later ones included: not what history_negatives does
+    every = mixed_reference(seq_out.detach(), slot_emb.detach(), IDS, None, extra.get("extra_emb", []),
+                            extra.get("extra_ids", []), 9, history_negatives="window")
+    assert abs(got.item() - every) > 1e-3
+    # user 0 = [3, 7]: its one query (target 7) has item 3 in its history, a negative only with history_negatives
+    ids = torch.tensor([[3, 7, 0, 0, 0], [9, 0, 0, 0, 0]])
+    for flag in (False, True):
+        e = slot_emb[:2, :5].detach().clone().requires_grad_()
+        nip_loss(seq_out[:2, :4].detach(), e, ids, None, history_negatives=flag).backward()
+        assert (e.grad[0, 0].abs().sum() > 0) == flag and e.grad[1, 0].abs().sum() > 0
 
 
 def mixed_reference(seq_out, slot_emb, ids, log_q, extra_emb, extra_ids, pool, history_negatives=False):
@@ -114,7 +120,11 @@ def mixed_reference(seq_out, slot_emb, ids, log_q, extra_emb, extra_ids, pool, h
         for l in range(width - 1):
             if ids[b, l] == 0 or ids[b, l + 1] == 0:
                 continue
-            window = {int(ids[b, l + 1])} if history_negatives else set(ids[b].tolist())
+            window = set(ids[b].tolist())
+            if history_negatives == "window":  # (not nip_loss: every other item of the user a negative)
+                window = {int(ids[b, l + 1])}
+            elif history_negatives:  # the items the user had up to position l are negatives, except the target's
+                window -= set(ids[b, :l + 1].tolist()) - {int(ids[b, l + 1])}
             cands = [(int(ids[b2, l2]), slot_emb[b2, l2], b2 == b and l2 == l + 1)
                      for b2 in range(b_size) for l2 in range(width)]
             cands += [(int(i), e, False) for i, e in zip(extra_ids, extra_emb)]
