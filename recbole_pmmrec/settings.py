@@ -155,7 +155,7 @@ KEYS: tuple[Key, ...] = (
     _k("loss_type", "choice", choices=("NIP", "CE"), models=("PMMRec",)),
     _k("nip_debias", "bool", models=("PMMRec",)),
     _k("nip_negatives", "int", low=0, models=("PMMRec",)),
-    _k("nip_history_negatives", "bool", optional=("PMMRec",), models=("PMMRec",)),  # ~: not exclude_history
+    _k("nip_history_negatives", "bool", models=("PMMRec",)),
     _k("w_nicl", "float", low=0.0, models=("PMMRec",)),
     _k("nicl_tau", "float", low=1e-6, models=("PMMRec",)),
     _k("w_nid", "float", low=0.0, optional=("PMMRec",), models=("PMMRec",)),  # ~: from the modalities

@@ -75,9 +75,9 @@ PMMREC.update({
     "PMMRec dropout 0.3": {"hidden_dropout_prob": 0.3, "attn_dropout_prob": 0.3},
     "PMMRec 1 layer": {"n_layers": 1},
     "PMMRec 3 layers": {"n_layers": 3},
-    # data whose users repeat items (exclude_history ~ decides False): NIP's negatives as before 0.8 (the user's items
-    # left out), and the history removed from the ranking anyway
-    "PMMRec history masked": {"nip_history_negatives": False},
+    # data whose users repeat items (exclude_history ~ decides False): the items a user had before each target as
+    # NIP negatives of it (the ranking then holds them), and the history removed from the ranking anyway
+    "PMMRec history negatives": {"nip_history_negatives": True},
     "PMMRec exclude history": {"exclude_history": True},
 })
 BASELINES = {

@@ -74,7 +74,7 @@ def package_config(spec: dict) -> dict:
 
 
 # config keys whose value a run records as the package resolved it (``spec["resolved"]``)
-RESOLVED_KEYS = ("train_batch_size", "content_skip", "exclude_history", "nip_history_negatives")
+RESOLVED_KEYS = ("train_batch_size", "content_skip", "exclude_history")
 
 
 def _get(config, key: str):

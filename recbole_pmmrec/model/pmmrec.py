@@ -101,14 +101,8 @@ class PMMRec(SequentialRecommender):
         self.hidden_act = s.hidden_act
         # Rank only items outside the input history (the authors' evaluation removes a user's history items).
         self.exclude_history = resolve_exclude_history(config, dataset)
-        # NIP's negatives include the user's own other items where the evaluation ranks them (users repeat items)
+        # NIP's negatives include the items a user had before each target (off by default: lost where users repeat)
         self.history_negatives = s.nip_history_negatives
-        if self.history_negatives is None:
-            self.history_negatives = not self.exclude_history
-            if hasattr(config, "resolve"):
-                config.resolve("the history is ranked: the items a user had before a target are NIP negatives of it" if
-                               self.history_negatives else "the history is not ranked: NIP leaves the user's items "
-                               "out of the negatives", nip_history_negatives=self.history_negatives)
         # Precision of the evaluation pass that computes every item vector (training always runs in float32).
         self.eval_item_dtype = s.eval_item_dtype
 

@@ -551,21 +551,15 @@ def test_nip_negatives_join_the_batch_from_the_trained_items_only(synth, pmmrec_
         assert not torch.allclose(plain.calculate_loss(batch), loss)
 
 
-def test_nip_history_negatives_follow_whether_the_history_is_ranked(synth, pmmrec_config, caplog):
-    """``nip_history_negatives: ~``: where the evaluation ranks the history (exclude_history False, users repeat
-    items) a user's own other items are NIP negatives, else they are left out; the decision is logged, and an
-    explicit value wins. The loss is nip_loss with that flag."""
-    import logging
-
+def test_nip_history_negatives_make_the_users_earlier_items_negatives(synth, pmmrec_config):
+    """``nip_history_negatives: True`` (off by default, also where the history is ranked): the loss is nip_loss with
+    the user's earlier items as negatives, which differs from the default's."""
     from recbole_pmmrec.model.losses import nip_loss
 
-    with caplog.at_level(logging.INFO, logger="recbole_pmmrec.config"):
-        _, ranked, train, *_ = build(synth, pmmrec_config, exclude_history=False, w_nid=0, w_nicl=0)
-    assert ranked.history_negatives is True
-    assert any("nip_history_negatives=True" in r.getMessage() for r in caplog.records)
-    _, removed, *_ = build(synth, pmmrec_config, exclude_history=True, w_nid=0, w_nicl=0)
-    _, forced, *_ = build(synth, pmmrec_config, exclude_history=True, nip_history_negatives=True, w_nid=0, w_nicl=0)
-    assert removed.history_negatives is False and forced.history_negatives is True
+    _, ranked, train, *_ = build(synth, pmmrec_config, exclude_history=False, nip_history_negatives=True, w_nid=0,
+                                 w_nicl=0)
+    _, default, *_ = build(synth, pmmrec_config, exclude_history=False, w_nid=0, w_nicl=0)
+    assert ranked.history_negatives is True and default.history_negatives is False
     batch = first_batch(train)
     ranked.eval()
     with torch.no_grad():
