@@ -458,3 +458,17 @@ def test_readme_results_compare_data_whose_users_repeat_items_as_recbole_ranks()
     assert table[3] == "| seqrec-toys | leave-one-out, history removed | 0.0500 (1) | 0.0400 (1) | – | – | 1.25x |"
     assert "‡ where users repeat items" in table[-1]
     assert "‡" not in readme_results({k: v for k, v in rows.items() if "toys" in k})
+
+
+def test_a_run_that_used_up_its_epochs_while_still_improving_is_capped():
+    """The epoch budget counts like the time budget: a run that ran all ``epochs`` with its best within
+    ``stopping_step`` validations of the end was still improving (†); one whose early stopping was due is
+    converged, and a one-epoch (training-free) run is never capped."""
+    rising = fit_run("SASRec", "q", [0.01, 0.02, 0.03, 0.04, 0.05], 10, 0, 1.0)
+    flat = fit_run("SASRec", "q", [0.01, 0.05, 0.04, 0.04, 0.04, 0.04], 10, 0, 1.0)
+    knn = fit_run("ContentKNN", "q", [0.03], 1, 0, 1.0)
+    for run, epochs in ((rising, 5), (flat, 6), (knn, 1)):
+        run["spec"]["config"]["epochs"] = epochs
+    assert report.capped(rising) and not report.capped(flat) and not report.capped(knn)
+    rising["spec"]["config"]["epochs"] = 40  # stopped by patience long before its epoch budget
+    assert not report.capped(rising)
