@@ -23,28 +23,12 @@ import os
 import random
 import shutil
 import sys
-from collections import defaultdict
 from pathlib import Path
 
-INTER_COLS = ("user_id:token", "item_id:token", "timestamp:float")
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
 
-
-def read_inter(path: Path) -> tuple[list[str], dict[str, list[tuple[str, float]]]]:
-    """The .inter file's users in first-seen order and each one's (item, time) rows in file order."""
-    seqs: dict[str, list[tuple[str, float]]] = defaultdict(list)
-    with open(path, encoding="utf-8") as fh:
-        header = fh.readline().rstrip("\n").split("\t")
-        missing = [c for c in INTER_COLS if c not in header]
-        if missing:
-            raise SystemExit(f"{path}: no column {', '.join(missing)} (a file written by dataset_tools.convert has them)")
-        u, i, t = (header.index(c) for c in INTER_COLS)
-        for n, line in enumerate(fh, start=2):
-            row = line.rstrip("\n").split("\t")
-            try:
-                seqs[row[u]].append((row[i], float(row[t])))
-            except (IndexError, ValueError):
-                raise SystemExit(f"{path}, line {n}: not a (user, item, timestamp) row: {line[:80]!r}") from None
-    return list(seqs), seqs
+from bench.studies.tie_order import INTER_COLS, read_sequences  # noqa: E402
 
 
 def with_repeats(history: list[tuple[str, float]], rate: float, rng: random.Random) -> list[tuple[str, float]]:
@@ -79,10 +63,13 @@ def repeat_shares(seqs: dict[str, list[tuple[str, float]]]) -> dict[str, float]:
 def make(data_dir: Path, dataset: str, users: int | None, rebuyers: float, rate: float, seed: int) -> dict:
     src = data_dir / dataset
     name = f"{dataset}-repeats"
-    order, seqs = read_inter(src / f"{dataset}.inter")
+    seqs = {u: [(i, t) for t, i in rows] for u, rows in read_sequences(data_dir, dataset).items()}
+    order = list(seqs)  # users in file order
     rng = random.Random(seed)
-    kept = sorted(rng.sample(order, users), key=order.index) if users and users < len(order) else order
-    out = {u: with_repeats(seqs[u], rate if rng.random() < rebuyers else 0.0, rng) for u in kept}
+    if users and users < len(order):
+        chosen = set(rng.sample(order, users))
+        order = [u for u in order if u in chosen]
+    out = {u: with_repeats(seqs[u], rate if rng.random() < rebuyers else 0.0, rng) for u in order}
     items = {i for rows in out.values() for i, _ in rows}
 
     tmp = data_dir / f".{name}.tmp-{os.getpid()}"

@@ -32,15 +32,26 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+INTER_COLS = ("user_id:token", "item_id:token", "timestamp:float")
+
+
 def read_sequences(folder: Path, name: str) -> dict[str, list[tuple[float, str]]]:
-    """user -> [(time, item)] in the .inter file's order (which the converter sorted by time, ties as written)."""
+    """user -> [(time, item)] in the .inter file's order (which the converter sorted by time, ties as written); the
+    users in the order they first appear. A missing column or a bad row exits with the file and line."""
+    path = folder / name / f"{name}.inter"
     seqs: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    with open(folder / name / f"{name}.inter", encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh:
         header = fh.readline().rstrip("\n").split("\t")
-        cols = [header.index(c) for c in ("user_id:token", "item_id:token", "timestamp:float")]
-        for line in fh:
+        missing = [c for c in INTER_COLS if c not in header]
+        if missing:
+            raise SystemExit(f"{path}: no column {', '.join(missing)} (a file written by dataset_tools.convert has them)")
+        u, i, t = (header.index(c) for c in INTER_COLS)
+        for n, line in enumerate(fh, start=2):
             cells = line.rstrip("\n").split("\t")
-            seqs[cells[cols[0]]].append((float(cells[cols[2]]), cells[cols[1]]))
+            try:
+                seqs[cells[u]].append((float(cells[t]), cells[i]))
+            except (IndexError, ValueError):
+                raise SystemExit(f"{path}, line {n}: not a (user, item, timestamp) row: {line[:80]!r}") from None
     return seqs
 
 

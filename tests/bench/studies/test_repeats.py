@@ -3,6 +3,7 @@
 import random
 
 from bench.studies import repeats as rp
+from bench.studies.tie_order import read_sequences
 
 
 def _write(folder, name, users=400, length=12):
@@ -18,8 +19,8 @@ def _write(folder, name, users=400, length=12):
 
 
 def _read(folder, name):
-    order, seqs = rp.read_inter(folder / name / f"{name}.inter")
-    return order, seqs
+    seqs = {u: [(i, t) for t, i in rows] for u, rows in read_sequences(folder, name).items()}
+    return list(seqs), seqs
 
 
 def test_repeats_are_earlier_items_of_the_same_user_in_order_and_shares_follow_the_rates(tmp_path):
