@@ -107,8 +107,7 @@ def nip_loss(seq_out: Tensor, slot_emb: Tensor, ids: Tensor, log_q: Optional[Ten
         first.scatter_reduce_(1, inverse, torch.arange(width, device=dev).expand_as(ids), reduce="amin")
         cand_u = inverse.reshape(-1)[cand]
         if mixed:
-            pos = torch.searchsorted(uniq, extra_ids).clamp(max=uniq.numel() - 1)
-            cand_u = torch.cat([cand_u, torch.where(uniq[pos] == extra_ids, pos, -1)])
+            cand_u = torch.cat([cand_u, _index_in(uniq, extra_ids)])
         had = first[q_b][:, cand_u.clamp(min=0)] <= q_l.unsqueeze(1)  # (Q, C [+ M])
         had &= (cand_u >= 0).unsqueeze(0) & (cand_ids.unsqueeze(0) != ids[q_b, q_l + 1].unsqueeze(1))
         exclude &= ~had
@@ -117,10 +116,16 @@ def nip_loss(seq_out: Tensor, slot_emb: Tensor, ids: Tensor, log_q: Optional[Ten
     return F.cross_entropy(logits, target)
 
 
+def _index_in(uniq: Tensor, items: Tensor) -> Tensor:
+    """(M,) each of ``items``' index in the sorted ``uniq``, or -1 where it is not there."""
+    pos = torch.searchsorted(uniq, items).clamp(max=uniq.numel() - 1)
+    return torch.where(uniq[pos] == items, pos, -1)
+
+
 def _presence_of(uniq: Tensor, present: Tensor, items: Tensor) -> Tensor:
     """(B, M) bool: ``items[m]`` occurs in row b, from :func:`_row_items`' ``uniq`` and ``present``."""
-    pos = torch.searchsorted(uniq, items).clamp(max=uniq.numel() - 1)
-    return present[:, pos] & (uniq[pos] == items)[None, :]
+    pos = _index_in(uniq, items)
+    return present[:, pos.clamp(min=0)] & (pos >= 0)[None, :]
 
 
 def popularity_log_q(item_counts: Tensor) -> Tensor:
