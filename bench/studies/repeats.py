@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.studies.tie_order import INTER_COLS, read_sequences  # noqa: E402
+from recbole_pmmrec.data.dataset import repeat_shares as dataset_repeat_shares  # noqa: E402
 
 
 def with_repeats(history: list[tuple[str, float]], rate: float, rng: random.Random) -> list[tuple[str, float]]:
@@ -48,16 +49,11 @@ def with_repeats(history: list[tuple[str, float]], rate: float, rng: random.Rand
 
 
 def repeat_shares(seqs: dict[str, list[tuple[str, float]]]) -> dict[str, float]:
-    """Share of leave-one-out targets that repeat an item of the user's earlier rows: training targets (all but
-    the last two), validation (second last) and test (last)."""
-    counts = {"train": [0, 0], "valid": [0, 0], "test": [0, 0]}
-    for rows in seqs.values():
-        items = [i for i, _ in rows]
-        for k in range(1, len(items)):
-            part = "test" if k == len(items) - 1 else "valid" if k == len(items) - 2 else "train"
-            counts[part][0] += items[k] in items[:k]
-            counts[part][1] += 1
-    return {part: round(hit / max(total, 1), 4) for part, (hit, total) in counts.items()}
+    """Share of leave-one-out targets that repeat an item of the user's earlier rows, per part (train, valid,
+    test), by the definition ``exclude_history: ~`` decides with (``recbole_pmmrec.data.dataset.repeat_shares``)."""
+    users = [u for u, rows in seqs.items() for _ in rows]
+    items = [i for rows in seqs.values() for i, _ in rows]
+    return {part: round(share, 4) for part, share in dataset_repeat_shares(users, items).items()}
 
 
 def make(data_dir: Path, dataset: str, users: int | None, rebuyers: float, rate: float, seed: int) -> dict:

@@ -28,6 +28,22 @@ from recbole_pmmrec.settings import settings_of
 
 logger = logging.getLogger(__name__)
 
+
+def repeat_shares(users, items) -> dict[str, float]:
+    """Share of leave-one-out targets whose item the same user already had in an earlier row, per part: "train"
+    (every row but each user's last two), "valid" (the second last) and "test" (the last). ``users`` and ``items``
+    are parallel sequences in time order within each user (users may interleave). A user's first row is no target.
+    The one definition behind ``exclude_history: ~`` and the repeats study (bench/studies/repeats.py)."""
+    frame = pd.DataFrame({"u": users, "i": items})
+    target = frame.groupby("u", sort=False).cumcount() > 0
+    from_end = frame.groupby("u", sort=False).cumcount(ascending=False)
+    repeat = frame.duplicated(["u", "i"])
+    out = {}
+    for part, rows in (("train", from_end >= 2), ("valid", from_end == 1), ("test", from_end == 0)):
+        rows = rows & target
+        out[part] = float(repeat[rows].sum()) / int(rows.sum()) if rows.any() else 0.0
+    return out
+
 # exclude_history: ~ removes a user's history items from the ranking unless at least this share of training
 # targets repeats an item the user already had. A content model ranks the items a user just read very high: on
 # data without repeats removing them is a large gain, and with repeats it forbids every repeated target (on an
@@ -141,20 +157,13 @@ class PMMRecDataset(SplitVariantsMixin, SequentialDataset):
                           f"kept from {REPEAT_SHARE_LIMIT:.0%} on); set exclude_history to override")
 
     def repeat_share(self) -> float:
-        """Share of training targets whose item the same user already had earlier (the last two interactions of
-        each user, the validation and test targets, are left out; so is each user's first interaction)."""
+        """Share of training targets whose item the same user already had earlier (see :func:`repeat_shares`)."""
         frame = pd.DataFrame({"u": self.inter_feat[self.uid_field].numpy(),
                               "i": self.inter_feat[self.iid_field].numpy()})
         if self.time_field in self.inter_feat:
             frame["t"] = self.inter_feat[self.time_field].numpy()
             frame = frame.sort_values(["u", "t"], kind="stable")
-        else:
-            frame = frame.sort_values("u", kind="stable")
-        from_end = frame.groupby("u").cumcount(ascending=False)
-        train = frame[from_end >= 2]
-        targets = len(train) - train["u"].nunique()
-        repeats = int(train.duplicated(["u", "i"]).sum())
-        return repeats / targets if targets > 0 else 0.0
+        return repeat_shares(frame["u"].to_numpy(), frame["i"].to_numpy())["train"]
 
     def data_preparation(self):
         """Split and wrap in PMMRec's dataloaders (RecBole's for sampled evaluation)."""

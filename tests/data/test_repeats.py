@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 
+from recbole_pmmrec.data.dataset import repeat_shares
 from recbole_pmmrec.quick_start import load_config, run_recbole_pmmrec
 from recbole_pmmrec.utils import create_dataset, data_preparation
 
@@ -53,3 +54,13 @@ def test_removing_history_items_costs_the_repeated_targets(ml100k_config):
     assert decided["config"]["exclude_history"] is False
     assert decided["test_result"]["recall@10"] > forced["test_result"]["recall@10"]
     assert decided["test_result"]["ndcg@10"] > forced["test_result"]["ndcg@10"]
+
+
+def test_repeat_shares_counts_each_part_by_hand():
+    """Rows in time order per user, users interleaved. u1: a b a c b -> targets b a c (train: a repeats), then
+    valid c (no), test b (repeats); u2: x x -> only a test target, a repeat; u3: one row, no target."""
+    users = ["u1", "u2", "u1", "u1", "u2", "u3", "u1", "u1"]
+    items = ["a", "x", "b", "a", "x", "z", "c", "b"]
+    shares = repeat_shares(users, items)
+    assert shares == {"train": 1 / 2, "valid": 0.0, "test": 1.0}
+    assert repeat_shares([], []) == {"train": 0.0, "valid": 0.0, "test": 0.0}
