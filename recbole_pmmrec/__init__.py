@@ -5,4 +5,4 @@ the fixes that make recbole 1.2.1 run on today's libraries (:mod:`recbole_pmmrec
 config and the factories when they are first used, not by importing this package.
 """
 
-__version__ = "0.7.0.dev0"
+__version__ = "0.8.0.dev0"

@@ -73,6 +73,15 @@ PMMREC.update({
     # a shallower or deeper user encoder
     "PMMRec lr 5e-4": {"learning_rate": 0.0005},
     "PMMRec dropout 0.3": {"hidden_dropout_prob": 0.3, "attn_dropout_prob": 0.3},
+    "PMMRec dropout 0.5": {"hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5},  # RecBole's SASRec default
+    # 0.8: the dropout ~ gives frozen, cached text alone is 0.3; these name the 0.7 value on such data
+    "PMMRec dropout 0.1": {"hidden_dropout_prob": 0.1, "attn_dropout_prob": 0.1},
+    "PMMRec with item ID dropout 0.1": {"item_id_embedding": True, "hidden_dropout_prob": 0.1,
+                                        "attn_dropout_prob": 0.1},
+    "PMMRec text-only dropout 0.1": {"modalities": ["text"], "projection": "mlp", "hidden_dropout_prob": 0.1,
+                                     "attn_dropout_prob": 0.1},
+    "PMMRec text-only dropout 0.3": {"modalities": ["text"], "projection": "mlp", "hidden_dropout_prob": 0.3,
+                                     "attn_dropout_prob": 0.3},  # the same on a text + image data set's text
     "PMMRec 1 layer": {"n_layers": 1},
     "PMMRec 3 layers": {"n_layers": 3},
     # data whose users repeat items (exclude_history ~ decides False): the items a user had before each target as
@@ -115,21 +124,30 @@ RENAMED_LABELS = {"PMMRec text-only mlp": "PMMRec text-only", "PMMRec image-only
                   "PMMRec content skip": "PMMRec",
                   # 0.7: hidden_size ~ is 128 (inner_size 4x) and w_nid ~ is 0 for frozen, cached text alone, so
                   # "d128 w/o NID" there is today's label without it
-                  "PMMRec d128 w/o NID": "PMMRec", "PMMRec with item ID d128 w/o NID": "PMMRec with item ID",
-                  "PMMRec text-only d128 w/o NID": "PMMRec text-only",
+                  # (0.8: unless stamped with the dropout 0.1 they ran with, below)
+                  "PMMRec d128 w/o NID": ("PMMRec", "PMMRec dropout 0.1"),
+                  "PMMRec with item ID d128 w/o NID": ("PMMRec with item ID", "PMMRec with item ID dropout 0.1"),
+                  "PMMRec text-only d128 w/o NID": ("PMMRec text-only", "PMMRec text-only dropout 0.1"),
                   # and a 0.6 default run on text alone (stamped with the widths and NID weight it ran with) is the
-                  # label that names them
-                  "PMMRec": "PMMRec d64 with NID"}
+                  # label that names them; a 0.7 one (stamped with dropout 0.1) the label that names that
+                  "PMMRec": ("PMMRec d64 with NID", "PMMRec dropout 0.1"),
+                  "PMMRec with item ID": "PMMRec with item ID dropout 0.1",
+                  "PMMRec text-only": "PMMRec text-only dropout 0.1",
+                  # 0.8: hidden_dropout_prob / attn_dropout_prob ~ are 0.3 for frozen, cached text alone, so
+                  # "dropout 0.3" there is today's label without it
+                  "PMMRec dropout 0.3": "PMMRec", "PMMRec text-only dropout 0.3": "PMMRec text-only"}
 # The suite's data sets with images (modalities ~ is text + image there); every other one is text only.
 IMAGE_DATASETS = frozenset({"ml100k-posters", "ml1m-posters"})
 
 
 def canonical_label(run: dict) -> str:
-    """A stored run's label under today's registry (RENAMED_LABELS applied where the settings match)."""
+    """A stored run's label under today's registry: RENAMED_LABELS applied where the settings match (an old label
+    may have several new ones, one per default change; the first whose settings match wins)."""
     label, spec = run.get("label"), run.get("spec") or {}
-    new = RENAMED_LABELS.get(label)
-    if new is not None and overrides_of(spec) == model_of(new)[1]:
-        return new
+    candidates = RENAMED_LABELS.get(label) or ()
+    for new in (candidates,) if isinstance(candidates, str) else candidates:
+        if overrides_of(spec) == model_of(new)[1]:
+            return new
     return label
 
 
@@ -148,8 +166,8 @@ NOT_DATA_DEFAULTS = frozenset({"projection"})
 def data_defaults_of(spec: dict) -> dict:
     """What the ``~`` keys that follow the modalities and encoders resolve to for a stored PMMRec run, by the
     package's own rules (``item_tower.DATA_DEFAULTS``, less ``NOT_DATA_DEFAULTS``: ``whiten`` and ``content_skip``
-    since 0.6, ``hidden_size``, ``inner_size`` and ``w_nid`` since 0.7) on the run's modalities (its ``modalities``,
-    else the data set's) and encoder keys."""
+    since 0.6, ``hidden_size``, ``inner_size`` and ``w_nid`` since 0.7, the two dropouts since 0.8) on the run's
+    modalities (its ``modalities``, else the data set's) and encoder keys."""
     from types import SimpleNamespace
 
     from recbole_pmmrec.model.item_tower import DATA_DEFAULTS

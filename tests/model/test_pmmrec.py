@@ -1,5 +1,7 @@
 """PMMRec as a whole: cached = end-to-end, scoring paths agree, cold items, modalities, training signal."""
 
+import logging
+
 import pytest
 import torch
 
@@ -455,6 +457,26 @@ def test_width_and_nid_unset_follow_the_modalities(synth, pmmrec_config):
         assert "nid" in model.heads
     config, kept, *_ = build(synth, pmmrec_config, modalities=["text"], hidden_size=48, inner_size=None, w_nid=0.2)
     assert (config["hidden_size"], config["inner_size"], config["w_nid"]) == (48, 192, 0.2) and "nid" in kept.heads
+
+
+def test_dropout_unset_follows_the_modalities(synth, pmmrec_config, caplog):
+    """``hidden_dropout_prob: ~`` and ``attn_dropout_prob: ~`` are 0.3 for text alone from a frozen, cached encoder
+    and 0.1 otherwise, in the user encoder's dropout layers; the decision is logged; a value set by the user wins."""
+    unset = {"hidden_dropout_prob": None, "attn_dropout_prob": None}
+
+    def rates(model):
+        return sorted({m.p for m in model.user_encoder.modules() if isinstance(m, torch.nn.Dropout)})
+
+    with caplog.at_level(logging.INFO):
+        config, text, *_ = build(synth, pmmrec_config, modalities=["text"], **unset)
+    assert (config["hidden_dropout_prob"], config["attn_dropout_prob"]) == (0.3, 0.3) and rates(text) == [0.3]
+    assert any("hidden_dropout_prob=0.3" in r.getMessage() and "text alone" in r.getMessage() for r in caplog.records)
+    for overrides in ({}, {"modalities": ["text"], "text_train_layers": 1}):
+        config, model, *_ = build(synth, pmmrec_config, **unset, **overrides)
+        assert (config["hidden_dropout_prob"], config["attn_dropout_prob"]) == (0.1, 0.1), overrides
+        assert rates(model) == [0.1]
+    config, kept, *_ = build(synth, pmmrec_config, modalities=["text"], hidden_dropout_prob=0.2, attn_dropout_prob=None)
+    assert (config["hidden_dropout_prob"], config["attn_dropout_prob"]) == (0.2, 0.3) and rates(kept) == [0.2, 0.3]
 
 
 @pytest.mark.parametrize("kind", ["center", "zca"])

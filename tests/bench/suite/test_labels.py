@@ -93,6 +93,33 @@ def test_width_and_nid_defaults_relabel_d128_runs_on_text_data_and_make_stamped_
     assert labels.canonical_label(fused) == "PMMRec d128 w/o NID" and labels.is_current(fused)
 
 
+def test_dropout_default_relabels_dropout_runs_on_text_data_and_names_stamped_ones():
+    """Since hidden_dropout_prob / attn_dropout_prob ~ are 0.3 for frozen, cached text alone, a "dropout 0.3" run on
+    text is today's default and one on text + image stays its own setting; a 0.7 run stamped with the 0.1 it ran
+    with is named by the label for that (default, item ID, text-only), not taken for today's default."""
+    d3, d1 = {"hidden_dropout_prob": 0.3, "attn_dropout_prob": 0.3}, {"hidden_dropout_prob": 0.1,
+                                                                          "attn_dropout_prob": 0.1}
+    d128 = {"hidden_size": 128, "inner_size": 512, "w_nid": 0.0}
+
+    def on(dataset, label, **keys):
+        run = _run(label, "PMMRec", **keys)
+        run["spec"]["dataset"] = dataset
+        return run
+
+    assert labels.canonical_label(on("seqrec-toys", "PMMRec dropout 0.3", **d3)) == "PMMRec"
+    assert labels.canonical_label(on("ml100k-posters", "PMMRec text-only dropout 0.3", modalities=["text"],
+                                     projection="mlp", **d3)) == "PMMRec text-only"
+    fused = on("ml100k-posters", "PMMRec dropout 0.3", **d3)
+    assert labels.canonical_label(fused) == "PMMRec dropout 0.3" and labels.is_current(fused)
+    assert labels.is_current(on("ml100k-posters", "PMMRec", **d1))  # 0.1 is still the default with an image
+    stamped = on("seqrec-toys", "PMMRec", **d1)
+    assert not labels.is_current(stamped) and labels.canonical_label(stamped) == "PMMRec dropout 0.1"
+    assert labels.canonical_label(on("seqrec-toys", "PMMRec d128 w/o NID", **d128, **d1)) == "PMMRec dropout 0.1"
+    assert labels.canonical_label(on("seqrec-toys", "PMMRec with item ID", item_id_embedding=True,
+                                     **d1)) == "PMMRec with item ID dropout 0.1"
+    assert labels.canonical_label(on("seqrec-toys", "PMMRec with item ID")) == "PMMRec with item ID"
+
+
 def test_batch_default_relabels_by_what_it_resolved_to_on_the_runs_data():
     """train_batch_size ~ resolves from the data (``spec["resolved"]``, recorded by the worker): a "batch 256"
     run where ~ gave 256 is today's default; where ~ gave 64 it stays its own setting; a run that ran with the old
