@@ -26,6 +26,13 @@ def _run(label, model, **keys):
                                                                 "cold_item_ratio": 0.1, **keys}}}
 
 
+def _on(dataset, label, **keys):
+    """A stored PMMRec run of ``label`` on ``dataset`` with config ``keys``."""
+    run = _run(label, "PMMRec", **keys)
+    run["spec"]["dataset"] = dataset
+    return run
+
+
 def test_a_stored_run_is_current_only_with_its_labels_keys_of_today():
     assert labels.overrides_of(_run("x", "PMMRec", projection="mlp")["spec"]) == {"projection": "mlp"}
     assert labels.is_current(_run("PMMRec", "PMMRec"))
@@ -51,20 +58,15 @@ def test_whiten_default_relabels_explicit_zca_runs_on_text_data_and_makes_raw_on
     """Since whiten ~ became the default, an explicit ``whiten: zca`` run on one frozen text modality is today's
     label without it; the runs that ran with the old raw default carry ``whiten: raw`` and are history; on text +
     image data (~ = raw) an explicit zca stays its own setting."""
-    def on(dataset, label, **keys):
-        run = _run(label, "PMMRec", **keys)
-        run["spec"]["dataset"] = dataset
-        return run
-
-    zca = on("seqrec-toys", "PMMRec whiten zca", whiten="zca")
+    zca = _on("seqrec-toys", "PMMRec whiten zca", whiten="zca")
     assert labels.canonical_label(zca) == "PMMRec" and labels.is_current(dict(zca, label="PMMRec"))
-    assert not labels.is_current(on("seqrec-toys", "PMMRec", whiten="raw"))
-    text = on("ml100k-posters", "PMMRec text-only whiten zca", modalities=["text"], projection="mlp", whiten="zca")
+    assert not labels.is_current(_on("seqrec-toys", "PMMRec", whiten="raw"))
+    text = _on("ml100k-posters", "PMMRec text-only whiten zca", modalities=["text"], projection="mlp", whiten="zca")
     assert labels.canonical_label(text) == "PMMRec text-only"
-    fused = on("ml100k-posters", "PMMRec whiten zca", whiten="zca")
+    fused = _on("ml100k-posters", "PMMRec whiten zca", whiten="zca")
     assert labels.canonical_label(fused) == "PMMRec whiten zca" and labels.is_current(fused)
-    assert labels.is_current(on("ml100k-posters", "PMMRec", whiten="raw"))  # ~ resolves to raw with two modalities
-    trained = on("seqrec-toys", "PMMRec whiten zca", whiten="zca", text_train_layers=1)
+    assert labels.is_current(_on("ml100k-posters", "PMMRec", whiten="raw"))  # ~ resolves to raw with two modalities
+    trained = _on("seqrec-toys", "PMMRec whiten zca", whiten="zca", text_train_layers=1)
     assert labels.canonical_label(trained) == "PMMRec whiten zca"
 
 
@@ -75,21 +77,16 @@ def test_width_and_nid_defaults_relabel_d128_runs_on_text_data_and_make_stamped_
     d128 = {"hidden_size": 128, "inner_size": 512, "w_nid": 0.0}
     old = {"hidden_size": 64, "inner_size": 256, "w_nid": 0.1}
 
-    def on(dataset, label, **keys):
-        run = _run(label, "PMMRec", **keys)
-        run["spec"]["dataset"] = dataset
-        return run
-
-    assert labels.canonical_label(on("seqrec-toys", "PMMRec d128 w/o NID", **d128)) == "PMMRec"
-    assert labels.canonical_label(on("seqrec-toys", "PMMRec with item ID d128 w/o NID", item_id_embedding=True,
+    assert labels.canonical_label(_on("seqrec-toys", "PMMRec d128 w/o NID", **d128)) == "PMMRec"
+    assert labels.canonical_label(_on("seqrec-toys", "PMMRec with item ID d128 w/o NID", item_id_embedding=True,
                                      **d128)) == "PMMRec with item ID"
-    text = on("ml100k-posters", "PMMRec text-only d128 w/o NID", modalities=["text"], projection="mlp", **d128)
+    text = _on("ml100k-posters", "PMMRec text-only d128 w/o NID", modalities=["text"], projection="mlp", **d128)
     assert labels.canonical_label(text) == "PMMRec text-only"
-    assert not labels.is_current(on("seqrec-toys", "PMMRec", **old))
-    assert labels.canonical_label(on("seqrec-toys", "PMMRec", **old)) == "PMMRec d64 with NID"  # 0.6's default
-    assert labels.canonical_label(on("seqrec-toys", "PMMRec")) == "PMMRec"
-    assert labels.is_current(on("ml100k-posters", "PMMRec", **old))  # two modalities: 64 / 256 / 0.1 are today's
-    fused = on("ml100k-posters", "PMMRec d128 w/o NID", **d128)
+    assert not labels.is_current(_on("seqrec-toys", "PMMRec", **old))
+    assert labels.canonical_label(_on("seqrec-toys", "PMMRec", **old)) == "PMMRec d64 with NID"  # 0.6's default
+    assert labels.canonical_label(_on("seqrec-toys", "PMMRec")) == "PMMRec"
+    assert labels.is_current(_on("ml100k-posters", "PMMRec", **old))  # two modalities: 64 / 256 / 0.1 are today's
+    fused = _on("ml100k-posters", "PMMRec d128 w/o NID", **d128)
     assert labels.canonical_label(fused) == "PMMRec d128 w/o NID" and labels.is_current(fused)
 
 
@@ -101,23 +98,18 @@ def test_dropout_default_relabels_dropout_runs_on_text_data_and_names_stamped_on
                                                                           "attn_dropout_prob": 0.1}
     d128 = {"hidden_size": 128, "inner_size": 512, "w_nid": 0.0}
 
-    def on(dataset, label, **keys):
-        run = _run(label, "PMMRec", **keys)
-        run["spec"]["dataset"] = dataset
-        return run
-
-    assert labels.canonical_label(on("seqrec-toys", "PMMRec dropout 0.3", **d3)) == "PMMRec"
-    assert labels.canonical_label(on("ml100k-posters", "PMMRec text-only dropout 0.3", modalities=["text"],
+    assert labels.canonical_label(_on("seqrec-toys", "PMMRec dropout 0.3", **d3)) == "PMMRec"
+    assert labels.canonical_label(_on("ml100k-posters", "PMMRec text-only dropout 0.3", modalities=["text"],
                                      projection="mlp", **d3)) == "PMMRec text-only"
-    fused = on("ml100k-posters", "PMMRec dropout 0.3", **d3)
+    fused = _on("ml100k-posters", "PMMRec dropout 0.3", **d3)
     assert labels.canonical_label(fused) == "PMMRec dropout 0.3" and labels.is_current(fused)
-    assert labels.is_current(on("ml100k-posters", "PMMRec", **d1))  # 0.1 is still the default with an image
-    stamped = on("seqrec-toys", "PMMRec", **d1)
+    assert labels.is_current(_on("ml100k-posters", "PMMRec", **d1))  # 0.1 is still the default with an image
+    stamped = _on("seqrec-toys", "PMMRec", **d1)
     assert not labels.is_current(stamped) and labels.canonical_label(stamped) == "PMMRec dropout 0.1"
-    assert labels.canonical_label(on("seqrec-toys", "PMMRec d128 w/o NID", **d128, **d1)) == "PMMRec dropout 0.1"
-    assert labels.canonical_label(on("seqrec-toys", "PMMRec with item ID", item_id_embedding=True,
+    assert labels.canonical_label(_on("seqrec-toys", "PMMRec d128 w/o NID", **d128, **d1)) == "PMMRec dropout 0.1"
+    assert labels.canonical_label(_on("seqrec-toys", "PMMRec with item ID", item_id_embedding=True,
                                      **d1)) == "PMMRec with item ID dropout 0.1"
-    assert labels.canonical_label(on("seqrec-toys", "PMMRec with item ID")) == "PMMRec with item ID"
+    assert labels.canonical_label(_on("seqrec-toys", "PMMRec with item ID")) == "PMMRec with item ID"
 
 
 def test_batch_default_relabels_by_what_it_resolved_to_on_the_runs_data():
@@ -125,8 +117,8 @@ def test_batch_default_relabels_by_what_it_resolved_to_on_the_runs_data():
     run where ~ gave 256 is today's default; where ~ gave 64 it stays its own setting; a run that ran with the old
     fixed 64 where ~ now gives 256 is history."""
     def on(dataset, label, resolved, **keys):
-        run = _run(label, "PMMRec", **keys)
-        run["spec"].update(dataset=dataset, resolved={"train_batch_size": resolved})
+        run = _on(dataset, label, **keys)
+        run["spec"]["resolved"] = {"train_batch_size": resolved}
         return run
 
     short = on("seqrec-toys", "PMMRec batch 256", 256, train_batch_size=256)
