@@ -92,8 +92,8 @@ KEYS: tuple[Key, ...] = (
     _k("inner_size", "int", low=1, optional=("PMMRec",), arch=True),  # ~: 4x hidden_size
     _k("n_layers", "int", low=1, arch=True),
     _k("n_heads", "int", low=1, arch=True),
-    _k("hidden_dropout_prob", "float", low=0.0, high=1.0, high_open=True, optional=("PMMRec",)),  # ~: from the modalities
-    _k("attn_dropout_prob", "float", low=0.0, high=1.0, high_open=True, optional=("PMMRec",)),  # ~: from the modalities
+    _k("hidden_dropout_prob", "float", low=0.0, high=1.0, high_open=True, optional=("PMMRec",)),  # ~: by modality
+    _k("attn_dropout_prob", "float", low=0.0, high=1.0, high_open=True, optional=("PMMRec",)),  # ~: by modality
     _k("layer_norm_eps", "float", low=0.0, arch=True),
     _k("initializer_range", "float", low=0.0),
     # ---- run keys of the plugin, every model

@@ -44,6 +44,7 @@ def repeat_shares(users, items) -> dict[str, float]:
         out[part] = float(repeat[rows].sum()) / int(rows.sum()) if rows.any() else 0.0
     return out
 
+
 # exclude_history: ~ removes a user's history items from the ranking unless at least this share of training
 # targets repeats an item the user already had. A content model ranks the items a user just read very high: on
 # data without repeats removing them is a large gain, and with repeats it forbids every repeated target (on an
