@@ -120,6 +120,10 @@ def default_dropout(settings, modalities) -> float:
     return DEFAULT_TEXT_DROPOUT if pooled_once(settings, modalities) == "text" else DEFAULT_DROPOUT
 
 
+# both dropout keys follow the same rule (one entry of DATA_DEFAULTS below for each)
+DROPOUT_RULE = (default_dropout, f"{DEFAULT_TEXT_DROPOUT} for frozen, cached text alone, else {DEFAULT_DROPOUT}")
+
+
 # The keys whose ``~`` is decided from the data, in the order the model resolves them (a rule may read a key resolved
 # before it): key -> (rule (settings, modalities) -> value, the rule in words for the log line)
 DATA_DEFAULTS = {
@@ -130,10 +134,8 @@ DATA_DEFAULTS = {
                     f"{DEFAULT_TEXT_HIDDEN_SIZE} for frozen, cached text alone, else {DEFAULT_HIDDEN_SIZE}"),
     "inner_size": (default_inner_size, "4x hidden_size"),
     "w_nid": (default_w_nid, f"0 (off) for frozen, cached text alone, else {DEFAULT_W_NID}"),
-    "hidden_dropout_prob": (default_dropout,
-                            f"{DEFAULT_TEXT_DROPOUT} for frozen, cached text alone, else {DEFAULT_DROPOUT}"),
-    "attn_dropout_prob": (default_dropout,
-                          f"{DEFAULT_TEXT_DROPOUT} for frozen, cached text alone, else {DEFAULT_DROPOUT}"),
+    "hidden_dropout_prob": DROPOUT_RULE,
+    "attn_dropout_prob": DROPOUT_RULE,
 }
 
 
