@@ -847,9 +847,8 @@ def _check_encoders(config, header: dict, path: Path) -> None:
         encoder = modality_encoder(s, modality)
         own = encoder.identity()
         del encoder
-        differ = identity_differences(saved, own)
-        if differ:
-            detail = ", ".join(f"{k}: model file {saved.get(k)!r} vs now {own.get(k)!r}" for k in differ)
+        detail = identity_differences(saved, own, "model file", "now")
+        if detail:
             raise PMMRecCheckpointError(
                 f"the {modality} encoder configured now ({own.get('encoder')}) is not the one model file '{path}' "
                 f"was trained with ({saved.get('encoder')}): {detail}. Use the same {modality}_encoder (and "

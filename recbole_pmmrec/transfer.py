@@ -364,18 +364,19 @@ def _read_weights(folder: Path, header: dict) -> dict[str, Tensor]:
         raise _unreadable(path, exc) from exc
 
 
-def identity_differences(saved: dict, own: dict) -> list[str]:
-    """The identity fields (:data:`IDENTITY_HARD`) in which two encoders differ: any one means the top blocks
-    and projection trained on one encoder's states would read other states from the other."""
-    return [k for k in IDENTITY_HARD if (k in saved or k in own) and saved.get(k) != own.get(k)]
+def identity_differences(saved: dict, own: dict, saved_name: str = "checkpoint", own_name: str = "model") -> str:
+    """The identity fields (:data:`IDENTITY_HARD`) in which two encoders differ, as ``"key: <saved_name> value vs
+    <own_name> value, ..."`` ("" when they match): any one means the top blocks and projection trained on one
+    encoder's states would read other states from the other."""
+    differ = [k for k in IDENTITY_HARD if (k in saved or k in own) and saved.get(k) != own.get(k)]
+    return ", ".join(f"{k}: {saved_name} {saved.get(k)!r} vs {own_name} {own.get(k)!r}" for k in differ)
 
 
 def _check_identity(modality: str, saved: dict | None, own: dict, folder: Path, report: LoadReport) -> None:
     if saved is None:
         raise PMMRecCheckpointError(f"{folder / HEADER_FILE}: no identity recorded for the {modality} encoder")
-    differ = identity_differences(saved, own)
-    if differ:
-        detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs model {own.get(k)!r}" for k in differ)
+    detail = identity_differences(saved, own)
+    if detail:
         raise PMMRecCheckpointError(
             f"the {modality} encoder of checkpoint '{folder}' ({saved.get('encoder')}) does not match this "
             f"model's ({own.get('encoder')}): {detail}. Its top blocks and projection were trained on the states "
