@@ -83,6 +83,8 @@ PMMREC.update({
     "PMMRec text-only dropout 0.3": {"modalities": ["text"], "projection": "mlp", "hidden_dropout_prob": 0.3,
                                      "attn_dropout_prob": 0.3},  # the same on a text + image data set's text
     "PMMRec 1 layer": {"n_layers": 1},
+    # the same on a text + image data set's text (ml100k-posters)
+    "PMMRec text-only 1 layer": {"modalities": ["text"], "projection": "mlp", "n_layers": 1},
     "PMMRec 3 layers": {"n_layers": 3},
     # data whose users repeat items (exclude_history ~ decides False): the items a user had before each target as
     # NIP negatives of it (the ranking then holds them), and the history removed from the ranking anyway
