@@ -297,7 +297,8 @@ def test_model_file_of_another_dataset_or_encoder_is_an_error(world, tmp_path):
     header = json.loads((other / HEADER_FILE).read_text())
     header["encoders"]["text"]["bottom_sha256"] = "f" * 64
     (other / HEADER_FILE).write_text(json.dumps(header))
-    with pytest.raises(PMMRecCheckpointError, match="text encoder configured now.*bottom_sha256: model file 'f{64}' vs now '"):
+    with pytest.raises(PMMRecCheckpointError,
+                       match="text encoder configured now.*bottom_sha256: model file 'f{64}' vs now '"):
         world.load(other)
     with pytest.raises(PMMRecConfigError, match="cannot change hidden_size=64"):
         world.load(folder, hidden_size=64)

@@ -79,7 +79,7 @@ def test_width_and_nid_defaults_relabel_d128_runs_on_text_data_and_make_stamped_
 
     assert labels.canonical_label(_on("seqrec-toys", "PMMRec d128 w/o NID", **d128)) == "PMMRec"
     assert labels.canonical_label(_on("seqrec-toys", "PMMRec with item ID d128 w/o NID", item_id_embedding=True,
-                                     **d128)) == "PMMRec with item ID"
+                                      **d128)) == "PMMRec with item ID"
     text = _on("ml100k-posters", "PMMRec text-only d128 w/o NID", modalities=["text"], projection="mlp", **d128)
     assert labels.canonical_label(text) == "PMMRec text-only"
     assert not labels.is_current(_on("seqrec-toys", "PMMRec", **old))
@@ -100,7 +100,7 @@ def test_dropout_default_relabels_dropout_runs_on_text_data_and_names_stamped_on
 
     assert labels.canonical_label(_on("seqrec-toys", "PMMRec dropout 0.3", **d3)) == "PMMRec"
     assert labels.canonical_label(_on("ml100k-posters", "PMMRec text-only dropout 0.3", modalities=["text"],
-                                     projection="mlp", **d3)) == "PMMRec text-only"
+                                      projection="mlp", **d3)) == "PMMRec text-only"
     fused = _on("ml100k-posters", "PMMRec dropout 0.3", **d3)
     assert labels.canonical_label(fused) == "PMMRec dropout 0.3" and labels.is_current(fused)
     assert labels.is_current(_on("ml100k-posters", "PMMRec", **d1))  # 0.1 is still the default with an image
@@ -108,7 +108,7 @@ def test_dropout_default_relabels_dropout_runs_on_text_data_and_names_stamped_on
     assert not labels.is_current(stamped) and labels.canonical_label(stamped) == "PMMRec dropout 0.1"
     assert labels.canonical_label(_on("seqrec-toys", "PMMRec d128 w/o NID", **d128, **d1)) == "PMMRec dropout 0.1"
     assert labels.canonical_label(_on("seqrec-toys", "PMMRec with item ID", item_id_embedding=True,
-                                     **d1)) == "PMMRec with item ID dropout 0.1"
+                                      **d1)) == "PMMRec with item ID dropout 0.1"
     assert labels.canonical_label(_on("seqrec-toys", "PMMRec with item ID")) == "PMMRec with item ID"
 
 
