@@ -9,7 +9,9 @@ See ``docs/DISTRIBUTED.md``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import logging
 import os
 import signal
 import socket
@@ -51,14 +53,44 @@ def _worker(local_rank: int, parent_pid: int, run, model, dataset, config_file_l
         result = run(model, dataset, config_file_list, config_dict, saved=saved)
     except PMMRecError as exc:  # handed to the parent, which raises it again with the same type
         queue.put({"error": type(exc).__name__, "message": str(exc), "rank": local_rank})
+        _leave_group(finished=False)
         raise
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    except BaseException:
+        _leave_group(finished=False)
+        raise
     if local_rank == 0 and queue is not None:
-        result = {k: v for k, v in result.items() if k in _PICKLABLE_RESULT}
-        result["config"] = result["config"].final_config_dict  # plain dict: no process group in a pickle
-        queue.put(result)
+        picklable = {k: v for k, v in result.items() if k in _PICKLABLE_RESULT}
+        picklable["config"] = result["config"].final_config_dict  # plain dict: no process group in a pickle
+        queue.put(picklable)
+    del result  # the trainer and its DistributedDataParallel model
+    _leave_group(finished=True)
+    _exit_now(0)
+
+
+def _leave_group(finished: bool) -> None:
+    """Leave the process group: after a barrier when this rank finished its run (no rank tears down its
+    connections while another is still in a collective), at once when it failed (the others may never arrive)."""
+    if not dist.is_initialized():
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
+def _exit_now(code: int) -> None:
+    """End a finished worker without the interpreter's teardown.
+
+    DistributedDataParallel's reducer keeps the gloo process group alive after ``destroy_process_group``
+    (its threads ``pt_gloo_runloop`` / ``gloo_tcp_loop`` are still running: they cannot be released from
+    Python), so it is destroyed during interpreter shutdown, where now and then a still-joinable thread ends
+    the process with ``terminate called without an active exception`` (SIGABRT): a finished run reported as
+    a crashed rank. Everything a run writes is closed by then (checkpoints, TensorBoard); this flushes the
+    logs and the standard streams and leaves with ``os._exit``."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 # What rank 0 hands back to the launcher (the trainer, model and data stay in the worker).
@@ -90,17 +122,28 @@ def spawn_run(run, nproc: int, model, dataset, config_file_list=None, config_dic
     config_dict = dict(config_dict or {})
     config_dict.update(nproc=int(nproc), world_size=world_size, ip=str(ip), port=int(port), offset=int(offset))
     queue = mp.get_context("spawn").SimpleQueue()
+    records = []
     try:
-        mp.spawn(_worker, args=(os.getpid(), run, model, dataset, config_file_list, config_dict, saved, queue),
-                 nprocs=int(nproc), join=True)
+        context = mp.spawn(_worker, args=(os.getpid(), run, model, dataset, config_file_list, config_dict, saved,
+                                          queue), nprocs=int(nproc), join=False)
+        # read while the ranks run: a record larger than the pipe's buffer would otherwise block its writer
+        while not context.join(timeout=0.5):
+            records.extend(_drain(queue))
     except ProcessException:
-        while not queue.empty():
-            record = queue.get()
+        for record in records + _drain(queue):
             if "error" in record:
                 raise getattr(errors, record["error"], PMMRecError)(
                     f"rank {record['rank']}: {record['message']}") from None
         raise
-    return None if queue.empty() else queue.get()
+    records.extend(_drain(queue))
+    return records[0] if records else None
+
+
+def _drain(queue) -> list:
+    out = []
+    while not queue.empty():
+        out.append(queue.get())
+    return out
 
 
 __all__ = ["free_port", "die_with_parent", "spawn_run"]

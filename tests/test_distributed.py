@@ -62,3 +62,31 @@ def test_an_error_in_a_worker_reaches_the_caller_as_our_error(synth, quick_confi
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "error: rank 0: dataset 'nosuchdata' not found" in err or "error: rank 1: dataset 'nosuchdata' not found" in err
+
+
+def _large_result(model, dataset, config_file_list, config_dict, saved=True):
+    """A stand-in entry point (module level: the spawned ranks import it by name) whose result is larger than a
+    pipe's buffer (64 KiB on Linux)."""
+    import types
+
+    return {"config": types.SimpleNamespace(final_config_dict={"blob": "x" * 300_000,
+                                                               "local_rank": config_dict["local_rank"]}),
+            "test_result": {"ndcg@10": 0.5}, "trainer": object()}
+
+
+def test_a_result_larger_than_a_pipe_buffer_comes_back_from_rank_0():
+    """The launcher reads the ranks' records while they run: rank 0 writing 300 kB before it exits used to block on
+    the full pipe while the launcher waited for it to exit."""
+    import threading
+
+    from recbole_pmmrec.launch import spawn_run
+
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(result=spawn_run(_large_result, 2, "M", "D", config_dict={})),
+                              daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "spawn_run did not return within 120 s"
+    result = box["result"]
+    assert result["config"]["local_rank"] == 0 and len(result["config"]["blob"]) == 300_000
+    assert result["test_result"] == {"ndcg@10": 0.5} and "trainer" not in result
