@@ -51,18 +51,15 @@ def _worker(local_rank: int, parent_pid: int, run, model, dataset, config_file_l
     config_dict = dict(config_dict, local_rank=local_rank)
     try:
         result = run(model, dataset, config_file_list, config_dict, saved=saved)
-    except PMMRecError as exc:  # handed to the parent, which raises it again with the same type
-        queue.put({"error": type(exc).__name__, "message": str(exc), "rank": local_rank})
-        _leave_group(finished=False)
-        raise
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, PMMRecError):  # handed to the parent, which raises it again with the same type
+            queue.put({"error": type(exc).__name__, "message": str(exc), "rank": local_rank})
         _leave_group(finished=False)
         raise
     if local_rank == 0 and queue is not None:
         picklable = {k: v for k, v in result.items() if k in _PICKLABLE_RESULT}
         picklable["config"] = result["config"].final_config_dict  # plain dict: no process group in a pickle
         queue.put(picklable)
-    del result  # the trainer and its DistributedDataParallel model
     _leave_group(finished=True)
     _exit_now(0)
 
