@@ -26,20 +26,20 @@ WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 
 def ndcg_at_10(model, loader, prior, weights) -> dict[float, float]:
-    """Mean NDCG@10 over the loader's rows of ``model``'s full-sort scores + w * prior, for each w."""
+    """Mean NDCG@10 over the loader's rows of ``model``'s full-sort scores + w * prior, for each w (ranks and
+    metrics by ``bench.suite.ranks``, ties broken by item id as everywhere in the suite)."""
     import torch
 
-    total, rows = dict.fromkeys(weights, 0.0), 0
+    from bench.suite.ranks import rank_metrics, rank_of_target
+
+    ranks = {w: [] for w in weights}
     with torch.no_grad():
         for interaction, _history, row, target in loader:
-            base = model.full_sort_predict(interaction)
+            base = model.full_sort_predict(interaction)[row]
             base[:, 0] = -float("inf")  # padding
             for w in weights:
-                scores = base + w * prior
-                rank = (scores > scores[row, target][:, None]).sum(dim=1).float()
-                total[w] += torch.where(rank < 10, 1.0 / torch.log2(rank + 2.0), torch.zeros_like(rank)).sum().item()
-            rows += len(target)
-    return {w: round(v / rows, 4) for w, v in total.items()}
+                ranks[w].append(rank_of_target(base + w * prior, target))
+    return {w: round(rank_metrics(torch.cat(r), ks=(10,))["ndcg@10"], 4) for w, r in ranks.items()}
 
 
 def check(name: str, args) -> dict:
