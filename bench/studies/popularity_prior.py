@@ -8,7 +8,11 @@ interactions, for a grid of b, and prints validation and test NDCG@10 (full rank
 as ContentKNN removes it, RecBole's leave-one-out split). No training; the encoder-state cache is read (built first
 if missing, as a run would).
 
-    python bench/studies/popularity_prior.py --data-dir /tmp/pmmrec_data --datasets seqrec-toys
+``--space principal`` takes the cosine where PMMRec's ``content_skip`` takes it instead (the catalogue's top
+``--dim`` (``content_skip_dim``, 64) principal directions, centred: ``similarity.ContentSkip`` with weight 1), i.e. what a text
+model with random weights and the skip scores zero-shot, less its random part.
+
+    python bench/studies/popularity_prior.py --data-dir /tmp/pmmrec_data --datasets seqrec-toys [--space principal]
 
 Results go to bench/results/popularity_prior.json.
 """
@@ -42,6 +46,22 @@ def ndcg_at_10(model, loader, prior, weights) -> dict[float, float]:
     return {w: round(rank_metrics(torch.cat(r), ks=(10,))["ndcg@10"], 4) for w, r in ranks.items()}
 
 
+class PrincipalKNN:
+    """ContentKNN's score taken in the principal space of PMMRec's content skip: ``cos(P q_u, P c_i)``."""
+
+    def __init__(self, knn, features, dim: int):
+        from recbole_pmmrec.model.similarity import ContentSkip
+
+        self.knn = knn  # its recency weighting (knn_decay, knn_history: the same keys and values as PMMRec's)
+        self.skip = ContentSkip(features, dim, knn.decay, knn.history, 1.0)
+
+    def full_sort_predict(self, interaction):
+        knn, skip = self.knn, self.skip
+        item_seq = interaction[knn.ITEM_SEQ]
+        scores = skip.query(item_seq, interaction[knn.ITEM_SEQ_LEN], skip.catalogue) @ skip.catalogue.t()
+        return scores.scatter(1, item_seq, float("-inf")) if knn.exclude_history else scores
+
+
 def check(name: str, args) -> dict:
     import numpy as np
     import torch
@@ -56,14 +76,17 @@ def check(name: str, args) -> dict:
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)
     model = ContentKNN(config, train.dataset).eval()
+    if args.space == "principal":
+        model = PrincipalKNN(model, train.dataset.item_features, args.dim)
     items = torch.as_tensor(np.asarray(train.dataset.inter_feat[train.dataset.iid_field]))
     prior = torch.log1p(torch.bincount(items, minlength=dataset.item_num).float())
     prior = prior / prior.max()
-    result = {"dataset": name, "weights": list(WEIGHTS), "valid": ndcg_at_10(model, valid, prior, WEIGHTS),
+    result = {"dataset": name, "space": args.space, "weights": list(WEIGHTS), "valid": ndcg_at_10(model, valid, prior, WEIGHTS),
               "test": ndcg_at_10(model, test, prior, WEIGHTS)}
     best = max(WEIGHTS, key=lambda w: result["valid"][w])
     result["chosen_on_valid"] = {"weight": best, "test": result["test"][best],
                                  "x_contentknn": round(result["test"][best] / result["test"][0.0], 3)}
+    name = f"{name} ({args.space})"
     print(f"{name}: valid {result['valid']}\n{name}: test {result['test']}\n{name}: b {best} chosen on validation, "
           f"test {result['test'][best]} ({result['chosen_on_valid']['x_contentknn']}x ContentKNN)", flush=True)
     return result
@@ -74,8 +97,15 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", type=Path, default=Path("/tmp/pmmrec_data"))
     p.add_argument("--cache-dir", type=Path, default=Path("/tmp/pmmrec_bench/cache"))
     p.add_argument("--datasets", nargs="+", default=["seqrec-toys"])
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "popularity_prior.json")
+    p.add_argument("--space", choices=("raw", "principal"), default="raw",
+                   help="raw: ContentKNN's cosine; principal: the content skip's (centred top principal directions)")
+    p.add_argument("--dim", type=int, default=64, help="with --space principal: the directions kept (PMMRec's "
+                   "content_skip_dim default)")
+    p.add_argument("--out", type=Path, help="default: bench/results/popularity_prior.json, or "
+                   "popularity_prior_principal.json with --space principal")
     args = p.parse_args(argv)
+    suffix = "" if args.space == "raw" else f"_{args.space}"
+    args.out = args.out or REPO / "bench" / "results" / f"popularity_prior{suffix}.json"
     import torch
 
     torch.set_num_threads(1)
