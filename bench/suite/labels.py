@@ -42,6 +42,9 @@ PMMREC.update({
     # issue 22's levers, tried on the text data sets (the data's own modalities and projection, one key changed)
     "PMMRec with item ID": {"item_id_embedding": True},  # UniSRec's transductive mode: warm items add an ID row
     "PMMRec CE": {"loss_type": "CE"},  # full-catalogue softmax instead of the in-batch one
+    # the ID row with SASRec's loss: every item's row a negative at every step (the in-batch softmax gives a row
+    # gradient only when its item is in the batch)
+    "PMMRec with item ID CE": {"item_id_embedding": True, "loss_type": "CE"},
     "PMMRec batch 256": {"train_batch_size": 256},  # 4x the in-batch negatives (short histories: few per batch)
     # either side of what train_batch_size ~ gives on short histories (256): is the rule's aim of 1,280 targets right?
     "PMMRec batch 128": {"train_batch_size": 128},
