@@ -55,8 +55,8 @@ def test_a_part_runs_each_label_in_a_worker_process_records_and_reports_it(synth
 def test_the_default_timeout_leaves_room_past_the_fit_budget():
     """A run must reach its graceful stop at --max-fit-s before --timeout kills it (a killed run needs salvage)."""
     assert driver.parse_args(["quality"]).timeout == 3600
-    assert driver.parse_args(["quality", "--max-fit-s", "3600"]).timeout == 3600 + 1800
-    assert driver.parse_args(["quality", "--max-fit-s", "600"]).timeout == 600 + 1200
+    assert driver.parse_args(["quality", "--max-fit-s", "3600"]).timeout == 3600 + 3600
+    assert driver.parse_args(["quality", "--max-fit-s", "600"]).timeout == 600 + 1800
     with pytest.raises(SystemExit):
         driver.parse_args(["quality", "--max-fit-s", "3600", "--timeout", "3600"])
 
