@@ -140,6 +140,7 @@ KEYS: tuple[Key, ...] = (
     _k("moe_experts", "int", low=1, models=("PMMRec",), arch=True),
     _k("fusion_heads", "int", low=1, models=("PMMRec",), arch=True),
     _k("item_id_embedding", "bool", models=("PMMRec",), arch=True),
+    _k("item_id_neighbours", "int", low=0, models=("PMMRec",)),
     _k("whiten", "choice", choices=("raw", "center", "zca"), optional=True, models=("PMMRec",), arch=True),
     # ~: from the modalities; recorded in a header: a loading model must have the skip (and score it the same way)
     _k("content_skip", "float", low=0.0, optional=("PMMRec",), models=("PMMRec",), arch=True),

@@ -45,6 +45,9 @@ PMMREC.update({
     # the ID row with SASRec's loss: every item's row a negative at every step (the in-batch softmax gives a row
     # gradient only when its item is in the batch)
     "PMMRec with item ID CE": {"item_id_embedding": True, "loss_type": "CE"},
+    # new items (no ID row) borrow the mean ID row of their 10 nearest warm items by content: does the ID model then
+    # rank new items as the ID-free one does? (an evaluation-time rule: training is the same as "with item ID")
+    "PMMRec with item ID neighbours": {"item_id_embedding": True, "item_id_neighbours": 10},
     "PMMRec batch 256": {"train_batch_size": 256},  # 4x the in-batch negatives (short histories: few per batch)
     # either side of what train_batch_size ~ gives on short histories (256): is the rule's aim of 1,280 targets right?
     "PMMRec batch 128": {"train_batch_size": 128},

@@ -134,6 +134,8 @@ class PMMRec(SequentialRecommender):
             warm = features.train_item_counts > 0 if features.train_item_counts is not None else \
                 torch.ones(self.n_items, dtype=torch.bool)
             self.register_buffer("id_warm", warm, persistent=False)
+        # [ours] at evaluation an item without an ID row borrows the mean ID row of its k content neighbours
+        self.id_neighbours = s.item_id_neighbours
 
         counts = features.train_item_counts
         log_q = popularity_log_q(counts) if counts is not None else torch.zeros(self.n_items)
@@ -226,8 +228,38 @@ class PMMRec(SequentialRecommender):
             if self.training:
                 return self._with_skip(vecs, None if self.skip is None else self.skip.catalogue)
             # users and scores stay float32 in either case
-            self._item_cache = self._with_skip(vecs.float(), None if self.skip is None else self.skip.catalogue)
+            vecs = vecs.float()
+            if self._borrows_ids():
+                cold = ~self.id_warm
+                cold[0] = False  # padding
+                if cold.any():
+                    vecs[cold] = vecs[cold] + self.borrowed_id_vectors(vecs[cold], self._content_of(vecs))
+            self._item_cache = self._with_skip(vecs, None if self.skip is None else self.skip.catalogue)
         return self._item_cache
+
+    def _borrows_ids(self) -> bool:
+        return self.item_id_embedding is not None and self.id_neighbours > 0 and bool(self.id_warm.any())
+
+    def _content_of(self, vecs: Tensor) -> Tensor:
+        """The content part of catalogue vectors ``vecs`` (n_items, d): each warm item's ID row taken off."""
+        rows = self.item_id_embedding.weight.to(vecs.dtype)
+        return vecs - rows * self.id_warm[:, None].to(vecs.dtype)
+
+    @torch.no_grad()
+    def borrowed_id_vectors(self, content: Tensor, catalogue_content: Tensor) -> Tensor:
+        """ID vectors (N, d) for N items without an ID row (``item_id_neighbours`` = k > 0): the mean ID row of
+        the k warm catalogue items whose content vectors have the highest cosine with each item's ``content``
+        (N, d). Without it a new item lacks the ID part that every warm item's score has."""
+        warm = torch.nonzero(self.id_warm).flatten()
+        k = min(self.id_neighbours, warm.numel())
+        keys = F.normalize(catalogue_content[warm].float(), dim=-1)
+        rows = self.item_id_embedding.weight[warm].float()
+        out = torch.empty(content.shape[0], rows.shape[1], dtype=torch.float32, device=content.device)
+        for start in range(0, content.shape[0], 1024):
+            query = F.normalize(content[start:start + 1024].float(), dim=-1)
+            top = (query @ keys.T).topk(k, dim=-1).indices
+            out[start:start + 1024] = rows[top].mean(dim=1)
+        return out.to(content.dtype)
 
     def _with_skip(self, vecs: Tensor, skip_part: Tensor | None) -> Tensor:
         """``[vecs, skip_part]`` with content_skip, else ``vecs``."""
@@ -236,12 +268,17 @@ class PMMRec(SequentialRecommender):
     def vectors_of(self, features) -> Tensor:
         """Vectors (N, d) of items outside the catalogue (a :class:`~recbole_pmmrec.data.features.NewItemStates`),
         computed as :meth:`item_vectors` computes the catalogue's in evaluation: content only (a new item has
-        no ID-embedding row: it is cold), same autocast dtype, float32 out."""
+        no ID-embedding row: it is cold; with ``item_id_neighbours`` it borrows its neighbours'), same autocast
+        dtype, float32 out."""
         view = self.item_tower.view_of(features)
         ids = torch.arange(features.n_items, device=self.log_q.device)
         dtype = _EVAL_ITEM_DTYPES[self.eval_item_dtype]
         with torch.inference_mode(), torch.autocast(ids.device.type, dtype=dtype, enabled=dtype is not None):
             vecs = torch.cat([view(chunk).vectors for chunk in ids.split(2048)]).float()
+        if self._borrows_ids():
+            with torch.inference_mode():
+                catalogue = self._content_of(self.item_vectors()[:, :self.hidden_size])
+                vecs = vecs + self.borrowed_id_vectors(vecs, catalogue)
         return self._with_skip(vecs, None if self.skip is None else self.skip.project(features))
 
     def user_states(self, item_seq: Tensor, item_seq_len: Tensor, item_vecs: Tensor) -> Tensor:

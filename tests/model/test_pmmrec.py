@@ -593,3 +593,45 @@ def test_nip_history_negatives_make_the_users_earlier_items_negatives(synth, pmm
         want = nip_loss(out, vecs[ids], ids, ranked.log_q, history_negatives=True)
         assert torch.allclose(ranked.calculate_loss(batch), want, atol=1e-5)
         assert not torch.allclose(nip_loss(out, vecs[ids], ids, ranked.log_q), want)
+
+
+def test_items_without_an_id_row_borrow_their_content_neighbours_rows(synth, pmmrec_config):
+    """``item_id_neighbours: k``: in evaluation a cold item's vector is its content vector plus the mean ID row
+    of the k warm items whose content vectors have the highest cosine with its own; warm items and training are
+    unchanged; an item added later (``vectors_of``) borrows the same way."""
+    import torch.nn.functional as F
+
+    k = 3
+    _, model, train, *_ = build(synth, pmmrec_config, item_id_embedding=True, item_id_neighbours=k,
+                                cold_item_ratio=0.2)
+    features = train._dataset.item_features
+    with torch.no_grad():
+        model.item_id_embedding.weight.normal_()  # rows far apart, so that borrowing is visible
+    model.eval()
+    with torch.no_grad():
+        ids = torch.arange(model.n_items)
+        content = model.item_tower(ids).vectors.float()
+        rows = model.item_id_embedding.weight
+        vecs = model.item_vectors()[:, :model.hidden_size]
+    warm = model.id_warm.clone()
+    cold = (~warm).nonzero().flatten()
+    cold = cold[cold > 0]
+    assert len(cold) > 0 and warm.sum() >= k
+    torch.testing.assert_close(vecs[warm], content[warm] + rows[warm])
+    warm_ids = warm.nonzero().flatten()
+    for i in cold.tolist():
+        sims = F.cosine_similarity(content[i][None], content[warm_ids], dim=-1)
+        nearest = warm_ids[sims.topk(k).indices]
+        torch.testing.assert_close(vecs[i], content[i] + rows[nearest].mean(0), rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(vecs[i], content[i])
+    # the catalogue's items passed as new ones: a cold item gets the same vector as in the catalogue
+    with torch.no_grad():
+        as_new = model.vectors_of(features)[:, :model.hidden_size]
+    torch.testing.assert_close(as_new[cold], vecs[cold], rtol=1e-4, atol=1e-5)
+    # training vectors: content + own row for warm items, content only for cold ones
+    model.train()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        trained = model.encode_items(cold).vectors
+        torch.manual_seed(0)  # the same dropout masks
+        torch.testing.assert_close(trained, model.item_tower(cold).vectors)
