@@ -141,6 +141,8 @@ KEYS: tuple[Key, ...] = (
     _k("fusion_heads", "int", low=1, models=("PMMRec",), arch=True),
     _k("item_id_embedding", "bool", models=("PMMRec",), arch=True),
     _k("item_id_neighbours", "int", low=0, models=("PMMRec",)),
+    _k("item_id_dropout", "float", low=0.0, high=1.0, high_open=True, models=("PMMRec",)),
+    _k("item_id_learning_rate", "float", low=0.0, optional=True, models=("PMMRec",)),
     _k("whiten", "choice", choices=("raw", "center", "zca"), optional=True, models=("PMMRec",), arch=True),
     # ~: from the modalities; recorded in a header: a loading model must have the skip (and score it the same way)
     _k("content_skip", "float", low=0.0, optional=("PMMRec",), models=("PMMRec",), arch=True),
@@ -181,7 +183,7 @@ ARCH_KEYS = tuple(k.name for k in KEYS if k.arch)
 # Keys that were renamed: an old name is an error that gives the new one (a silent default would be worse).
 RENAMED = {"cache_batch_size": "encoder_batch_size", "text_tokens": "text_groups"}
 # Settings measured and not adopted (CHANGELOG 0.6.0 keeps their results).
-REMOVED = ("item_feature_dropout", "modality_dropout", "text_skip", "image_skip", "item_id_dropout")
+REMOVED = ("item_feature_dropout", "modality_dropout", "text_skip", "image_skip")
 
 
 def parse_list(value: Any, key: str = "value") -> list[str] | None:

@@ -22,6 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
 PATH_KEYS = frozenset({"data_path", "checkpoint_dir", "log_dir", "tensorboard_dir", "cache_dir", "text_encoder"})
+# Keys added after runs were stored, whose default keeps the behaviour those runs had: at this value a key is left
+# out of ``defaults_digest``, so adding it does not make every stored run of the model stale.
+NEUTRAL_DEFAULTS = {"PMMRec": {"item_id_neighbours": 0, "item_id_dropout": 0.0, "item_id_learning_rate": None}}
 
 
 # ---------------------------------------------------------------------------- identity of a run
@@ -41,12 +44,17 @@ def defaults_digest(model: str, dataset: str) -> str:
     """Digest of the defaults a run of ``model`` on ``dataset`` starts from: this project's overall, model and data
     set ``.yaml`` properties (parsed, so comments do not count) and the RecBole version, whose own model defaults a
     baseline takes. ``run_key`` holds only a run's overrides, so a finished run is reused only while its digest
-    matches: after a default changes, the same overrides make another model."""
+    matches: after a default changes, the same overrides make another model. A new key at its
+    ``NEUTRAL_DEFAULTS`` value (the behaviour before it existed) does not count."""
     import yaml  # a dependency of recbole
 
     props = REPO / "properties"
     files = [props / "overall.yaml", props / "model" / f"{model}.yaml", props / "dataset" / f"{dataset}.yaml"]
     parsed = {f.relative_to(REPO).as_posix(): yaml.safe_load(f.read_text()) for f in files if f.is_file()}
+    model_props = parsed.get(f"properties/model/{model}.yaml")
+    for key, value in NEUTRAL_DEFAULTS.get(model, {}).items():
+        if isinstance(model_props, dict) and key in model_props and model_props[key] == value:
+            del model_props[key]
     parsed["recbole"] = importlib.metadata.version("recbole")
     return hashlib.sha256(json.dumps(parsed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

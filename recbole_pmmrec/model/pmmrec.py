@@ -136,6 +136,9 @@ class PMMRec(SequentialRecommender):
             self.register_buffer("id_warm", warm, persistent=False)
         # [ours] at evaluation an item without an ID row borrows the mean ID row of its k content neighbours
         self.id_neighbours = s.item_id_neighbours
+        # [ours, after DropoutNet] in training each item of a batch goes without its ID row with this probability
+        self.id_dropout = s.item_id_dropout
+        self.id_learning_rate = s.item_id_learning_rate  # [ours] None: learning_rate, as every other module
 
         counts = features.train_item_counts
         log_q = popularity_log_q(counts) if counts is not None else torch.zeros(self.n_items)
@@ -201,8 +204,13 @@ class PMMRec(SequentialRecommender):
         """Optimiser groups: trainable encoder blocks, and everything else (the paper uses different
         learning rates and weight decay for them)."""
         encoder = {id(p) for p in self.item_tower.encoder_parameters()}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in encoder]
+        own_lr = self.item_id_embedding is not None and self.id_learning_rate is not None
+        ids = {id(self.item_id_embedding.weight)} if own_lr else set()
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in encoder and id(p) not in ids]
         groups = [{"params": rest, "lr": learning_rate, "weight_decay": weight_decay, "name": "recommender"}]
+        if own_lr:  # item_id_learning_rate: the ID rows at their own rate
+            groups.append({"params": [self.item_id_embedding.weight], "lr": self.id_learning_rate,
+                           "weight_decay": weight_decay, "name": "item_ids"})
         enc = [p for p in self.parameters() if id(p) in encoder]
         if enc:
             groups.append({"params": enc, "lr": encoder_learning_rate, "weight_decay": encoder_weight_decay,
@@ -213,8 +221,10 @@ class PMMRec(SequentialRecommender):
         """The item tower on ``ids`` (unique ids), plus the item-ID embedding of warm items when it is on."""
         items = self.item_tower(ids)
         if self.item_id_embedding is not None:
-            warm = self.id_warm[ids].to(items.vectors.dtype)[:, None]
-            items.vectors = items.vectors + self.item_id_embedding(ids) * warm
+            keep = self.id_warm[ids]
+            if self.training and self.id_dropout > 0:  # item_id_dropout: this batch sees these items by content
+                keep = keep & (torch.rand(ids.shape, device=ids.device) >= self.id_dropout)
+            items.vectors = items.vectors + self.item_id_embedding(ids) * keep.to(items.vectors.dtype)[:, None]
         return items
 
     def item_vectors(self) -> Tensor:

@@ -635,3 +635,54 @@ def test_items_without_an_id_row_borrow_their_content_neighbours_rows(synth, pmm
         trained = model.encode_items(cold).vectors
         torch.manual_seed(0)  # the same dropout masks
         torch.testing.assert_close(trained, model.item_tower(cold).vectors)
+
+
+def test_item_id_dropout_leaves_out_whole_id_rows_in_training_only(synth, pmmrec_config):
+    """``item_id_dropout: p``: in training each warm item of a call goes without its ID row (the whole row, no
+    rescaling) with probability p; evaluation always adds it; cold items never have one."""
+    _, model, train, *_ = build(synth, pmmrec_config, item_id_embedding=True, item_id_dropout=0.5)
+    with torch.no_grad():
+        model.item_id_embedding.weight.normal_()
+    warm = model.id_warm.nonzero().flatten()
+    warm = warm[warm > 0]
+    assert warm.numel() >= 20
+    rows = model.item_id_embedding.weight[warm]
+    model.train()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        trained = model.encode_items(warm).vectors
+        torch.manual_seed(1)  # the same dropout masks in the item tower
+        content = model.item_tower(warm).vectors
+    added = trained - content
+    kept = torch.isclose(added, rows, atol=1e-5).all(dim=1)
+    dropped = torch.isclose(added, torch.zeros_like(added), atol=1e-5).all(dim=1)
+    assert bool((kept ^ dropped).all())  # each item has its whole row or none of it
+    assert 0 < int(dropped.sum()) < warm.numel()
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_items(warm).vectors - model.item_tower(warm).vectors, rows,
+                                   atol=1e-5, rtol=1e-4)
+    model.train()
+    loss = model.calculate_loss(first_batch(train))
+    assert torch.isfinite(loss)
+
+
+def test_item_id_dropout_must_be_a_probability_below_one(synth, pmmrec_config):
+    with pytest.raises(Exception, match="item_id_dropout"):
+        build(synth, pmmrec_config, item_id_embedding=True, item_id_dropout=1.0)
+
+
+def test_item_id_learning_rate_gives_the_id_rows_their_own_optimiser_group(synth, pmmrec_config):
+    """``item_id_learning_rate``: the ID rows form their own group at that rate (same weight decay); ~ leaves them
+    with the rest of the model."""
+    _, model, *_ = build(synth, pmmrec_config, item_id_embedding=True, item_id_learning_rate=3e-4)
+    groups = {g["name"]: g for g in model.parameter_groups(1e-3, 0.1, 1e-4, 0.0)}
+    assert groups["item_ids"]["lr"] == 3e-4 and groups["item_ids"]["weight_decay"] == 0.1
+    assert [p is model.item_id_embedding.weight for p in groups["item_ids"]["params"]] == [True]
+    assert all(p is not model.item_id_embedding.weight for p in groups["recommender"]["params"])
+    counted = sum(p.numel() for g in groups.values() for p in g["params"])
+    assert counted == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    _, plain, *_ = build(synth, pmmrec_config, item_id_embedding=True)
+    groups = {g["name"]: g for g in plain.parameter_groups(1e-3, 0.1, 1e-4, 0.0)}
+    assert "item_ids" not in groups
+    assert any(p is plain.item_id_embedding.weight for p in groups["recommender"]["params"])
