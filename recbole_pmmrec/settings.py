@@ -142,6 +142,7 @@ KEYS: tuple[Key, ...] = (
     _k("item_id_embedding", "bool", models=("PMMRec",), arch=True),
     _k("item_id_neighbours", "int", low=0, models=("PMMRec",)),
     _k("item_id_dropout", "float", low=0.0, high=1.0, high_open=True, models=("PMMRec",)),
+    _k("item_id_shrink", "float", low=0.0, models=("PMMRec",)),
     _k("item_id_learning_rate", "float", low=0.0, optional=True, models=("PMMRec",)),
     _k("whiten", "choice", choices=("raw", "center", "zca"), optional=True, models=("PMMRec",), arch=True),
     # ~: from the modalities; recorded in a header: a loading model must have the skip (and score it the same way)

@@ -51,11 +51,13 @@ PMMREC.update({
     # DropoutNet: in training a fifth of a batch's items go without their ID row, so the model keeps scoring by
     # content (as it must for new items) and the rows overfit less (the ID model peaks by epoch 2-3). 0.5 was tried at
     # 0.5's defaults (64 windows, no skip), on warm items only, and lost 1.5% on seqrec-toys (one seed)
-    "PMMRec with item ID dropout": {"item_id_embedding": True, "item_id_dropout": 0.2},
+    "PMMRec with item ID dropout 0.2": {"item_id_embedding": True, "item_id_dropout": 0.2},
     # the ID rows at 0.3x the learning rate: the ID model peaks by epoch 2-3, long before its content part would
-    "PMMRec with item ID slow": {"item_id_embedding": True, "item_id_learning_rate": 0.0003},
-    "PMMRec with item ID dropout neighbours": {"item_id_embedding": True, "item_id_dropout": 0.2,
-                                               "item_id_neighbours": 10},
+    "PMMRec with item ID lr 0.0003": {"item_id_embedding": True, "item_id_learning_rate": 0.0003},
+    # the ID row of an item with n training interactions at n / (n + 5): rare items' rows are the ones to overfit
+    "PMMRec with item ID shrink 5": {"item_id_embedding": True, "item_id_shrink": 5.0},
+    "PMMRec with item ID dropout 0.2 neighbours": {"item_id_embedding": True, "item_id_dropout": 0.2,
+                                                   "item_id_neighbours": 10},
     "PMMRec batch 256": {"train_batch_size": 256},  # 4x the in-batch negatives (short histories: few per batch)
     # either side of what train_batch_size ~ gives on short histories (256): is the rule's aim of 1,280 targets right?
     "PMMRec batch 128": {"train_batch_size": 128},

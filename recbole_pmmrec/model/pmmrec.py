@@ -134,6 +134,12 @@ class PMMRec(SequentialRecommender):
             warm = features.train_item_counts > 0 if features.train_item_counts is not None else \
                 torch.ones(self.n_items, dtype=torch.bool)
             self.register_buffer("id_warm", warm, persistent=False)
+            # [ours] item_id_shrink c: the ID row of an item with n training interactions enters at n / (n + c)
+            scale = torch.ones(self.n_items)
+            if s.item_id_shrink > 0 and features.train_item_counts is not None:
+                n = features.train_item_counts.float()
+                scale = n / (n + s.item_id_shrink)
+            self.register_buffer("id_scale", torch.where(warm, scale, torch.zeros_like(scale)), persistent=False)
         # [ours] at evaluation an item without an ID row borrows the mean ID row of its k content neighbours
         self.id_neighbours = s.item_id_neighbours
         # [ours, after DropoutNet] in training each item of a batch goes without its ID row with this probability
@@ -221,9 +227,9 @@ class PMMRec(SequentialRecommender):
         """The item tower on ``ids`` (unique ids), plus the item-ID embedding of warm items when it is on."""
         items = self.item_tower(ids)
         if self.item_id_embedding is not None:
-            keep = self.id_warm[ids]
+            keep = self.id_scale[ids]
             if self.training and self.id_dropout > 0:  # item_id_dropout: this batch sees these items by content
-                keep = keep & (torch.rand(ids.shape, device=ids.device) >= self.id_dropout)
+                keep = keep * (torch.rand(ids.shape, device=ids.device) >= self.id_dropout)
             items.vectors = items.vectors + self.item_id_embedding(ids) * keep.to(items.vectors.dtype)[:, None]
         return items
 
@@ -253,7 +259,7 @@ class PMMRec(SequentialRecommender):
     def _content_of(self, vecs: Tensor) -> Tensor:
         """The content part of catalogue vectors ``vecs`` (n_items, d): each warm item's ID row taken off."""
         rows = self.item_id_embedding.weight.to(vecs.dtype)
-        return vecs - rows * self.id_warm[:, None].to(vecs.dtype)
+        return vecs - rows * self.id_scale[:, None].to(vecs.dtype)
 
     @torch.no_grad()
     def borrowed_id_vectors(self, content: Tensor, catalogue_content: Tensor) -> Tensor:
@@ -263,7 +269,7 @@ class PMMRec(SequentialRecommender):
         warm = torch.nonzero(self.id_warm).flatten()
         k = min(self.id_neighbours, warm.numel())
         keys = F.normalize(catalogue_content[warm].float(), dim=-1)
-        rows = self.item_id_embedding.weight[warm].float()
+        rows = self.item_id_embedding.weight[warm].float() * self.id_scale[warm, None]  # as each enters its item
         out = torch.empty(content.shape[0], rows.shape[1], dtype=torch.float32, device=content.device)
         for start in range(0, content.shape[0], 1024):
             query = F.normalize(content[start:start + 1024].float(), dim=-1)

@@ -686,3 +686,23 @@ def test_item_id_learning_rate_gives_the_id_rows_their_own_optimiser_group(synth
     groups = {g["name"]: g for g in plain.parameter_groups(1e-3, 0.1, 1e-4, 0.0)}
     assert "item_ids" not in groups
     assert any(p is plain.item_id_embedding.weight for p in groups["recommender"]["params"])
+
+
+def test_item_id_shrink_scales_each_id_row_by_its_items_training_count(synth, pmmrec_config):
+    """``item_id_shrink: c``: an item with n training interactions adds n / (n + c) of its ID row, in training
+    and in evaluation; cold items (n = 0) add none."""
+    c = 4.0
+    _, model, train, *_ = build(synth, pmmrec_config, item_id_embedding=True, item_id_shrink=c, cold_item_ratio=0.2)
+    with torch.no_grad():
+        model.item_id_embedding.weight.normal_()
+    n = train._dataset.item_features.train_item_counts.float()
+    ids = torch.arange(1, model.n_items)
+    model.eval()
+    with torch.no_grad():
+        added = model.encode_items(ids).vectors - model.item_tower(ids).vectors
+    expected = model.item_id_embedding.weight[ids] * (n[ids] / (n[ids] + c))[:, None]
+    torch.testing.assert_close(added, expected, atol=1e-5, rtol=1e-4)
+    assert bool((n[ids] == 0).any()) and bool((n[ids] > 0).any())
+    assert torch.allclose(added[n[ids] == 0], torch.zeros(1))
+    model.train()
+    assert torch.isfinite(model.calculate_loss(first_batch(train)))
