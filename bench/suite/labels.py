@@ -49,8 +49,8 @@ PMMREC.update({
     # rank new items as the ID-free one does? (an evaluation-time rule: training is the same as "with item ID")
     "PMMRec with item ID neighbours": {"item_id_embedding": True, "item_id_neighbours": 10},
     # DropoutNet: in training a fifth of a batch's items go without their ID row, so the model keeps scoring by
-    # content (as it must for new items) and the rows overfit less (the ID model peaks by epoch 2-3). 0.5 was tried at
-    # 0.5's defaults (64 windows, no skip), on warm items only, and lost 1.5% on seqrec-toys (one seed)
+    # content (as it must for new items) and the rows overfit less (the ID model peaks by epoch 2-3). 0.5 was
+    # tried during 0.6 (64 windows, no skip), on warm items only, and lost 1.5% on seqrec-toys (one seed)
     "PMMRec with item ID dropout 0.2": {"item_id_embedding": True, "item_id_dropout": 0.2},
     # the ID rows at 0.3x the learning rate: the ID model peaks by epoch 2-3, long before its content part would
     "PMMRec with item ID lr 0.0003": {"item_id_embedding": True, "item_id_learning_rate": 0.0003},
