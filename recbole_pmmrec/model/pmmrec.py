@@ -133,8 +133,8 @@ class PMMRec(SequentialRecommender):
             self.item_id_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
             warm = features.train_item_counts > 0 if features.train_item_counts is not None else \
                 torch.ones(self.n_items, dtype=torch.bool)
-            self.register_buffer("id_warm", warm, persistent=False)
-            # [ours] item_id_shrink c: the ID row of an item with n training interactions enters at n / (n + c)
+            # how much of its ID row each item's vector gets: 0 for an item without training interactions (cold);
+            # [ours] item_id_shrink c: n / (n + c) for an item with n of them, else the whole row
             scale = torch.ones(self.n_items)
             if s.item_id_shrink > 0 and features.train_item_counts is not None:
                 n = features.train_item_counts.float()
@@ -175,6 +175,11 @@ class PMMRec(SequentialRecommender):
         """The ``content_skip`` term (a submodule of the user encoder: its weight transfers with it), or None."""
         return self.user_encoder.skip
 
+    @property
+    def id_warm(self) -> Tensor:
+        """Which items have an ID row (n_items,): those with a training interaction (with ``item_id_embedding``)."""
+        return self.id_scale > 0
+
     def train(self, mode: bool = True):
         if mode or self.training:  # weights may change from here on (or did since the cache was made)
             self._item_cache = None
@@ -211,8 +216,8 @@ class PMMRec(SequentialRecommender):
         learning rates and weight decay for them)."""
         encoder = {id(p) for p in self.item_tower.encoder_parameters()}
         own_lr = self.item_id_embedding is not None and self.id_learning_rate is not None
-        ids = {id(self.item_id_embedding.weight)} if own_lr else set()
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in encoder and id(p) not in ids]
+        apart = encoder | ({id(self.item_id_embedding.weight)} if own_lr else set())
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in apart]
         groups = [{"params": rest, "lr": learning_rate, "weight_decay": weight_decay, "name": "recommender"}]
         if own_lr:  # item_id_learning_rate: the ID rows at their own rate
             groups.append({"params": [self.item_id_embedding.weight], "lr": self.id_learning_rate,
