@@ -42,6 +42,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.studies.transfer import _say, extra_config  # noqa: E402
+from bench.suite import children as child_procs  # noqa: E402
 from bench.suite.results import machine, write_json  # noqa: E402
 
 RSS_TARGET_BYTES = 4 * 1024**3  # the target: PMMRec peak RSS <= 4 GB (GiB, as the suite's report counts)
@@ -104,8 +105,8 @@ class Child:
                    HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
         code = "import sys; from bench.suite import worker; sys.exit(worker.main(sys.argv[1:]))"
         with open(self.log, "w") as fh:
-            self.proc = subprocess.Popen([sys.executable, "-c", code, str(self.spec_file), str(self.out_file)],
-                                         cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+            self.proc = child_procs.start([sys.executable, "-c", code, str(self.spec_file), str(self.out_file)],
+                                          cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
         self.started = time.time()
 
     def poll(self, timeout: float) -> bool:
@@ -120,6 +121,7 @@ class Child:
                 self.timed_out = True
             return False
         self.ended, self.rusage = time.time(), rusage
+        child_procs.forget(self.proc)
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         self.watch()
         return True
@@ -233,6 +235,7 @@ def summarise(args, children: list[Child], meta: dict, command: str) -> dict:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    child_procs.stop_children_on_sigterm()
     if not (args.data_dir / args.dataset / f"{args.dataset}.inter").is_file():
         print(f"scale.py: error: no converted data set {args.data_dir / args.dataset} (expected DATA/NAME/NAME.inter)",
               file=sys.stderr)

@@ -61,6 +61,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.suite import children  # noqa: E402
+
 STEPS = ("merge", "pretrain", "zeroshot", "grid", "report")
 SOURCES = ["seqrec-beauty", "seqrec-clothing", "seqrec-health", "seqrec-books", "seqrec-electronics", "seqrec-food",
            "microlens-50k"]
@@ -298,8 +300,8 @@ class Study:
         env = dict(os.environ, OMP_NUM_THREADS=str(self.args.threads), PYTHONPATH=str(REPO))
         code = "import sys; from bench.studies.transfer import run_child; sys.exit(run_child(sys.argv[1], sys.argv[2]))"
         with open(log, "w") as fh:
-            rc = subprocess.run([sys.executable, "-c", code, str(spec_file), str(out_file)], cwd=REPO, env=env,
-                                stdout=fh, stderr=subprocess.STDOUT).returncode
+            rc = children.run([sys.executable, "-c", code, str(spec_file), str(out_file)], cwd=REPO, env=env,
+                              stdout=fh, stderr=subprocess.STDOUT)
         record = json.loads(out_file.read_text()) if out_file.is_file() else {}
         if rc != 0 and record.get("status") == "done":
             record["status"] = f"exit {rc}"
@@ -324,8 +326,10 @@ class Study:
                 continue
             started = time.time()
             inputs = [str(self.source_folder(s)) for s in sources]
-            subprocess.run([sys.executable, "-m", "dataset_tools.convert", "merge", "--inputs", *inputs,
-                            "--output", str(self.data), "--name", name, "--force", "--quiet"], check=True, cwd=REPO)
+            rc = children.run([sys.executable, "-m", "dataset_tools.convert", "merge", "--inputs", *inputs,
+                               "--output", str(self.data), "--name", name, "--force", "--quiet"], cwd=REPO)
+            if rc != 0:
+                raise StudyError(f"merging {name} failed (exit {rc}): see the converter's message above")
             meta = json.loads((self.data / name / f"{name}.meta.json").read_text())
             row = {"key": key, "spec": self.corpus_spec(sources), "wall_s": round(time.time() - started, 1),
                    "counts": meta["counts"]}
@@ -605,6 +609,7 @@ def report(args, runs: Runs) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    children.stop_children_on_sigterm()
     try:
         check_args(args)
         args.work_dir.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.suite import report, results
+from bench.suite import children, report, results
 from bench.suite.labels import (COLD_EXTRA_SEEDS, COLD_ORDER, DATASET, QUALITY_ORDER, SEEDS, SELECT, TRAINING_FREE,
                                 model_of, stamp)
 from bench.suite.results import (REPO, add_run, claimed, defaults_digest, find_done, load_results, machine,
@@ -68,8 +68,8 @@ def run_spec(spec: dict, work: Path, timeout: float, threads: int | None = None)
     print(f"[bench] {label} ({spec.get('mode', 'fit')}) ... log: {log_file}", flush=True)
     t0 = time.perf_counter()
     with open(log_file, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.suite.worker", str(spec_file), str(out_file)],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=str(work), env=env)
+        proc = children.start([sys.executable, "-m", "bench.suite.worker", str(spec_file), str(out_file)],
+                              stdout=log, stderr=subprocess.STDOUT, cwd=str(work), env=env)
         try:
             proc.wait(timeout=timeout)
             timed_out = False
@@ -77,6 +77,10 @@ def run_spec(spec: dict, work: Path, timeout: float, threads: int | None = None)
             proc.kill()
             proc.wait()
             timed_out = True
+        finally:
+            children.forget(proc)
+    if children.stopping():  # killed by the command's SIGTERM (another lane's thread): not a result
+        raise children.Stopped()
     record = json.loads(out_file.read_text()) if out_file.exists() else {"spec": spec, "status": "error"}
     record["key"], record["reuse_key"], record["label"] = key, run_key(spec, with_tag=False), label
     record["defaults"] = defaults
@@ -393,6 +397,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    children.stop_children_on_sigterm()
     run_spec.max_fit_s = args.max_fit_s
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
