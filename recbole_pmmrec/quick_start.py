@@ -133,18 +133,21 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
     else:  # zero-shot: evaluate the model as it was built (or loaded) without a training step
         best_valid_result = trainer.evaluate(valid_data, load_best_model=False, show_progress=config["show_progress"])
         best_valid_score = best_valid_result[config["valid_metric"].lower()]
-    test_result = trainer.evaluate(test_data, load_best_model=saved and trained,
-                                   show_progress=config["show_progress"])
+    if saved and trained and test_data:  # the weights the test scores: the best checkpoint's
+        trainer.load_best_model()
+    from recbole_pmmrec.transfer import corpus, save_folder, save_pretrained, source_datasets
+
+    # The components are written before the test: on a large pre-training corpus the test can take as long as an
+    # epoch, and a run stopped in it must not lose them. (The best model's; the last epoch's when saved=False.)
+    pretrained_out = save_folder(config)
+    if pretrained_out is not None and collectives.rank() == 0:
+        save_pretrained(model, pretrained_out, config, source_datasets(config), corpus(config, data_files))
+        logger.info(f"pretrained components: {pretrained_out}")
+    test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
 
     logger.info(set_color("best valid ", "yellow") + f": {dict(best_valid_result or {})}")
     logger.info(set_color("test result", "yellow") + f": {dict(test_result)}")
     logger.info(f"log file: {log_file}")
-    from recbole_pmmrec.transfer import corpus, save_folder, save_pretrained, source_datasets
-
-    pretrained_out = save_folder(config)  # the best model's components (the last epoch's when saved=False)
-    if pretrained_out is not None and collectives.rank() == 0:
-        save_pretrained(model, pretrained_out, config, source_datasets(config), corpus(config, data_files))
-        logger.info(f"pretrained components: {pretrained_out}")
     return {
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],

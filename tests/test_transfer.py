@@ -544,3 +544,30 @@ def test_finetune_modes_train_only_their_part(world, mode, trains):
     assert trainable and all(trains in f".{k}" for k in trainable)
     frozen = [k for k, p in model.named_parameters() if not p.requires_grad]
     assert frozen and not any(trains in f".{k}" for k in frozen)
+
+
+def test_components_are_written_before_the_test(world, tmp_path, monkeypatch):
+    """On a large corpus the test can take as long as an epoch: a run stopped in it keeps its components."""
+    from recbole_pmmrec.trainer import PMMRecTrainer
+
+    fit, evaluate = PMMRecTrainer.fit, PMMRecTrainer.evaluate
+    state = {"fitted": False}
+
+    def fit_then_mark(self, *args, **kwargs):
+        out = fit(self, *args, **kwargs)
+        state["fitted"] = True
+        return out
+
+    def evaluate_until_fitted(self, *args, **kwargs):
+        if state["fitted"]:
+            raise KeyboardInterrupt("stopped during the test")
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(PMMRecTrainer, "fit", fit_then_mark)
+    monkeypatch.setattr(PMMRecTrainer, "evaluate", evaluate_until_fitted)
+    out = tmp_path / "components"
+    with pytest.raises(KeyboardInterrupt):
+        run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config("text", save_pretrained=str(out)))
+    assert state["fitted"]
+    assert read_header(out)["source_datasets"] == ["synth"]
+    assert (out / "model.safetensors").is_file()
