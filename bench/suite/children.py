@@ -48,11 +48,17 @@ def forget(proc: subprocess.Popen) -> None:
         _LIVE.discard(proc)
 
 
-def run(cmd: list[str], **popen_kwargs) -> int:
-    """``start`` and wait: the exit status; raises ``Stopped`` if SIGTERM stopped it."""
+def run(cmd: list[str], timeout: float | None = None, **popen_kwargs) -> int:
+    """``start`` and wait: the exit status. Past ``timeout`` seconds the child is killed and
+    ``subprocess.TimeoutExpired`` raised (as ``subprocess.run`` does); raises ``Stopped`` if SIGTERM stopped it."""
     proc = start(cmd, **popen_kwargs)
     try:
-        rc = proc.wait()
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        if not _STOPPING.is_set():
+            raise
     finally:
         forget(proc)
     if _STOPPING.is_set():

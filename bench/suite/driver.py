@@ -68,19 +68,12 @@ def run_spec(spec: dict, work: Path, timeout: float, threads: int | None = None)
     print(f"[bench] {label} ({spec.get('mode', 'fit')}) ... log: {log_file}", flush=True)
     t0 = time.perf_counter()
     with open(log_file, "w") as log:
-        proc = children.start([sys.executable, "-m", "bench.suite.worker", str(spec_file), str(out_file)],
-                              stdout=log, stderr=subprocess.STDOUT, cwd=str(work), env=env)
-        try:
-            proc.wait(timeout=timeout)
+        try:  # a run killed by the command's SIGTERM (also another lane's) raises Stopped: it is not a result
+            children.run([sys.executable, "-m", "bench.suite.worker", str(spec_file), str(out_file)],
+                         timeout=timeout, stdout=log, stderr=subprocess.STDOUT, cwd=str(work), env=env)
             timed_out = False
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
             timed_out = True
-        finally:
-            children.forget(proc)
-    if children.stopping():  # killed by the command's SIGTERM (another lane's thread): not a result
-        raise children.Stopped()
     record = json.loads(out_file.read_text()) if out_file.exists() else {"spec": spec, "status": "error"}
     record["key"], record["reuse_key"], record["label"] = key, run_key(spec, with_tag=False), label
     record["defaults"] = defaults

@@ -72,3 +72,9 @@ def test_no_run_starts_once_stopping(monkeypatch):
 def test_run_returns_the_exit_status_and_forgets_the_child():
     assert children.run([sys.executable, "-c", "import sys; sys.exit(3)"]) == 3
     assert not children._LIVE
+
+
+def test_run_kills_the_child_past_its_timeout():
+    with pytest.raises(subprocess.TimeoutExpired):
+        children.run([sys.executable, "-c", "import time; time.sleep(120)"], timeout=0.5)
+    assert not children._LIVE
