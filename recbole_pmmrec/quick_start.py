@@ -143,7 +143,11 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
     if pretrained_out is not None and collectives.rank() == 0:
         save_pretrained(model, pretrained_out, config, source_datasets(config), corpus(config, data_files))
         logger.info(f"pretrained components: {pretrained_out}")
-    test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
+    if config["eval_test"] is False:  # PMMRec's key (other models: None, tested as always)
+        test_result = {}
+        logger.info("test evaluation skipped (eval_test: False)")
+    else:
+        test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
 
     logger.info(set_color("best valid ", "yellow") + f": {dict(best_valid_result or {})}")
     logger.info(set_color("test result", "yellow") + f": {dict(test_result)}")

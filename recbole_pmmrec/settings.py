@@ -177,6 +177,7 @@ KEYS: tuple[Key, ...] = (
     _k("domain_batches", "bool", models=("PMMRec",)),
     _k("finetune", "choice", choices=("all", "adaptor", "user_encoder"), models=("PMMRec",)),
     _k("save_pretrained", "path", optional=True, models=("PMMRec",)),
+    _k("eval_test", "bool", models=("PMMRec",)),
 )
 KEY = {k.name: k for k in KEYS}
 ARCH_KEYS = tuple(k.name for k in KEYS if k.arch)

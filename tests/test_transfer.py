@@ -571,3 +571,29 @@ def test_components_are_written_before_the_test(world, tmp_path, monkeypatch):
     assert state["fitted"]
     assert read_header(out)["source_datasets"] == ["synth"]
     assert (out / "model.safetensors").is_file()
+
+
+def test_eval_test_false_skips_the_test_and_keeps_the_components(world, tmp_path, monkeypatch):
+    """Pre-training for the components only: no test evaluation (it can take as long as an epoch on a corpus)."""
+    from recbole_pmmrec.trainer import PMMRecTrainer
+
+    fit, evaluate = PMMRecTrainer.fit, PMMRecTrainer.evaluate
+    state = {"fitted": False, "after_fit": 0}
+
+    def fit_then_mark(self, *args, **kwargs):
+        out = fit(self, *args, **kwargs)
+        state["fitted"] = True
+        return out
+
+    def count_after_fit(self, *args, **kwargs):
+        state["after_fit"] += state["fitted"]
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(PMMRecTrainer, "fit", fit_then_mark)
+    monkeypatch.setattr(PMMRecTrainer, "evaluate", count_after_fit)
+    out = tmp_path / "components"
+    result = run_recbole_pmmrec("PMMRec", "synth",
+                                config_dict=world.config("text", save_pretrained=str(out), eval_test=False))
+    assert state["fitted"] and state["after_fit"] == 0
+    assert result["test_result"] == {}
+    assert (out / "model.safetensors").is_file()

@@ -1155,7 +1155,8 @@ def _corpus_lines(summary: dict) -> list[str]:
                      f"({pre['wall_s'] / 60:.1f} min with the encoder-state cache and evaluation)"
                      + (", stopped by its time budget" if pre.get("stopped_by_budget") else "")
                      + (f"; loss {loss[0]:.3f} -> {loss[-1]:.3f}" if loss else "")
-                     + f"; on the corpus's own test split NDCG@10 {pre['test']['ndcg@10']:.4f}")
+                     + (f"; on the corpus's own test split NDCG@10 {pre['test']['ndcg@10']:.4f}" if pre.get("test")
+                        else "; no test evaluation on the corpus (`--no-pretrain-test`)"))
         elif c.get("header_corpus"):  # a checkpoint is there, made outside the study's pretrain step
             what += (". Pre-trained outside the study's `pretrain` step (its checkpoint's header lists this corpus); "
                      "its cost is in docs/TRANSFER.md, not in the study's records")

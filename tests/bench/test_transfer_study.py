@@ -107,3 +107,16 @@ def test_a_subsampled_source_keeps_its_images_and_tells_the_merge_its_counts(tmp
     source = merged["source"]["datasets"][0]
     assert source["counts"] == meta["counts"] and source["sha256"] == meta["files"]["sha256"]
     assert merged["counts"]["items"] == merged["counts"]["images"] == meta["counts"]["items"]
+
+
+def test_no_pretrain_test_skips_the_corpus_test_and_says_so(study, tmp_path, capsys):
+    from bench.suite.report import _corpus_lines
+
+    assert transfer.main(study + ["--steps", "merge", "pretrain", "report", "--no-pretrain-test"]) == 0
+    assert "pretrain/corpus: no test evaluation, 1 epochs" in capsys.readouterr().out
+    pre = [json.loads(line) for line in (tmp_path / "work" / "runs.jsonl").read_text().splitlines()][1]
+    assert pre["spec"]["config"]["eval_test"] is False and pre["result"]["test_recbole"] == {}
+    assert (tmp_path / "work" / "pretrained" / "corpus" / "model.safetensors").is_file()  # the components are there
+    summary = json.loads((tmp_path / "transfer_corpus.json").read_text())
+    assert summary["corpora"]["corpus"]["pretrain"]["test"] is None
+    assert "no test evaluation on the corpus" in _corpus_lines(summary)[0]
