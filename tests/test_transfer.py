@@ -546,8 +546,9 @@ def test_finetune_modes_train_only_their_part(world, mode, trains):
     assert frozen and not any(trains in f".{k}" for k in frozen)
 
 
-def test_components_are_written_before_the_test(world, tmp_path, monkeypatch):
-    """On a large corpus the test can take as long as an epoch: a run stopped in it keeps its components."""
+def _on_evaluate_after_fit(monkeypatch, action) -> dict:
+    """Patch the trainer so that ``action()`` runs at each evaluation after ``fit`` returned (the test's);
+    the returned dict says whether ``fit`` finished."""
     from recbole_pmmrec.trainer import PMMRecTrainer
 
     fit, evaluate = PMMRecTrainer.fit, PMMRecTrainer.evaluate
@@ -558,13 +559,23 @@ def test_components_are_written_before_the_test(world, tmp_path, monkeypatch):
         state["fitted"] = True
         return out
 
-    def evaluate_until_fitted(self, *args, **kwargs):
+    def evaluate_with_action(self, *args, **kwargs):
         if state["fitted"]:
-            raise KeyboardInterrupt("stopped during the test")
+            action()
         return evaluate(self, *args, **kwargs)
 
     monkeypatch.setattr(PMMRecTrainer, "fit", fit_then_mark)
-    monkeypatch.setattr(PMMRecTrainer, "evaluate", evaluate_until_fitted)
+    monkeypatch.setattr(PMMRecTrainer, "evaluate", evaluate_with_action)
+    return state
+
+
+def test_components_are_written_before_the_test(world, tmp_path, monkeypatch):
+    """On a large corpus the test can take as long as an epoch: a run stopped in it keeps its components."""
+
+    def stop():
+        raise KeyboardInterrupt("stopped during the test")
+
+    state = _on_evaluate_after_fit(monkeypatch, stop)
     out = tmp_path / "components"
     with pytest.raises(KeyboardInterrupt):
         run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config("text", save_pretrained=str(out)))
@@ -575,25 +586,11 @@ def test_components_are_written_before_the_test(world, tmp_path, monkeypatch):
 
 def test_eval_test_false_skips_the_test_and_keeps_the_components(world, tmp_path, monkeypatch):
     """Pre-training for the components only: no test evaluation (it can take as long as an epoch on a corpus)."""
-    from recbole_pmmrec.trainer import PMMRecTrainer
-
-    fit, evaluate = PMMRecTrainer.fit, PMMRecTrainer.evaluate
-    state = {"fitted": False, "after_fit": 0}
-
-    def fit_then_mark(self, *args, **kwargs):
-        out = fit(self, *args, **kwargs)
-        state["fitted"] = True
-        return out
-
-    def count_after_fit(self, *args, **kwargs):
-        state["after_fit"] += state["fitted"]
-        return evaluate(self, *args, **kwargs)
-
-    monkeypatch.setattr(PMMRecTrainer, "fit", fit_then_mark)
-    monkeypatch.setattr(PMMRecTrainer, "evaluate", count_after_fit)
+    after_fit = []
+    state = _on_evaluate_after_fit(monkeypatch, lambda: after_fit.append(1))
     out = tmp_path / "components"
     result = run_recbole_pmmrec("PMMRec", "synth",
                                 config_dict=world.config("text", save_pretrained=str(out), eval_test=False))
-    assert state["fitted"] and state["after_fit"] == 0
+    assert state["fitted"] and not after_fit
     assert result["test_result"] == {}
     assert (out / "model.safetensors").is_file()
