@@ -578,7 +578,7 @@ class Recommender:
         device = self._vectors.device
         seq, lengths = seq.to(device), lengths.to(device)
         users = self.model.user_states(seq, lengths, self._vectors)  # (B, d)
-        scores = users @ self._vectors.t()  # (B, n_items + new)
+        scores = users @ self.model.scoring_vectors(self._vectors).t()  # (B, n_items + new)
         if exclude:
             scores.scatter_(1, seq, float("-inf"))
         scores[:, 0] = float("-inf")

@@ -231,6 +231,30 @@ def test_a_models_content_skip_is_recorded_and_loads_with_it_also_from_an_older_
         assert (world.load(saved).model.skip is not None) == has_skip
 
 
+def test_a_models_score_tau_is_recorded_and_its_recommendations_score_as_trained(world, tmp_path):
+    """A model trained with cosine scores (``score_tau``) records the key in its header, is rebuilt with it, and
+    ranks for recommendations exactly as its evaluation did; a header without the key loads as dot products."""
+    config = load_config("PMMRec", "held", config_dict=world.config("text", score_tau=0.1))
+    init_seed(config["seed"], config["reproducibility"])
+    train, _, test = data_preparation(config, create_dataset(config))
+    model = get_model("PMMRec")(config, train._dataset).eval()
+    folder = tmp_path / "tau"
+    save_pretrained(model, folder, config, ["held"])
+    assert json.loads((folder / HEADER_FILE).read_text())["config"]["score_tau"] == 0.1
+    loaded = world.load(folder)
+    assert loaded.model.score_tau == 0.1
+    batch = next(iter(test))[0]
+    seq, lengths = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+    with torch.no_grad():
+        expected = model.full_sort_predict(batch)[:, 1:]
+    torch.testing.assert_close(loaded.scores(seq, lengths)[:, 1:expected.shape[1] + 1], expected, rtol=1e-5,
+                               atol=1e-5)
+    older = json.loads((folder / HEADER_FILE).read_text())
+    del older["config"]["score_tau"]
+    (folder / HEADER_FILE).write_text(json.dumps(older))
+    assert world.load(folder).model.score_tau == 0.0
+
+
 def test_new_items_from_a_folder_in_the_cli(world, tmp_path, capsys):
     folder = world.copy(tmp_path / "model")
     new = tmp_path / "new"

@@ -106,6 +106,12 @@ PMMREC.update({
     # NIP negatives of it (the ranking then holds them), and the history removed from the ranking anyway
     "PMMRec history negatives": {"nip_history_negatives": True},
     "PMMRec exclude history": {"exclude_history": True},
+    # cosine scores over a temperature (UniSRec's, SimpleX's) instead of dot products: no popularity in vector lengths
+    "PMMRec cosine 0.05": {"score_tau": 0.05},
+    "PMMRec cosine 0.1": {"score_tau": 0.1},
+    "PMMRec cosine 0.2": {"score_tau": 0.2},
+    "PMMRec with item ID cosine 0.05": {"item_id_embedding": True, "score_tau": 0.05},
+    "PMMRec with item ID cosine 0.1": {"item_id_embedding": True, "score_tau": 0.1},
 })
 BASELINES = {
     "SASRec": {},

@@ -103,6 +103,8 @@ class PMMRec(SequentialRecommender):
         self.exclude_history = resolve_exclude_history(config, dataset)
         # NIP's negatives include the items a user had before each target (off by default: lost where users repeat)
         self.history_negatives = s.nip_history_negatives
+        # [ours] > 0: scores are cos(user, item) / score_tau (the content_skip term added unchanged); 0: dot products
+        self.score_tau = s.score_tau
         # Precision of the evaluation pass that computes every item vector (training always runs in float32).
         self.eval_item_dtype = s.eval_item_dtype
 
@@ -282,6 +284,19 @@ class PMMRec(SequentialRecommender):
             out[start:start + 1024] = rows[top].mean(dim=1)
         return out.to(content.dtype)
 
+    def _unit(self, vecs: Tensor) -> Tensor:
+        """With ``score_tau``: the learned part (the first d columns) of item vectors ``vecs`` (..., d [+ k]) scaled
+        to length 1 (the content_skip columns unchanged); without it ``vecs`` itself."""
+        if not self.score_tau:
+            return vecs
+        d = self.hidden_size
+        return torch.cat([F.normalize(vecs[..., :d], dim=-1), vecs[..., d:]], dim=-1)
+
+    def scoring_vectors(self, item_vecs: Tensor) -> Tensor:
+        """The item side of every score, from vectors as :meth:`item_vectors` returns them: a user's scores are
+        ``user_states(...) @ scoring_vectors(item_vecs).T``."""
+        return self._unit(item_vecs)
+
     def _with_skip(self, vecs: Tensor, skip_part: Tensor | None) -> Tensor:
         """``[vecs, skip_part]`` with content_skip, else ``vecs``."""
         return vecs if self.skip is None else torch.cat([vecs, skip_part.to(vecs.dtype)], dim=-1)
@@ -308,6 +323,8 @@ class PMMRec(SequentialRecommender):
         d = self.hidden_size
         out = self.user_encoder(item_vecs[item_seq][..., :d], item_seq > 0)
         states = self.gather_indexes(out, item_seq_len - 1)
+        if self.score_tau:  # the user side of cos / score_tau
+            states = F.normalize(states, dim=-1) / self.score_tau
         if self.skip is None:
             return states
         return torch.cat([states, self.skip.query(item_seq, item_seq_len, item_vecs[:, d:])], dim=-1)
@@ -337,12 +354,14 @@ class PMMRec(SequentialRecommender):
         slot_emb = items.vectors[inverse]  # (B, L+1, d)
         valid_in = ids[:, :-1] > 0
         seq_out = self.user_encoder(slot_emb[:, :-1], valid_in)  # (B, L, d)
-        score_out, score_emb, all_vecs = seq_out, slot_emb, items.vectors
+        score_out, score_emb, all_vecs = seq_out, self._unit(slot_emb), self._unit(items.vectors)
+        if self.score_tau:  # cos / score_tau: unit vectors on both sides
+            score_out = F.normalize(seq_out, dim=-1) / self.score_tau
         if self.skip is not None:  # the content-similarity columns: [h, w q/|q|] . [e, P c]
             slot_part = self.skip.catalogue[ids]  # (B, L+1, k)
-            score_out = torch.cat([seq_out, self.skip.queries(slot_part[:, :-1])], dim=-1)
-            score_emb = torch.cat([slot_emb, slot_part], dim=-1)
-            all_vecs = self._with_skip(items.vectors, self.skip.catalogue[uniq])
+            score_out = torch.cat([score_out, self.skip.queries(slot_part[:, :-1])], dim=-1)
+            score_emb = torch.cat([score_emb, slot_part], dim=-1)
+            all_vecs = self._with_skip(all_vecs, self.skip.catalogue[uniq])
 
         if self.loss_type == "NIP":
             log_q = self.log_q if self.nip_debias else None
@@ -382,7 +401,7 @@ class PMMRec(SequentialRecommender):
         item_vecs = self.item_vectors()
         item_seq, items = interaction[self.ITEM_SEQ], interaction[self.ITEM_ID]
         users = self.user_states(item_seq, interaction[self.ITEM_SEQ_LEN], item_vecs)
-        scores = (users * item_vecs[items]).sum(dim=-1)
+        scores = (users * self.scoring_vectors(item_vecs[items])).sum(dim=-1)
         if self.exclude_history:
             seen = ((item_seq == items[:, None]) & (item_seq > 0)).any(dim=1)
             scores = scores.masked_fill(seen, float("-inf"))
@@ -391,7 +410,8 @@ class PMMRec(SequentialRecommender):
     def full_sort_predict(self, interaction):
         item_vecs = self.item_vectors()
         item_seq = interaction[self.ITEM_SEQ]
-        scores = self.user_states(item_seq, interaction[self.ITEM_SEQ_LEN], item_vecs) @ item_vecs.t()
+        users = self.user_states(item_seq, interaction[self.ITEM_SEQ_LEN], item_vecs)
+        scores = users @ self.scoring_vectors(item_vecs).t()
         if self.exclude_history:  # padding slots hit item 0, which RecBole never ranks anyway
             scores = scores.scatter(1, item_seq, float("-inf"))
         return scores

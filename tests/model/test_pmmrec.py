@@ -427,6 +427,48 @@ def test_content_skip_adds_the_weighted_content_cosine_to_every_score(synth, pmm
         torch.testing.assert_close(point[finite], scores[rows, batch[model.ITEM_ID]][finite], rtol=1e-4, atol=1e-4)
 
 
+def test_score_tau_scores_by_cosine_over_tau_in_training_and_ranking(synth, pmmrec_config):
+    """``score_tau: t``: the training loss is NIP over unit user and item vectors with logits divided by t, and
+    the full ranking, the point-wise scores and the recommender's item side all score cos(h_u, e_i) / t, with the
+    content_skip term added unchanged; vector lengths then change nothing."""
+    import torch.nn.functional as F
+
+    from recbole_pmmrec.model.losses import nip_loss
+
+    quiet = dict(hidden_dropout_prob=0.0, attn_dropout_prob=0.0, fusion_dropout=0.0, w_nid=0.0, w_nicl=0.0)
+    _, model, train, _, test = build(synth, pmmrec_config, score_tau=0.05, **quiet)
+    assert model.score_tau == 0.05
+    batch = first_batch(train)
+    ids = batch["window"]
+    uniq, inverse = torch.unique(ids, return_inverse=True)
+    slot = model.encode_items(uniq).vectors[inverse]
+    out = model.user_encoder(slot[:, :-1], ids[:, :-1] > 0)
+    expected = nip_loss(F.normalize(out, dim=-1) / 0.05, F.normalize(slot, dim=-1), ids, model.log_q)
+    torch.testing.assert_close(model.calculate_loss(batch), expected, rtol=1e-5, atol=1e-5)
+    _, dot, *_ = build(synth, pmmrec_config, **quiet)  # same weights (seed 0), dot products: another loss
+    assert not torch.allclose(dot.calculate_loss(batch), expected, rtol=1e-3, atol=1e-3)
+
+    _, model, train, _, test = build(synth, pmmrec_config, score_tau=0.05, content_skip=2.0, content_skip_dim=8)
+    model.eval()
+    batch = first_batch(test)
+    seq, lengths, d = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN], model.hidden_size
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)
+        vecs = model.item_vectors()
+        h = model.gather_indexes(model.user_encoder(vecs[seq][..., :d], seq > 0), lengths - 1)
+        skip = model.user_states(seq, lengths, vecs)[:, d:] @ vecs[:, d:].t()  # the content_skip term
+        expected = F.normalize(h, dim=-1) @ F.normalize(vecs[:, :d], dim=-1).t() / 0.05 + skip
+        expected = expected.scatter(1, seq, float("-inf")) if model.exclude_history else expected
+        torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4)
+        finite = expected[torch.isfinite(expected)]
+        assert finite.abs().max() <= 1 / 0.05 + 2.0 + 1e-3  # |cos| <= 1 and |w cos| <= w
+        batch.interaction[model.ITEM_ID] = batch[model.ITEM_ID].clamp(min=1)
+        point = model.predict(batch)
+        rows = torch.arange(len(point))
+        ok = torch.isfinite(point)
+        torch.testing.assert_close(point[ok], scores[rows, batch[model.ITEM_ID]][ok], rtol=1e-4, atol=1e-4)
+
+
 def test_content_skip_unset_is_on_for_frozen_cached_text_alone_and_off_otherwise(synth, pmmrec_config):
     """``content_skip: ~`` (the default) decides DEFAULT_CONTENT_SKIP for text alone from a frozen, cached encoder
     and 0 (off) with an image, trainable text blocks or image alone, logged and written back to the config; a value
