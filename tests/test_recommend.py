@@ -206,16 +206,23 @@ def test_new_item_gets_the_vector_it_would_have_had(world, tmp_path, modalities,
         torch.testing.assert_close(world.load(folder).item_vectors()[1][-1], vectors_h[-1], rtol=1e-5, atol=1e-5)
 
 
+def _saved_text_model(world, folder, **keys):
+    """A fresh text-only PMMRec on the 'held' data set with ``keys``, saved to ``folder`` with save_pretrained:
+    (model in eval mode, its test loader)."""
+    config = load_config("PMMRec", "held", config_dict=world.config("text", **keys))
+    init_seed(config["seed"], config["reproducibility"])
+    train, _, test = data_preparation(config, create_dataset(config))
+    model = get_model("PMMRec")(config, train._dataset).eval()
+    save_pretrained(model, folder, config, ["held"])
+    return model, test
+
+
 def test_a_models_content_skip_is_recorded_and_loads_with_it_also_from_an_older_header(world, tmp_path):
     """A model with the content skip (text alone) records it in its header and is rebuilt with it for
     recommendations, scoring as trained; a header written before the key was recorded is read by its weights
     (the skip's weight is there or not), so neither kind of older folder fails to load or loads the wrong model."""
-    config = load_config("PMMRec", "held", config_dict=world.config("text", content_skip=2.0))
-    init_seed(config["seed"], config["reproducibility"])
-    train, _, test = data_preparation(config, create_dataset(config))
-    model = get_model("PMMRec")(config, train._dataset).eval()
     folder = tmp_path / "skip"
-    save_pretrained(model, folder, config, ["held"])
+    model, test = _saved_text_model(world, folder, content_skip=2.0)
     header = json.loads((folder / HEADER_FILE).read_text())
     assert header["config"]["content_skip"] == 2.0 and header["config"]["content_skip_dim"] == 64
     loaded = world.load(folder)
@@ -234,12 +241,8 @@ def test_a_models_content_skip_is_recorded_and_loads_with_it_also_from_an_older_
 def test_a_models_score_tau_is_recorded_and_its_recommendations_score_as_trained(world, tmp_path):
     """A model trained with cosine scores (``score_tau``) records the key in its header, is rebuilt with it, and
     ranks for recommendations exactly as its evaluation did; a header without the key loads as dot products."""
-    config = load_config("PMMRec", "held", config_dict=world.config("text", score_tau=0.1))
-    init_seed(config["seed"], config["reproducibility"])
-    train, _, test = data_preparation(config, create_dataset(config))
-    model = get_model("PMMRec")(config, train._dataset).eval()
     folder = tmp_path / "tau"
-    save_pretrained(model, folder, config, ["held"])
+    model, test = _saved_text_model(world, folder, score_tau=0.1)
     assert json.loads((folder / HEADER_FILE).read_text())["config"]["score_tau"] == 0.1
     loaded = world.load(folder)
     assert loaded.model.score_tau == 0.1
