@@ -273,6 +273,7 @@ class Recommender:
         self.max_len = int(model.max_seq_length)
         with torch.inference_mode():
             self._vectors = model.item_vectors().detach().float().clone()
+            self._scoring = model.scoring_vectors(self._vectors)  # the item side of every score, kept with _vectors
         self._image_paths: list[Path | None] = list(self.features.content.image_paths) \
             if self.features.content.use_image else [None] * self.n_dataset_items
         self._titles = self._read_titles()
@@ -578,7 +579,7 @@ class Recommender:
         device = self._vectors.device
         seq, lengths = seq.to(device), lengths.to(device)
         users = self.model.user_states(seq, lengths, self._vectors)  # (B, d)
-        scores = users @ self.model.scoring_vectors(self._vectors).t()  # (B, n_items + new)
+        scores = users @ self._scoring.t()  # (B, n_items + new)
         if exclude:
             scores.scatter_(1, seq, float("-inf"))
         scores[:, 0] = float("-inf")
@@ -692,6 +693,7 @@ class Recommender:
 
         vectors = self.model.vectors_of(NewItemStates(encoded, self.features.modalities)).to(self._vectors.device)
         self._vectors = torch.cat([self._vectors, vectors])
+        self._scoring = self.model.scoring_vectors(self._vectors)
         for token, text, path in zip(tokens, texts, images):
             self.item_index[token] = len(self.item_tokens)
             self.item_tokens.append(token)

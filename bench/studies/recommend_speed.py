@@ -78,12 +78,13 @@ def batch_breakdown(rec, users: list, rate) -> dict:
     from recbole_pmmrec.recommend import topk_by_id
 
     seq, lengths = rec._user_rows(users, "test")
-    vectors = rec._vectors  # every item, padding row 0 included, as recommend scores them
+    vectors = rec._vectors  # every item, padding row 0 included: the user encoder's input
+    scoring = rec._scoring  # their item side of the scores, as recommend scores them (score_tau: unit length)
     with torch.inference_mode():
         states = rec.model.user_states(seq, lengths, vectors)
-        scores = states @ vectors.t()
+        scores = states @ scoring.t()
         parts = {"user_encoder": rate(lambda: rec.model.user_states(seq, lengths, vectors)),
-                 "scores": rate(lambda: states @ vectors.t()),
+                 "scores": rate(lambda: states @ scoring.t()),
                  "topk": rate(lambda: topk_by_id(scores, 10)),
                  "total": rate(lambda: rec.recommend(users=users, k=10, split="test"))}
     return {"users": len(users), **{k: round(1000 * v, 2) for k, v in parts.items()}}

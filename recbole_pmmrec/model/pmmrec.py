@@ -284,18 +284,20 @@ class PMMRec(SequentialRecommender):
             out[start:start + 1024] = rows[top].mean(dim=1)
         return out.to(content.dtype)
 
-    def _unit(self, vecs: Tensor) -> Tensor:
-        """With ``score_tau``: the learned part (the first d columns) of item vectors ``vecs`` (..., d [+ k]) scaled
-        to length 1 (the content_skip columns unchanged); without it ``vecs`` itself."""
-        if not self.score_tau:
-            return vecs
-        d = self.hidden_size
-        return torch.cat([F.normalize(vecs[..., :d], dim=-1), vecs[..., d:]], dim=-1)
-
     def scoring_vectors(self, item_vecs: Tensor) -> Tensor:
-        """The item side of every score, from vectors as :meth:`item_vectors` returns them: a user's scores are
-        ``user_states(...) @ scoring_vectors(item_vecs).T``."""
-        return self._unit(item_vecs)
+        """The item side of every score, from item vectors (..., d [+ k]) as :meth:`item_vectors` returns them: a
+        user's scores are ``user_states(...) @ scoring_vectors(item_vecs).T``. With ``score_tau`` the learned part
+        (the first d columns) is scaled to length 1 and the content_skip columns are unchanged; without it
+        ``item_vecs`` itself."""
+        if not self.score_tau:
+            return item_vecs
+        d = self.hidden_size
+        return torch.cat([F.normalize(item_vecs[..., :d], dim=-1), item_vecs[..., d:]], dim=-1)
+
+    def _user_side(self, states: Tensor) -> Tensor:
+        """The user side of every score from user-encoder outputs (..., d): ``states / |states| / score_tau`` with
+        ``score_tau``, else ``states``."""
+        return F.normalize(states, dim=-1) / self.score_tau if self.score_tau else states
 
     def _with_skip(self, vecs: Tensor, skip_part: Tensor | None) -> Tensor:
         """``[vecs, skip_part]`` with content_skip, else ``vecs``."""
@@ -322,9 +324,7 @@ class PMMRec(SequentialRecommender):
         :meth:`item_vectors` returns them."""
         d = self.hidden_size
         out = self.user_encoder(item_vecs[item_seq][..., :d], item_seq > 0)
-        states = self.gather_indexes(out, item_seq_len - 1)
-        if self.score_tau:  # the user side of cos / score_tau
-            states = F.normalize(states, dim=-1) / self.score_tau
+        states = self._user_side(self.gather_indexes(out, item_seq_len - 1))
         if self.skip is None:
             return states
         return torch.cat([states, self.skip.query(item_seq, item_seq_len, item_vecs[:, d:])], dim=-1)
@@ -354,9 +354,9 @@ class PMMRec(SequentialRecommender):
         slot_emb = items.vectors[inverse]  # (B, L+1, d)
         valid_in = ids[:, :-1] > 0
         seq_out = self.user_encoder(slot_emb[:, :-1], valid_in)  # (B, L, d)
-        score_out, score_emb, all_vecs = seq_out, self._unit(slot_emb), self._unit(items.vectors)
-        if self.score_tau:  # cos / score_tau: unit vectors on both sides
-            score_out = F.normalize(seq_out, dim=-1) / self.score_tau
+        # with score_tau: cos / score_tau, unit vectors on both sides
+        score_out, score_emb = self._user_side(seq_out), self.scoring_vectors(slot_emb)
+        all_vecs = self.scoring_vectors(items.vectors)
         if self.skip is not None:  # the content-similarity columns: [h, w q/|q|] . [e, P c]
             slot_part = self.skip.catalogue[ids]  # (B, L+1, k)
             score_out = torch.cat([score_out, self.skip.queries(slot_part[:, :-1])], dim=-1)
