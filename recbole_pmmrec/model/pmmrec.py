@@ -156,6 +156,7 @@ class PMMRec(SequentialRecommender):
         self.register_buffer("negative_pool", pool if pool.numel() else torch.arange(1, self.n_items),
                              persistent=False)
         self._item_cache = None  # all item vectors, valid while the weights do not change (eval mode)
+        self._scoring_cache = None  # (the item_vectors() tensor it was made from, its scoring_vectors), eval mode
         pretrained = {id(m) for backbone in self.item_tower.backbones() for m in backbone.modules()}
         for module in self.modules():
             if id(module) not in pretrained:  # pretrained backbones keep their weights
@@ -184,11 +185,11 @@ class PMMRec(SequentialRecommender):
 
     def train(self, mode: bool = True):
         if mode or self.training:  # weights may change from here on (or did since the cache was made)
-            self._item_cache = None
+            self._item_cache = self._scoring_cache = None
         return super().train(mode)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        self._item_cache = None
+        self._item_cache = self._scoring_cache = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def architecture(self) -> dict:
@@ -293,6 +294,16 @@ class PMMRec(SequentialRecommender):
             return item_vecs
         d = self.hidden_size
         return torch.cat([F.normalize(item_vecs[..., :d], dim=-1), item_vecs[..., d:]], dim=-1)
+
+    def _catalogue_scoring(self, item_vecs: Tensor) -> Tensor:
+        """:meth:`scoring_vectors` of the whole catalogue ``item_vecs``, kept in eval mode for as long as
+        :meth:`item_vectors` returns the same tensor (one normalisation per evaluation, not one per batch)."""
+        if self.training or not self.score_tau:
+            return self.scoring_vectors(item_vecs)
+        cached = self._scoring_cache
+        if cached is None or cached[0] is not item_vecs:
+            cached = self._scoring_cache = (item_vecs, self.scoring_vectors(item_vecs))
+        return cached[1]
 
     def _user_side(self, states: Tensor) -> Tensor:
         """The user side of every score from user-encoder outputs (..., d): ``states / |states| / score_tau`` with
@@ -411,7 +422,7 @@ class PMMRec(SequentialRecommender):
         item_vecs = self.item_vectors()
         item_seq = interaction[self.ITEM_SEQ]
         users = self.user_states(item_seq, interaction[self.ITEM_SEQ_LEN], item_vecs)
-        scores = users @ self.scoring_vectors(item_vecs).t()
+        scores = users @ self._catalogue_scoring(item_vecs).t()
         if self.exclude_history:  # padding slots hit item 0, which RecBole never ranks anyway
             scores = scores.scatter(1, item_seq, float("-inf"))
         return scores

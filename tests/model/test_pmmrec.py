@@ -469,6 +469,35 @@ def test_score_tau_scores_by_cosine_over_tau_in_training_and_ranking(synth, pmmr
         torch.testing.assert_close(point[ok], scores[rows, batch[model.ITEM_ID]][ok], rtol=1e-4, atol=1e-4)
 
 
+def test_score_tau_normalises_the_catalogue_once_per_evaluation(synth, pmmrec_config, monkeypatch):
+    """With ``score_tau`` the catalogue's scoring vectors are made once while the item cache holds, not once per
+    evaluation batch, and made again (with the new weights) after training resumes."""
+    _, model, _, _, test = build(synth, pmmrec_config, score_tau=0.1)
+    calls = []
+    original = model.scoring_vectors
+    monkeypatch.setattr(model, "scoring_vectors", lambda vecs: calls.append(vecs.shape) or original(vecs))
+    batch = first_batch(test)
+    model.eval()
+    with torch.no_grad():
+        first = model.full_sort_predict(batch)
+        torch.testing.assert_close(model.full_sort_predict(batch), first)
+    assert len(calls) == 1
+    model.train()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05)
+    model.eval()
+    with torch.no_grad():
+        again = model.full_sort_predict(batch)
+        fresh = model.user_states(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN], model.item_vectors())
+        expected = fresh @ original(model.item_vectors()).t()
+        expected = expected.scatter(1, batch[model.ITEM_SEQ], float("-inf")) if model.exclude_history else expected
+    assert len(calls) == 2
+    torch.testing.assert_close(again, expected)
+    assert not torch.allclose(again[torch.isfinite(again)], first[torch.isfinite(first)])
+
+
 def test_content_skip_unset_is_on_for_frozen_cached_text_alone_and_off_otherwise(synth, pmmrec_config):
     """``content_skip: ~`` (the default) decides DEFAULT_CONTENT_SKIP for text alone from a frozen, cached encoder
     and 0 (off) with an image, trainable text blocks or image alone, logged and written back to the config; a value
