@@ -365,9 +365,10 @@ class PMMRec(SequentialRecommender):
         slot_emb = items.vectors[inverse]  # (B, L+1, d)
         valid_in = ids[:, :-1] > 0
         seq_out = self.user_encoder(slot_emb[:, :-1], valid_in)  # (B, L, d)
-        # with score_tau: cos / score_tau, unit vectors on both sides
-        score_out, score_emb = self._user_side(seq_out), self.scoring_vectors(slot_emb)
-        all_vecs = self.scoring_vectors(items.vectors)
+        # with score_tau: cos / score_tau, unit vectors on both sides (each distinct item normalised once, then
+        # gathered to its slots)
+        score_out, all_vecs = self._user_side(seq_out), self.scoring_vectors(items.vectors)
+        score_emb = all_vecs[inverse] if self.score_tau else slot_emb
         if self.skip is not None:  # the content-similarity columns: [h, w q/|q|] . [e, P c]
             slot_part = self.skip.catalogue[ids]  # (B, L+1, k)
             score_out = torch.cat([score_out, self.skip.queries(slot_part[:, :-1])], dim=-1)
