@@ -161,7 +161,7 @@ KEYS: tuple[Key, ...] = (
     _k("nip_negatives", "int", low=0, models=("PMMRec",)),
     _k("nip_history_negatives", "bool", models=("PMMRec",)),
     # recorded in a header: a model loaded for recommending must score as it was trained
-    _k("score_tau", "float", low=0.0, models=("PMMRec",), arch=True),
+    _k("score_tau", "float", low=0.0, optional=("PMMRec",), models=("PMMRec",), arch=True),  # ~: ID + text alone
     _k("w_nicl", "float", low=0.0, models=("PMMRec",)),
     _k("nicl_tau", "float", low=1e-6, models=("PMMRec",)),
     _k("w_nid", "float", low=0.0, optional=("PMMRec",), models=("PMMRec",)),  # ~: from the modalities

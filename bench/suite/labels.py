@@ -112,6 +112,13 @@ PMMREC.update({
     "PMMRec cosine 0.2": {"score_tau": 0.2},
     "PMMRec with item ID cosine 0.05": {"item_id_embedding": True, "score_tau": 0.05},
     "PMMRec with item ID cosine 0.1": {"item_id_embedding": True, "score_tau": 0.1},
+    # 0.8: score_tau ~ is 0.1 with the item ID on frozen, cached text alone; these name the dot products of 0.8
+    # there (on data with images score_tau ~ stays 0, so they never match a run there)
+    "PMMRec with item ID dot products": {"item_id_embedding": True, "score_tau": 0.0},
+    "PMMRec with item ID neighbours dot products": {"item_id_embedding": True, "item_id_neighbours": 10,
+                                                    "score_tau": 0.0},
+    "PMMRec with item ID dropout 0.2 neighbours dot products": {"item_id_embedding": True, "item_id_dropout": 0.2,
+                                                                "item_id_neighbours": 10, "score_tau": 0.0},
 })
 BASELINES = {
     "SASRec": {},
@@ -141,7 +148,7 @@ RUN_KEYS = frozenset({"data_path", "checkpoint_dir", "log_dir", "tensorboard_dir
 # for one frozen, cached text modality, so "whiten zca" on text-only data is today's label without it).
 RENAMED_LABELS = {"PMMRec text-only mlp": "PMMRec text-only", "PMMRec image-only mlp": "PMMRec image-only",
                   "PMMRec whiten zca": "PMMRec", "PMMRec text-only whiten zca": "PMMRec text-only",
-                  "PMMRec with item ID whiten zca": "PMMRec with item ID",
+                  "PMMRec with item ID whiten zca": ("PMMRec with item ID", "PMMRec with item ID dot products"),
                   # 0.6: train_batch_size ~ is 256 on short histories, so "batch 256" there is today's default
                   "PMMRec batch 256": "PMMRec",
                   # 0.6: content_skip ~ is 5.0 for frozen, cached text alone, so "content skip" there is today's default
@@ -150,16 +157,24 @@ RENAMED_LABELS = {"PMMRec text-only mlp": "PMMRec text-only", "PMMRec image-only
                   # "d128 w/o NID" there is today's label without it
                   # (0.8: unless stamped with the dropout 0.1 they ran with, below)
                   "PMMRec d128 w/o NID": ("PMMRec", "PMMRec dropout 0.1"),
-                  "PMMRec with item ID d128 w/o NID": ("PMMRec with item ID", "PMMRec with item ID dropout 0.1"),
+                  "PMMRec with item ID d128 w/o NID": ("PMMRec with item ID", "PMMRec with item ID dropout 0.1",
+                                                       "PMMRec with item ID dot products"),
                   "PMMRec text-only d128 w/o NID": ("PMMRec text-only", "PMMRec text-only dropout 0.1"),
                   # and a 0.6 default run on text alone (stamped with the widths and NID weight it ran with) is the
                   # label that names them; a 0.7 one (stamped with dropout 0.1) the label that names that
                   "PMMRec": ("PMMRec d64 with NID", "PMMRec dropout 0.1"),
-                  "PMMRec with item ID": "PMMRec with item ID dropout 0.1",
+                  "PMMRec with item ID": ("PMMRec with item ID dropout 0.1", "PMMRec with item ID dot products"),
                   "PMMRec text-only": "PMMRec text-only dropout 0.1",
                   # 0.8: hidden_dropout_prob / attn_dropout_prob ~ are 0.3 for frozen, cached text alone, so
                   # "dropout 0.3" there is today's label without it
-                  "PMMRec dropout 0.3": "PMMRec", "PMMRec text-only dropout 0.3": "PMMRec text-only"}
+                  "PMMRec dropout 0.3": "PMMRec", "PMMRec text-only dropout 0.3": "PMMRec text-only",
+                  # 0.8: score_tau ~ is 0.1 with the item ID on frozen, cached text alone, so "with item ID cosine
+                  # 0.1" there is today's "with item ID"; a 0.8 ID run there (stamped score_tau 0) names its dot
+                  # products (and on data with images, where ~ stays 0, keeps its label)
+                  "PMMRec with item ID cosine 0.1": "PMMRec with item ID",
+                  "PMMRec with item ID neighbours": "PMMRec with item ID neighbours dot products",
+                  "PMMRec with item ID dropout 0.2 neighbours":
+                      "PMMRec with item ID dropout 0.2 neighbours dot products"}
 # The suite's data sets with images (modalities ~ is text + image there); every other one is text only.
 IMAGE_DATASETS = frozenset({"ml100k-posters", "ml1m-posters"})
 
@@ -190,8 +205,8 @@ NOT_DATA_DEFAULTS = frozenset({"projection"})
 def data_defaults_of(spec: dict) -> dict:
     """What the ``~`` keys that follow the modalities and encoders resolve to for a stored PMMRec run, by the
     package's own rules (``item_tower.DATA_DEFAULTS``, less ``NOT_DATA_DEFAULTS``: ``whiten`` and ``content_skip``
-    since 0.6, ``hidden_size``, ``inner_size`` and ``w_nid`` since 0.7, the two dropouts since 0.8) on the run's
-    modalities (its ``modalities``, else the data set's) and encoder keys."""
+    since 0.6, ``hidden_size``, ``inner_size`` and ``w_nid`` since 0.7, the two dropouts and ``score_tau`` since 0.8)
+    on the run's modalities (its ``modalities``, else the data set's), encoder keys and ``item_id_embedding``."""
     from types import SimpleNamespace
 
     from recbole_pmmrec.model.item_tower import DATA_DEFAULTS
@@ -200,6 +215,7 @@ def data_defaults_of(spec: dict) -> dict:
     modalities = list(cfg.get("modalities") or (["text", "image"] if spec.get("dataset", DATASET) in IMAGE_DATASETS
                                                 else ["text"]))
     settings = SimpleNamespace(encoder_mode=cfg.get("encoder_mode") or "cached",
+                               item_id_embedding=bool(cfg.get("item_id_embedding")),
                                text_train_layers=cfg.get("text_train_layers") or 0,
                                image_train_layers=cfg.get("image_train_layers") or 0)
     out = {}

@@ -120,6 +120,21 @@ def default_dropout(settings, modalities) -> float:
     return DEFAULT_TEXT_DROPOUT if pooled_once(settings, modalities) == "text" else DEFAULT_DROPOUT
 
 
+DEFAULT_ID_TEXT_SCORE_TAU = 0.1  # the score_tau ~ gives the item ID on frozen, cached text alone
+
+
+def default_score_tau(settings, modalities) -> float:
+    """``score_tau: ~``: 0.1 (cosine scores) with ``item_id_embedding`` on text alone from a frozen encoder with
+    cached states, else 0 (dot products). With the ID row a popular item's vector grows long and dot products rank by
+    length; cosine scores keep ranking to direction. Test NDCG@10 against dot products: MicroLens-50K 1.09x (ahead
+    on 2 of 2 seeds; validation still rising at epoch 15 where dot products overfit after epoch 4), seqrec-toys 1.03x
+    (3 of 3), level on seqrec-beauty, -health (3 seeds each) and -electronics (1 seed). 0 stays for the ID-free
+    model, whose strength is new items, which score lower with it (seqrec-toys cold split), and which it lifted on
+    seqrec-toys only (level on seqrec-beauty and ml100k-posters); and with images (not measured with the ID)."""
+    return DEFAULT_ID_TEXT_SCORE_TAU if (getattr(settings, "item_id_embedding", False)
+                                         and pooled_once(settings, modalities) == "text") else 0.0
+
+
 # both dropout keys follow the same rule (one entry of DATA_DEFAULTS below for each)
 DROPOUT_RULE = (default_dropout, f"{DEFAULT_TEXT_DROPOUT} for frozen, cached text alone, else {DEFAULT_DROPOUT}")
 
@@ -136,6 +151,8 @@ DATA_DEFAULTS = {
     "w_nid": (default_w_nid, f"0 (off) for frozen, cached text alone, else {DEFAULT_W_NID}"),
     "hidden_dropout_prob": DROPOUT_RULE,
     "attn_dropout_prob": DROPOUT_RULE,
+    "score_tau": (default_score_tau, f"{DEFAULT_ID_TEXT_SCORE_TAU} (cosine scores) with item_id_embedding on frozen, "
+                                     "cached text alone, else 0 (dot products)"),
 }
 
 
