@@ -35,16 +35,18 @@ def load_config(model, dataset, config_file_list=None, config_dict=None) -> Conf
 
 
 def resolve_from_checkpoint(config) -> None:
-    """With ``pretrained``, ``projection: ~``, ``whiten: ~``, ``hidden_size: ~`` and ``inner_size: ~``: the
-    checkpoint's projection (and an adaptor's experts), widths and whitening (``raw`` for a checkpoint older than
-    that key), logged in one line each. Every builder of a model that loads a checkpoint calls it before the model
-    is built (the run, and a rebuild that tests a run's best weights), so that the model has the checkpoint's layers
-    and feeds them what they were trained on."""
+    """With ``pretrained``, ``projection: ~``, ``whiten: ~``, ``score_tau: ~``, ``hidden_size: ~`` and
+    ``inner_size: ~``: the checkpoint's projection (and an adaptor's experts), widths, whitening (``raw`` for a
+    checkpoint older than that key) and scores (cosine or dot products: 0 for a checkpoint older than that key),
+    logged in one line each. Every builder of a model that loads a checkpoint calls it before the model is built
+    (the run, and a rebuild that tests a run's best weights), so that the model has the checkpoint's layers, feeds
+    them what they were trained on and scores as they were trained."""
     settings = config.settings
     open_projection = "projection" in settings and settings.projection is None
     open_whiten = "whiten" in settings and settings.whiten is None
+    open_tau = "score_tau" in settings and settings.score_tau is None
     open_widths = [k for k in ("hidden_size", "inner_size") if k in settings and settings[k] is None]
-    if not (open_projection or open_whiten or open_widths) or not config["pretrained"]:
+    if not (open_projection or open_whiten or open_tau or open_widths) or not config["pretrained"]:
         return
     from recbole_pmmrec.transfer import header_architecture, read_header
 
@@ -61,6 +63,10 @@ def resolve_from_checkpoint(config) -> None:
         older = "whiten" not in header.get("config", {})
         config.resolve("taken from the pre-trained checkpoint" + (" (raw: written before the key)" if older else ""),
                        whiten=saved["whiten"])
+    if open_tau:  # the transferred vectors were trained to be scored this way
+        older = "score_tau" not in header.get("config", {})
+        config.resolve("taken from the pre-trained checkpoint" + (" (dot products: written before the key)"
+                                                                   if older else ""), score_tau=saved["score_tau"])
 
 
 def output_dirs(config) -> dict:

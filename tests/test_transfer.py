@@ -495,6 +495,55 @@ def test_whiten_from_a_checkpoint_says_raw_only_for_a_header_without_the_key(wor
     assert unrecorded.lines[1] == ("taken from the pre-trained checkpoint (raw: written before the key)", ["whiten"])
 
 
+def test_score_tau_from_a_checkpoint_is_the_one_it_was_trained_with(world, tmp_path):
+    """``score_tau: ~`` with ``pretrained`` takes the checkpoint's (a model pre-trained with cosine scores is
+    fine-tuned and scored with them), 0 for a header written before the key; a value set by the user wins."""
+    from types import SimpleNamespace
+
+    from recbole_pmmrec.quick_start import resolve_from_checkpoint
+
+    class Settings(SimpleNamespace):
+        def __contains__(self, key):
+            return key in vars(self)
+
+    saved = world.root / "text-cosine"
+    if not saved.exists():
+        run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config("text", score_tau=0.1, epochs=1,
+                                                                          save_pretrained=str(saved)))
+
+    class Stub:
+        def __init__(self, folder, **settings):
+            self.settings, self.folder, self.lines = Settings(**settings), folder, []
+
+        def __getitem__(self, key):
+            return str(self.folder) if key == "pretrained" else None
+
+        def resolve(self, reason, **values):
+            vars(self.settings).update(values)
+            self.lines.append((reason, sorted(values)))
+
+    cosine = Stub(saved, score_tau=None)
+    resolve_from_checkpoint(cosine)
+    assert cosine.settings.score_tau == 0.1 and cosine.lines == [("taken from the pre-trained checkpoint",
+                                                                   ["score_tau"])]
+    kept = Stub(saved, score_tau=0.0)
+    resolve_from_checkpoint(kept)
+    assert kept.settings.score_tau == 0.0 and kept.lines == []
+    older = tmp_path / "older"
+    shutil.copytree(saved, older)
+    header = json.loads((older / HEADER_FILE).read_text())
+    del header["config"]["score_tau"]
+    (older / HEADER_FILE).write_text(json.dumps(header))
+    unrecorded = Stub(older, score_tau=None)
+    resolve_from_checkpoint(unrecorded)
+    assert unrecorded.settings.score_tau == 0.0
+    assert unrecorded.lines == [("taken from the pre-trained checkpoint (dot products: written before the key)",
+                                 ["score_tau"])]
+    run = run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config("text", score_tau=None, epochs=0,
+                                                                        pretrained=str(saved)), saved=False)
+    assert run["config"]["score_tau"] == run["trainer"].model.score_tau == 0.1
+
+
 def test_corpus_of_a_merged_data_set_lists_each_source(tmp_path):
     """A checkpoint pre-trained on several sources (``dataset_tools.convert merge``) records each source's name,
     counts and file hashes, as the merge converter wrote them to meta.json."""
