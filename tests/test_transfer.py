@@ -451,35 +451,39 @@ def test_projection_unset_takes_the_checkpoint_kind(world):
             transfer_components=["text_encoder"]))
 
 
+class _ConfigStub:
+    """What ``resolve_from_checkpoint`` reads of a Config (settings, ``[key]``, resolve), with ``pretrained`` set to
+    ``folder``; each resolve is recorded as (reason, keys)."""
+
+    def __init__(self, folder, **settings):
+        from types import SimpleNamespace
+
+        class Settings(SimpleNamespace):
+            def __contains__(self, key):
+                return key in vars(self)
+
+        self.settings, self.folder, self.lines = Settings(**settings), folder, []
+
+    def __getitem__(self, key):
+        return str(self.folder) if key == "pretrained" else None
+
+    def resolve(self, reason, **values):
+        vars(self.settings).update(values)
+        self.lines.append((reason, sorted(values)))
+
+
 def test_whiten_from_a_checkpoint_says_raw_only_for_a_header_without_the_key(world, tmp_path):
     """``whiten: ~`` with ``pretrained`` logs where its value came from; "(raw: written before the key)" only when the
     checkpoint's header has no ``whiten`` (it read as raw), not for one that records it. ``projection: ~`` takes the
     checkpoint's kind, and its ``moe_experts`` only for a moe projection."""
-    from types import SimpleNamespace
-
     from recbole_pmmrec.quick_start import resolve_from_checkpoint
-
-    class Settings(SimpleNamespace):
-        def __contains__(self, key):
-            return key in vars(self)
 
     saved = world.root / "text-zca"
     if not saved.exists():
         run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config(
             "text", projection=None, whiten=None, epochs=1, save_pretrained=str(saved)))
 
-    class Stub:  # what resolve_from_checkpoint reads of a Config: settings, [key], resolve
-        def __init__(self, folder):
-            self.settings, self.folder, self.lines = Settings(projection=None, whiten=None), folder, []
-
-        def __getitem__(self, key):
-            return str(self.folder) if key == "pretrained" else None
-
-        def resolve(self, reason, **values):
-            vars(self.settings).update(values)
-            self.lines.append((reason, sorted(values)))
-
-    recorded = Stub(saved)
+    recorded = _ConfigStub(saved, projection=None, whiten=None)
     resolve_from_checkpoint(recorded)
     assert recorded.settings.whiten == "zca" and recorded.settings.projection == "mlp"
     assert recorded.lines == [("taken from the pre-trained checkpoint", ["projection"]),
@@ -489,7 +493,7 @@ def test_whiten_from_a_checkpoint_says_raw_only_for_a_header_without_the_key(wor
     header = json.loads((older / HEADER_FILE).read_text())
     del header["config"]["whiten"]
     (older / HEADER_FILE).write_text(json.dumps(header))
-    unrecorded = Stub(older)
+    unrecorded = _ConfigStub(older, projection=None, whiten=None)
     resolve_from_checkpoint(unrecorded)
     assert unrecorded.settings.whiten == "raw"
     assert unrecorded.lines[1] == ("taken from the pre-trained checkpoint (raw: written before the key)", ["whiten"])
@@ -498,35 +502,17 @@ def test_whiten_from_a_checkpoint_says_raw_only_for_a_header_without_the_key(wor
 def test_score_tau_from_a_checkpoint_is_the_one_it_was_trained_with(world, tmp_path):
     """``score_tau: ~`` with ``pretrained`` takes the checkpoint's (a model pre-trained with cosine scores is
     fine-tuned and scored with them), 0 for a header written before the key; a value set by the user wins."""
-    from types import SimpleNamespace
-
     from recbole_pmmrec.quick_start import resolve_from_checkpoint
-
-    class Settings(SimpleNamespace):
-        def __contains__(self, key):
-            return key in vars(self)
 
     saved = world.root / "text-cosine"
     if not saved.exists():
         run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config("text", score_tau=0.1, epochs=1,
                                                                           save_pretrained=str(saved)))
-
-    class Stub:
-        def __init__(self, folder, **settings):
-            self.settings, self.folder, self.lines = Settings(**settings), folder, []
-
-        def __getitem__(self, key):
-            return str(self.folder) if key == "pretrained" else None
-
-        def resolve(self, reason, **values):
-            vars(self.settings).update(values)
-            self.lines.append((reason, sorted(values)))
-
-    cosine = Stub(saved, score_tau=None)
+    cosine = _ConfigStub(saved, score_tau=None)
     resolve_from_checkpoint(cosine)
     assert cosine.settings.score_tau == 0.1 and cosine.lines == [("taken from the pre-trained checkpoint",
                                                                    ["score_tau"])]
-    kept = Stub(saved, score_tau=0.0)
+    kept = _ConfigStub(saved, score_tau=0.0)
     resolve_from_checkpoint(kept)
     assert kept.settings.score_tau == 0.0 and kept.lines == []
     older = tmp_path / "older"
@@ -534,7 +520,7 @@ def test_score_tau_from_a_checkpoint_is_the_one_it_was_trained_with(world, tmp_p
     header = json.loads((older / HEADER_FILE).read_text())
     del header["config"]["score_tau"]
     (older / HEADER_FILE).write_text(json.dumps(header))
-    unrecorded = Stub(older, score_tau=None)
+    unrecorded = _ConfigStub(older, score_tau=None)
     resolve_from_checkpoint(unrecorded)
     assert unrecorded.settings.score_tau == 0.0
     assert unrecorded.lines == [("taken from the pre-trained checkpoint (dot products: written before the key)",
