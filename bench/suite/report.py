@@ -1373,7 +1373,8 @@ def readme_results(rows: dict[str, dict], cold_rows: dict[str, dict] | None = No
                                                                    ("pmmrec", "hr", "sasrec", "knn")) + f" | {ratio} |")
     lines += ["", "Test NDCG@10, mean ± sd (number of seeds). \"History removed\": the items of the input sequence "
               "are not ranked, for every model (PMMRec's own protocol); `SASRec hr-selected` is also stopped and "
-              "selected by that rule. The ratio is against SASRec hr-selected where it ran, else SASRec."
+              "selected by that rule. The ratio is against SASRec hr-selected where it ran, else SASRec. \"With "
+              "item ID\": `item_id_embedding: True`, which on text alone also brings cosine scores (`score_tau: ~`)."
               + (" † a run was stopped by its time or epoch budget before early stopping." if capped else "")
               + (" ‡ where users repeat items, history items are ranked (as RecBole ranks) for every model."
                  if repeats else "")
