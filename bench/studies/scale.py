@@ -61,7 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--cache-dir", type=Path, default=Path("/tmp/pmmrec_bench/cache"), help="encoder state caches")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each run")
     p.add_argument("--timeout", type=float, default=6 * 3600, help="seconds before a run's process is killed")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides of every run (values read as JSON where they parse)")
     return p.parse_args(argv)
 

@@ -110,7 +110,7 @@ def parse_args(argv=None):
     p.add_argument("--stopping-step", type=int, default=3)
     p.add_argument("--max-fit-s", type=float, default=None, help="fine-tuning: stop past this many seconds")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each run")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides of every run (values read as JSON where they parse)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "transfer_corpus.json")
     p.add_argument("--variant", default=None,

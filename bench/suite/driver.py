@@ -369,7 +369,8 @@ def parse_args(argv=None):
                          "boundary and is tested with its best checkpoint (marked in the report)")
     ap.add_argument("--only", nargs="*", help="speed: run only these steps (build_fresh build_warm sasrec pmmrec "
                     "subset_cached_ti subset_e2e_ti subset_cached subset_e2e pmmrec_k1), keeping the other stored speed runs")
-    ap.add_argument("--set", nargs="*", help="stamp: KEY=VALUE, the defaults the older stored runs ran with")
+    ap.add_argument("--set", nargs="*", action="extend",
+                    help="stamp: KEY=VALUE, the defaults the older stored runs ran with")
     ap.add_argument("--model", default="PMMRec", help="stamp: the model whose stored runs to stamp")
     ap.add_argument("--write", action="store_true", help="stamp: write the stamped runs (default: only print them)")
     args = ap.parse_args(argv)

@@ -120,3 +120,10 @@ def test_no_pretrain_test_skips_the_corpus_test_and_says_so(study, tmp_path, cap
     summary = json.loads((tmp_path / "transfer_corpus.json").read_text())
     assert summary["corpora"]["corpus"]["pretrain"]["test"] is None
     assert "no test evaluation on the corpus" in _corpus_lines(summary)[0]
+
+
+def test_a_repeated_set_adds_its_overrides_to_the_earlier_ones():
+    """``--set a=1 --set b=2`` is ``--set a=1 b=2``: a second ``--set`` does not drop the first (it did, and a
+    study meant to run with two overrides ran with one)."""
+    args = transfer.parse_args(["--set", "score_tau=0.1", "--set", "transfer_shrink=0.5", "w_nid=0"])
+    assert transfer.extra_config(args) == {"score_tau": 0.1, "transfer_shrink": 0.5, "w_nid": 0}
