@@ -127,6 +127,8 @@ BASELINES = {
     "FDSA": {"selected_features": ["genres"], "pooling_mode": "mean"},
     "Pop": {},
     "ContentKNN": {},  # the training-free floor (plugin model, same content cache as PMMRec)
+    # the same on whitened content vectors (why PMMRec with random weights and cosine scores beat ContentKNN zero-shot)
+    "ContentKNN zca": {"knn_whiten": "zca"},
 }
 # models with nothing to train: one epoch (one validation) whatever --max-epochs says; more only repeat it, and a
 # time budget would then stop a run that cannot improve (ContentKNN's yaml has epochs: 0, RecBole's fit needs 1)

@@ -26,7 +26,8 @@ PATH_KEYS = frozenset({"data_path", "checkpoint_dir", "log_dir", "tensorboard_di
 # out of ``defaults_digest``, so adding it does not make every stored run of the model stale.
 NEUTRAL_DEFAULTS = {"PMMRec": {"item_id_neighbours": 0, "item_id_dropout": 0.0, "item_id_learning_rate": None,
                                "item_id_shrink": 0.0, "eval_test": True,
-                               "score_tau": 0.0}}
+                               "score_tau": 0.0},
+                    "ContentKNN": {"knn_whiten": "raw"}}
 
 
 # ---------------------------------------------------------------------------- identity of a run

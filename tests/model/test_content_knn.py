@@ -58,3 +58,23 @@ def test_runs_from_the_same_command_without_training(synth, pmmrec_config):
     result = run_recbole_pmmrec("ContentKNN", synth.name, config_dict=config)
     assert result["config"]["epochs"] == 0 and result["checkpoint"] is None
     assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
+
+
+def test_knn_whiten_zca_scores_with_the_catalogues_decorrelated_unit_vectors(synth, pmmrec_config):
+    """``knn_whiten: zca``: each item's content vector is whitened with the catalogue's statistics (the shrunk ZCA
+    of ``similarity.whitening``) and set to length 1 again; the scores are the cosines with those vectors, and
+    differ from the raw floor's."""
+    from recbole_pmmrec.model.similarity import whitening
+
+    raw, test = _model(synth, pmmrec_config, modalities=["text"], exclude_history=False)
+    zca, _ = _model(synth, pmmrec_config, modalities=["text"], exclude_history=False, knn_whiten="zca")
+    has = raw.item_vecs.abs().sum(dim=1) > 0
+    mean, matrix = whitening(raw.item_vecs, "zca", has)
+    expected = F.normalize((raw.item_vecs[has] - mean) @ matrix, dim=-1)
+    torch.testing.assert_close(zca.item_vecs[has], expected)
+    assert (zca.item_vecs[~has] == 0).all() and torch.allclose(zca.item_vecs[has].norm(dim=-1), torch.ones(1))
+    batch = _batch(test)
+    scores = zca.full_sort_predict(batch)
+    user = F.normalize(zca.user_vectors(batch["item_id_list"], batch["item_length"]), dim=-1)
+    torch.testing.assert_close(scores, user @ zca.item_vecs.t())
+    assert not torch.allclose(scores, raw.full_sort_predict(batch), atol=1e-3)
