@@ -34,6 +34,11 @@ def load_config(model, dataset, config_file_list=None, config_dict=None) -> Conf
     return config
 
 
+# keys a checkpoint's header records and ``~`` takes from it, with what a header written before the key reads as
+# (``transfer.with_older_keys``), in the log's words
+READ_BEFORE_THE_KEY = {"whiten": "raw", "score_tau": "dot products"}
+
+
 def resolve_from_checkpoint(config) -> None:
     """With ``pretrained``, ``projection: ~``, ``whiten: ~``, ``score_tau: ~``, ``hidden_size: ~`` and
     ``inner_size: ~``: the checkpoint's projection (and an adaptor's experts), widths, whitening (``raw`` for a
@@ -43,10 +48,9 @@ def resolve_from_checkpoint(config) -> None:
     them what they were trained on and scores as they were trained."""
     settings = config.settings
     open_projection = "projection" in settings and settings.projection is None
-    open_whiten = "whiten" in settings and settings.whiten is None
-    open_tau = "score_tau" in settings and settings.score_tau is None
+    open_recorded = [k for k in READ_BEFORE_THE_KEY if k in settings and getattr(settings, k) is None]
     open_widths = [k for k in ("hidden_size", "inner_size") if k in settings and settings[k] is None]
-    if not (open_projection or open_whiten or open_tau or open_widths) or not config["pretrained"]:
+    if not (open_projection or open_recorded or open_widths) or not config["pretrained"]:
         return
     from recbole_pmmrec.transfer import header_architecture, read_header
 
@@ -59,14 +63,11 @@ def resolve_from_checkpoint(config) -> None:
     widths = {k: saved[k] for k in open_widths if saved.get(k)}
     if widths:  # every transferred tensor has the checkpoint's width
         config.resolve("taken from the pre-trained checkpoint", **widths)
-    if open_whiten:  # the projection was trained on states whitened this way
-        older = "whiten" not in header.get("config", {})
-        config.resolve("taken from the pre-trained checkpoint" + (" (raw: written before the key)" if older else ""),
-                       whiten=saved["whiten"])
-    if open_tau:  # the transferred vectors were trained to be scored this way
-        older = "score_tau" not in header.get("config", {})
-        config.resolve("taken from the pre-trained checkpoint" + (" (dot products: written before the key)"
-                                                                   if older else ""), score_tau=saved["score_tau"])
+    for key in open_recorded:  # the projection was trained on states whitened, its vectors scored, this way
+        older = key not in header.get("config", {})
+        config.resolve("taken from the pre-trained checkpoint"
+                       + (f" ({READ_BEFORE_THE_KEY[key]}: written before the key)" if older else ""),
+                       **{key: saved[key]})
 
 
 def output_dirs(config) -> dict:

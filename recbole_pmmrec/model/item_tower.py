@@ -129,11 +129,11 @@ def default_score_tau(settings, modalities) -> float:
     length; cosine scores keep ranking to direction. Test NDCG@10 against dot products: MicroLens-50K 1.10x (ahead
     on 3 of 3 seeds; validation still rising at epoch 13-15 where dot products overfit after epoch 4), seqrec-toys
     1.03x and seqrec-beauty-repeats 1.02x (3 of 3 each), seqrec-electronics 1.02x (2 of 2), seqrec-clothing 1.05x
-    (1 seed), level on seqrec-beauty and -health (3 seeds each). 0 stays for the ID-free
-    model, whose strength is new items, which score lower with it (seqrec-toys cold split), and which it lifted on
-    seqrec-toys only (level on seqrec-beauty and ml100k-posters); and with images (not measured with the ID)."""
-    return DEFAULT_ID_TEXT_SCORE_TAU if (getattr(settings, "item_id_embedding", False)
-                                         and pooled_once(settings, modalities) == "text") else 0.0
+    (1 seed), level on seqrec-beauty and -health (3 seeds each). 0 stays for the ID-free model, whose strength is
+    new items, which score lower with it (seqrec-toys cold split), and which it lifted on seqrec-toys only (level on
+    seqrec-beauty and ml100k-posters); and with images (not measured with the ID)."""
+    return (DEFAULT_ID_TEXT_SCORE_TAU if settings.item_id_embedding and pooled_once(settings, modalities) == "text"
+            else 0.0)
 
 
 # both dropout keys follow the same rule (one entry of DATA_DEFAULTS below for each)
