@@ -153,7 +153,7 @@ KEYS: tuple[Key, ...] = (
     # ---- ContentKNN
     _k("knn_decay", "float", low=0.0, high=1.0, models=("ContentKNN", "PMMRec"), arch=True),  # PMMRec's skip too
     _k("knn_history", "int", low=1, models=("ContentKNN", "PMMRec"), arch=True),
-    _k("knn_whiten", "choice", choices=("raw", "center", "zca"), models=("ContentKNN",)),
+    _k("knn_whiten", "choice", choices=("raw", "center", "zca"), models=("ContentKNN", "PMMRec"), arch=True),
     # ---- objectives and evaluation
     _k("exclude_history", "bool", optional=True, models=("PMMRec", "ContentKNN")),
     _k("eval_item_dtype", "choice", choices=("float32", "bfloat16"), models=("PMMRec",)),

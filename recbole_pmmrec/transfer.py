@@ -321,9 +321,10 @@ def with_older_keys(config: dict, weight_names) -> dict:
     """A saved model's settings (a header's, or a RecBole checkpoint's config), with what a model saved before a
     key was recorded was built with: ``whiten`` raw (no whitening before the key), ``content_skip`` from its
     weights (the skip's weight is among ``weight_names`` or not; its value loads with them), ``score_tau`` 0 (dot
-    products)."""
+    products), ``knn_whiten`` raw (the skip's plain principal directions)."""
     config = dict(config)
     config.setdefault("whiten", "raw")
+    config.setdefault("knn_whiten", "raw")
     config.setdefault("score_tau", 0.0)
     if "content_skip" not in config:
         config["content_skip"] = 1.0 if SKIP_WEIGHT in set(weight_names) else 0.0

@@ -115,6 +115,11 @@ PMMREC.update({
     # 0.8: score_tau ~ is 0.1 with the item ID on frozen, cached text alone; these name the dot products of 0.8
     # there (on data with images score_tau ~ stays 0, so they never match a run there)
     "PMMRec with item ID dot products": {"item_id_embedding": True, "score_tau": 0.0},
+    # 0.9: the content skip's cosine in ContentKNN zca's geometry (its principal directions scaled to about unit
+    # variance), on the top 64 directions or all 384 of MiniLM's (ContentKNN zca on seqrec-toys: 0.0376 / 0.0487)
+    "PMMRec skip zca": {"knn_whiten": "zca"},
+    "PMMRec skip zca 384": {"knn_whiten": "zca", "content_skip_dim": 384},
+    "PMMRec with item ID skip zca 384": {"item_id_embedding": True, "knn_whiten": "zca", "content_skip_dim": 384},
     "PMMRec with item ID neighbours dot products": {"item_id_embedding": True, "item_id_neighbours": 10,
                                                     "score_tau": 0.0},
     "PMMRec with item ID dropout 0.2 neighbours dot products": {"item_id_embedding": True, "item_id_dropout": 0.2,

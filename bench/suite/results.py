@@ -26,7 +26,7 @@ PATH_KEYS = frozenset({"data_path", "checkpoint_dir", "log_dir", "tensorboard_di
 # out of ``defaults_digest``, so adding it does not make every stored run of the model stale.
 # (score_tau left this list when its default became ~: at ~ it makes other models on text with the item ID)
 NEUTRAL_DEFAULTS = {"PMMRec": {"item_id_neighbours": 0, "item_id_dropout": 0.0, "item_id_learning_rate": None,
-                               "item_id_shrink": 0.0, "eval_test": True},
+                               "item_id_shrink": 0.0, "eval_test": True, "knn_whiten": "raw"},
                     "ContentKNN": {"knn_whiten": "raw"}}
 
 

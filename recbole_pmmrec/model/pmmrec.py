@@ -116,7 +116,7 @@ class PMMRec(SequentialRecommender):
         self.user_encoder.skip = None
         if s.content_skip > 0:
             self.user_encoder.skip = ContentSkip(features, s.content_skip_dim, s.knn_decay, s.knn_history,
-                                                 s.content_skip)
+                                                 s.content_skip, s.knn_whiten)
         # --- pre-training heads
         self.heads = nn.ModuleDict()
         if self.w_nicl > 0 and len(self.item_tower.modalities) < 2:
@@ -206,6 +206,7 @@ class PMMRec(SequentialRecommender):
             **({"moe_experts": int(first.bias.shape[0])} if kind == "moe" else {}),
             "whiten": tower.whiten,  # the projection was trained on states whitened this way
             "content_skip": float(self.skip.weight.detach()) if self.skip is not None else 0.0,  # its trained w
+            "knn_whiten": self.skip.whiten if self.skip is not None else "raw",  # the skip's geometry
             "fusion_heads": int(tower.fusion.n_heads),
             "n_layers": len(self.user_encoder.encoder.layer),
             "n_heads": int(user_layer.multi_head_attention.num_attention_heads),

@@ -8,7 +8,8 @@ user:    q_u = sum_j decay^(age j) c_{i_j} over the last `history` items  (age 0
 
 ContentKNN scores ``c_i . q_u / |q_u|``. PMMRec with ``content_skip > 0`` [ours] adds ``w * cos`` of the same two
 vectors to its learned score, ``w`` a trained weight (initial value ``content_skip``), after projecting them on
-the top ``content_skip_dim`` principal directions of the catalogue's ``c`` (centred): the learned score alone maps
+the top ``content_skip_dim`` principal directions of the catalogue's ``c`` (centred; with ``knn_whiten: zca`` each
+scaled to about unit variance, as ContentKNN's zca): the learned score alone maps
 each item into d = 64 dimensions and loses much of the "similar title" signal that the frozen space holds
 (seqrec-toys: ContentKNN 0.0385 test NDCG@10 against 0.0238 for PMMRec trained on 5% of the users).
 """
@@ -59,19 +60,28 @@ def _moments(vecs: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor, 
     return mean, values.clamp(min=0.0), vectors
 
 
-def principal_basis(vecs: Tensor, dim: int) -> tuple[Tensor, Tensor]:
-    """(mean (D,), basis (D, k)) of the nonzero rows of ``vecs`` (n, D): their mean and top ``k = min(dim, D)``
-    principal directions (eigenvectors of the covariance, exact and deterministic up to sign)."""
-    moments = _moments(vecs)
-    if moments is None:
-        return torch.zeros(vecs.shape[1]), torch.eye(vecs.shape[1])[:, :dim]
-    mean, _, vectors = moments
-    return mean.float(), vectors[:, -min(dim, vecs.shape[1]):].flip(1).float().contiguous()
-
-
 # whiten: zca adds this share of the mean eigenvalue to every eigenvalue before inverting: directions far weaker
 # than the average one (noise) stay weaker instead of being blown up to unit variance
 ZCA_SHRINK = 0.1
+
+
+def principal_basis(vecs: Tensor, dim: int, whiten: str = "raw") -> tuple[Tensor, Tensor]:
+    """(mean (D,), basis (D, k)) of the nonzero rows of ``vecs`` (n, D): their mean and top ``k = min(dim, D)``
+    principal directions (eigenvectors of the covariance, exact and deterministic up to sign). ``whiten``:
+    ``raw`` (or ``center``: the basis is centred either way) keeps unit columns; ``zca`` scales the column of
+    eigenvalue ``l`` by ``(l + 0.1 mean(l))^-1/2`` (the mean over all D), so that with ``k = D`` a cosine of two
+    projections is the one between :func:`whitening`'s zca vectors."""
+    moments = _moments(vecs)
+    if moments is None:
+        return torch.zeros(vecs.shape[1]), torch.eye(vecs.shape[1])[:, :dim]
+    mean, values, vectors = moments
+    k = min(dim, vecs.shape[1])
+    basis = vectors[:, -k:].flip(1)
+    if whiten == "zca":
+        basis = basis * (values[-k:].flip(0) + ZCA_SHRINK * values.mean().clamp(min=1e-12)).rsqrt()
+    elif whiten not in ("raw", "center"):
+        raise ValueError(f"principal_basis: unknown whiten {whiten!r} (raw, center, zca)")
+    return mean.float(), basis.float().contiguous()
 
 
 def whitening(vecs: Tensor, kind: str, rows: Tensor) -> tuple[Tensor, Tensor]:
@@ -98,17 +108,19 @@ def whitening(vecs: Tensor, kind: str, rows: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class ContentSkip(nn.Module):
-    """PMMRec's ``content_skip`` term: ``w * cos(P q_u, P c_i)``, ``P`` the catalogue's principal directions.
+    """PMMRec's ``content_skip`` term: ``w * cos(P q_u, P c_i)``, ``P`` the catalogue's principal directions
+    (``whiten: zca``: each scaled as :func:`principal_basis` says).
 
     The projection is computed from the catalogue at build time (buffers, not saved: a fine-tuned model
     recomputes it on its own items); ``weight`` is the one trained parameter (saved with the user encoder).
     """
 
-    def __init__(self, features, dim: int, decay: float, history: int, init_weight: float):
+    def __init__(self, features, dim: int, decay: float, history: int, init_weight: float, whiten: str = "raw"):
         super().__init__()
-        self.decay, self.history = decay, history
+        self.decay, self.history, self.whiten = decay, history, whiten
         vectors = content_vectors(features)  # read once: the catalogue's pooled states (a memory map on big data)
-        mean, basis = principal_basis(vectors, dim)
+        vectors[0] = 0.0  # padding: not an item (the encoder's states of no text), left out of the statistics
+        mean, basis = principal_basis(vectors, dim, whiten)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("basis", basis, persistent=False)
         self.weight = nn.Parameter(torch.tensor(float(init_weight)))

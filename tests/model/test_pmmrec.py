@@ -412,6 +412,7 @@ def test_content_skip_adds_the_weighted_content_cosine_to_every_score(synth, pmm
         vecs = model.item_vectors()
         h = model.gather_indexes(model.user_encoder(vecs[seq][..., :d], seq > 0), lengths - 1)
         c = content_vectors(features)
+        c[0] = 0.0  # padding: no item, no content term
         pc = F.normalize((c - skip.mean) @ skip.basis, dim=-1) * (c.abs().sum(1, keepdim=True) > 0)
         q = (recency_weights(seq, lengths, skip.decay, skip.history)[..., None] * pc[seq]).sum(1)
         expected = h @ vecs[:, :d].t() + 2.0 * F.normalize(q, dim=-1) @ pc.t()
@@ -425,6 +426,27 @@ def test_content_skip_adds_the_weighted_content_cosine_to_every_score(synth, pmm
         rows = torch.arange(len(point))
         finite = torch.isfinite(point)
         torch.testing.assert_close(point[finite], scores[rows, batch[model.ITEM_ID]][finite], rtol=1e-4, atol=1e-4)
+
+
+def test_knn_whiten_zca_on_every_direction_gives_the_skip_contentknn_zcas_cosines(synth, pmmrec_config):
+    """``knn_whiten: zca`` with ``content_skip_dim`` >= the content width: every pair of the skip's item vectors has
+    the cosine of ContentKNN zca's (the principal directions scaled by ``(l + 0.1 mean(l))^-1/2``), which is not the
+    raw skip's; the model records the key (a header without it reads raw)."""
+    from recbole_pmmrec.transfer import with_older_keys
+
+    text = {"modalities": ["text"], "content_skip": 1.0, "content_skip_dim": 4096, "exclude_history": False}
+    config, raw, *_ = build(synth, pmmrec_config, **text)
+    _, zca, train, *_ = build(synth, pmmrec_config, knn_whiten="zca", **text)
+    knn_config = load_config("ContentKNN", synth.name, config_dict=pmmrec_config(synth, **text, knn_whiten="zca"))
+    knn = get_model("ContentKNN")(knn_config, train._dataset)
+    has = knn.item_vecs.abs().sum(dim=1) > 0
+    assert has[1:].all() and zca.skip.dim == knn.item_vecs.shape[1]
+    ours, theirs = zca.skip.catalogue[has], knn.item_vecs[has]
+    torch.testing.assert_close(ours @ ours.t(), theirs @ theirs.t(), rtol=1e-4, atol=1e-4)
+    plain = raw.skip.catalogue[has]
+    assert not torch.allclose(plain @ plain.t(), theirs @ theirs.t(), atol=1e-2)
+    assert zca.architecture()["knn_whiten"] == "zca" and raw.architecture()["knn_whiten"] == "raw"
+    assert with_older_keys({}, ())["knn_whiten"] == "raw"
 
 
 def test_score_tau_scores_by_cosine_over_tau_in_training_and_ranking(synth, pmmrec_config):
