@@ -9,9 +9,11 @@ new child once that has happened (a ``--jobs`` lane that was about to start its 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
+import time
 
 _LIVE: set[subprocess.Popen] = set()
 _LOCK = threading.RLock()  # re-entrant: the handler may run while the main thread is inside ``start``
@@ -67,18 +69,31 @@ def run(cmd: list[str], timeout: float | None = None, **popen_kwargs) -> int:
 
 
 def kill_all() -> int:
-    """Kill every live child and reap it; how many there were."""
+    """Kill every live child and wait (up to 30 s each) until it has exited; how many there were.
+
+    The wait does not reap: the SIGTERM handler runs on the main thread while it may be inside ``run``'s
+    ``proc.wait()``, which holds that Popen's lock, so ``proc.wait`` here would block for its whole timeout.
+    ``os.waitid(..., WNOWAIT)`` sees the exit without taking the lock; whoever holds it reaps the child."""
     with _LOCK:
         live = list(_LIVE)
         _LIVE.clear()
     for proc in live:
         if proc.poll() is None:
             proc.kill()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a child that ignores SIGKILL cannot be helped
-            pass
+    for proc in live:
+        deadline = time.monotonic() + 30
+        while proc.returncode is None and not _exited(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.poll()  # reaps it unless another frame of this thread is waiting on it
     return len(live)
+
+
+def _exited(pid: int) -> bool:
+    """Whether child ``pid`` has exited (a zombie, or already reaped), without reaping it."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # already reaped
+        return True
 
 
 def stop_children_on_sigterm() -> None:

@@ -61,6 +61,38 @@ def test_sigterm_kills_every_child_and_exits_143(tmp_path):
     assert not any(_alive(p) for p in pids)
 
 
+WAITING_PARENT = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from bench.suite import children
+    children.stop_children_on_sigterm()
+    Path(sys.argv[1]).write_text("started")
+    children.run([sys.executable, "-c", "import time; time.sleep(120)"])
+""")
+
+
+def test_sigterm_while_the_command_waits_on_its_run_stops_at_once(tmp_path):
+    """The handler interrupts ``run``'s own ``proc.wait()`` (which holds that Popen's lock): the child is killed and
+    the command exits 143 at once, not after the 30 s that a second ``wait`` on the same Popen would block."""
+    started = tmp_path / "started"
+    parent = subprocess.Popen([sys.executable, "-c", WAITING_PARENT, str(started)], cwd=REPO,
+                              env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not started.is_file() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the child has started and the parent waits on it
+        parent.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        out, _ = parent.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert parent.returncode == 143 and "1 run(s) killed" in out
+    assert took < 15, f"the stopped command took {took:.0f} s to exit"
+
+
 def test_no_run_starts_once_stopping(monkeypatch):
     monkeypatch.setattr(children, "_STOPPING", children.threading.Event())
     children._STOPPING.set()
