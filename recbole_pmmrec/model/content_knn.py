@@ -8,8 +8,9 @@ user u:  history i_1 .. i_n -> q_u = sum_j decay^(n-j) c_{i_j} over the last knn
 score(u, i) = c_i . q_u / |q_u|                                              (the cosine: c_i is a unit vector)
 ```
 
-``knn_whiten: zca`` [ours] first decorrelates each c_i with the catalogue's statistics (the shrunk ZCA of PMMRec's
-``whiten``) and sets it to length 1 again; ``raw`` (the default) is the floor as above.
+``knn_whiten: zca`` [ours] first decorrelates t_i and v_i with the statistics of the catalogue's items (the shrunk
+ZCA of PMMRec's ``whiten``, each modality on its own) and sets each to length 1 again; ``raw`` (the default) is the
+floor as above.
 
 The vectors and weights are :mod:`recbole_pmmrec.model.similarity`'s (PMMRec's ``content_skip`` uses them too).
 It reads the same :class:`~recbole_pmmrec.data.features.ItemFeatures` and encoder-state cache as PMMRec
@@ -27,7 +28,7 @@ from recbole.utils import InputType
 from torch import Tensor, nn
 
 from recbole_pmmrec.data.dataset import resolve_exclude_history
-from recbole_pmmrec.model.similarity import content_vectors, recency_weights, whitening
+from recbole_pmmrec.model.similarity import content_vectors, recency_weights
 from recbole_pmmrec.settings import settings_of
 
 
@@ -42,12 +43,9 @@ class ContentKNN(SequentialRecommender):
         s = settings_of(config)
         self.decay, self.history = s.knn_decay, s.knn_history
         self.exclude_history = resolve_exclude_history(config, dataset)
-        vectors = content_vectors(dataset.item_features)  # (n_items, D): unit rows (0 for no content)
-        vectors[0] = 0.0  # padding
-        if s.knn_whiten != "raw":  # [ours] the catalogue's statistics, over the items with content
-            has = vectors.abs().sum(dim=1) > 0
-            mean, matrix = whitening(vectors, s.knn_whiten, has)
-            vectors = torch.where(has[:, None], F.normalize((vectors - mean) @ matrix, dim=-1), vectors)
+        # (n_items, D): unit rows (0 for no content and the padding row); knn_whiten [ours]: each modality whitened
+        # with the statistics of the catalogue's items that have it
+        vectors = content_vectors(dataset.item_features, s.knn_whiten, padding=True)
         self.register_buffer("item_vecs", vectors, persistent=False)
         # RecBole's trainer builds an optimiser: one weight that nothing reads
         self.unused = nn.Parameter(torch.zeros(1))

@@ -21,10 +21,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def content_vectors(features) -> Tensor:
+def content_vectors(features, whiten: str = "raw", padding: bool = False) -> Tensor:
     """(n, D) unit content vectors ``c`` of ``features`` (an ItemFeatures or NewItemStates): each modality's pooled
-    frozen states normalised, concatenated, divided by sqrt(#modalities); a row without content stays 0."""
-    parts = [F.normalize(features.pooled(m).float(), dim=-1) for m in features.modalities]
+    frozen states normalised, concatenated, divided by sqrt(#modalities); a row without content stays 0.
+
+    ``padding``: row 0 is the padding item, set to 0 (it is no item: left out of every statistic). ``whiten``
+    (``center``, ``zca``): each modality's unit vectors are first whitened with the statistics of the items that
+    have it (:func:`whitening`) and set to length 1 again, so that each modality keeps its equal share of the cosine
+    (whitened jointly, ml100k-posters' 1,280 image columns outweighed its 384 text columns: ContentKNN test NDCG@10
+    0.0128 against 0.0174 raw, where text alone gains 0.0240 against 0.0155)."""
+    parts = []
+    for modality in features.modalities:
+        part = F.normalize(features.pooled(modality).float(), dim=-1)
+        if padding:
+            part[0] = 0.0
+        if whiten != "raw":
+            has = part.abs().sum(dim=1) > 0
+            mean, matrix = whitening(part, whiten, has)
+            part = torch.where(has[:, None], F.normalize((part - mean) @ matrix, dim=-1), part)
+        parts.append(part)
     return torch.cat(parts, dim=-1) / len(parts) ** 0.5
 
 
@@ -118,8 +133,8 @@ class ContentSkip(nn.Module):
     def __init__(self, features, dim: int, decay: float, history: int, init_weight: float, whiten: str = "raw"):
         super().__init__()
         self.decay, self.history, self.whiten = decay, history, whiten
-        vectors = content_vectors(features)  # read once: the catalogue's pooled states (a memory map on big data)
-        vectors[0] = 0.0  # padding: not an item (the encoder's states of no text), left out of the statistics
+        # read once: the catalogue's pooled states (a memory map on big data); the padding row is no item
+        vectors = content_vectors(features, padding=True)
         mean, basis = principal_basis(vectors, dim, whiten)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("basis", basis, persistent=False)

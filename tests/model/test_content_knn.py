@@ -78,3 +78,19 @@ def test_knn_whiten_zca_scores_with_the_catalogues_decorrelated_unit_vectors(syn
     user = F.normalize(zca.user_vectors(batch["item_id_list"], batch["item_length"]), dim=-1)
     torch.testing.assert_close(scores, user @ zca.item_vecs.t())
     assert not torch.allclose(scores, raw.full_sort_predict(batch), atol=1e-3)
+
+
+def test_knn_whiten_zca_whitens_each_modality_on_its_own(synth, pmmrec_config):
+    """With text and image, zca whitens each modality's block with the statistics of the items that have it and
+    sets it to length 1 again (then 1/sqrt(2) after concatenation): the text block is the text model's alone, over
+    sqrt(2), and each block of an item has length 1/sqrt(2). Whitened jointly, the wider image block would outweigh
+    the text one."""
+    zca = {"exclude_history": False, "knn_whiten": "zca"}
+    both, _ = _model(synth, pmmrec_config, modalities=["text", "image"], **zca)
+    text, _ = _model(synth, pmmrec_config, modalities=["text"], **zca)
+    width = text.item_vecs.shape[1]
+    assert both.item_vecs.shape[1] > width
+    torch.testing.assert_close(both.item_vecs[:, :width], text.item_vecs / 2 ** 0.5)
+    for block in (both.item_vecs[1:, :width], both.item_vecs[1:, width:]):
+        norms = block.norm(dim=-1)
+        torch.testing.assert_close(norms, torch.full_like(norms, 2 ** -0.5))
