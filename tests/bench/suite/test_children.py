@@ -40,14 +40,20 @@ def _alive(pid: int) -> bool:
     return not (stat.is_file() and stat.read_text().split()[2] == "Z")
 
 
+def _start_parent(script: str, marker: Path) -> subprocess.Popen:
+    """Start ``script`` (a bench command) with ``marker`` as its argument; return once it has written the marker."""
+    parent = subprocess.Popen([sys.executable, "-c", script, str(marker)], cwd=REPO,
+                              env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not marker.is_file() and time.time() < deadline and parent.poll() is None:
+        time.sleep(0.05)
+    return parent
+
+
 def test_sigterm_kills_every_child_and_exits_143(tmp_path):
     pids_file = tmp_path / "pids.txt"
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(pids_file)], cwd=REPO,
-                              env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, text=True)
+    parent = _start_parent(PARENT, pids_file)
     try:
-        deadline = time.time() + 60
-        while not pids_file.is_file() and time.time() < deadline:
-            time.sleep(0.05)
         pids = [int(p) for p in pids_file.read_text().split()]
         assert all(_alive(p) for p in pids)
         parent.send_signal(signal.SIGTERM)
@@ -74,13 +80,8 @@ WAITING_PARENT = textwrap.dedent("""
 def test_sigterm_while_the_command_waits_on_its_run_stops_at_once(tmp_path):
     """The handler interrupts ``run``'s own ``proc.wait()`` (which holds that Popen's lock): the child is killed and
     the command exits 143 at once, not after the 30 s that a second ``wait`` on the same Popen would block."""
-    started = tmp_path / "started"
-    parent = subprocess.Popen([sys.executable, "-c", WAITING_PARENT, str(started)], cwd=REPO,
-                              env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, text=True)
+    parent = _start_parent(WAITING_PARENT, tmp_path / "started")
     try:
-        deadline = time.time() + 60
-        while not started.is_file() and time.time() < deadline:
-            time.sleep(0.05)
         time.sleep(0.5)  # the child has started and the parent waits on it
         parent.send_signal(signal.SIGTERM)
         sent = time.monotonic()
