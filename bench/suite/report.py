@@ -1119,7 +1119,9 @@ def section_transfer(results_dir: Path) -> str:
     lines += _corpus_lines(summary) + ["", transfer_tables(summary)]
     for variant in variants:
         name = variant.get("file", TRANSFER_VARIANTS)
-        overrides = ", ".join(f"`{k}: {v}`" for k, v in sorted((variant.get("config_overrides") or {}).items())
+        overrides = ", ".join(f"`{k}: {v}`" + (" (pre-training; each fine-tuning run keeps its setting's own)"
+                                                 if k == "finetune" else "")
+                              for k, v in sorted((variant.get("config_overrides") or {}).items())
                               if k not in _WHERE_KEYS)
         lines += [f"### Variant: {variant.get('variant') or name}", "",
                   f"The same study in its own work dir, every run (pre-training, zero-shot, fine-tuning, scratch) "

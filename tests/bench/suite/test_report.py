@@ -316,6 +316,11 @@ def test_transfer_section_judges_each_target_on_its_pretrained_runs(tmp_path):
     assert "| tgt, corp | zero-shot NDCG@10 >= 1.2x ContentKNN (same modalities) | 0.50x (0.0100 vs 0.0200) " \
            "| **missed** |" in rest and "#### tgt" in rest and "transfer_corpus_zca.json" in rest
     assert "Variants, each in its own section below" in main and "whiten zca (" in main
+    # the grid sets finetune from each setting (INIT/FINETUNE): a --set finetune reaches only pre-training
+    variant["config_overrides"]["finetune"] = "user_encoder"
+    (tmp_path / "transfer_corpus_zca.json").write_text(json.dumps(variant))
+    assert "`finetune: user_encoder` (pre-training; each fine-tuning run keeps its setting's own)" in \
+        section_transfer(tmp_path)
     # a variant with zero-shot runs only says so instead of an empty table
     zero_only = dict(variant, variant="zero-shot only", file="transfer_corpus_zero.json")
     zero_only["targets"] = {"tgt": dict(variant["targets"]["tgt"], results={})}
