@@ -80,6 +80,12 @@ def _moments(vecs: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor, 
 ZCA_SHRINK = 0.1
 
 
+def _zca_scales(values: Tensor) -> Tensor:
+    """``(l + 0.1 mean(l))^-1/2`` for the covariance eigenvalues ``values`` (D,): the shrunk ZCA's scale of each
+    principal direction (:func:`whitening`, :func:`principal_basis`)."""
+    return (values + ZCA_SHRINK * values.mean().clamp(min=1e-12)).rsqrt()
+
+
 def principal_basis(vecs: Tensor, dim: int, whiten: str = "raw") -> tuple[Tensor, Tensor]:
     """(mean (D,), basis (D, k)) of the nonzero rows of ``vecs`` (n, D): their mean and top ``k = min(dim, D)``
     principal directions (eigenvectors of the covariance, exact and deterministic up to sign). ``whiten``:
@@ -93,7 +99,7 @@ def principal_basis(vecs: Tensor, dim: int, whiten: str = "raw") -> tuple[Tensor
     k = min(dim, vecs.shape[1])
     basis = vectors[:, -k:].flip(1)
     if whiten == "zca":
-        basis = basis * (values[-k:].flip(0) + ZCA_SHRINK * values.mean().clamp(min=1e-12)).rsqrt()
+        basis = basis * _zca_scales(values)[-k:].flip(0)
     elif whiten not in ("raw", "center"):
         raise ValueError(f"principal_basis: unknown whiten {whiten!r} (raw, center, zca)")
     return mean.float(), basis.float().contiguous()
@@ -113,12 +119,11 @@ def whitening(vecs: Tensor, kind: str, rows: Tensor) -> tuple[Tensor, Tensor]:
     if moments is None:
         return torch.zeros(dim), torch.eye(dim)
     mean, values, vectors = moments
-    scale = values.mean().clamp(min=1e-12)
     if kind == "center":
+        scale = values.mean().clamp(min=1e-12)
         return mean.float(), (torch.eye(dim, dtype=torch.float64) / scale.sqrt()).float()
     if kind == "zca":
-        inv = (values + ZCA_SHRINK * scale).rsqrt()
-        return mean.float(), ((vectors * inv) @ vectors.t()).float()
+        return mean.float(), ((vectors * _zca_scales(values)) @ vectors.t()).float()
     raise ValueError(f"whitening: unknown kind {kind!r} (center, zca)")
 
 
