@@ -18,6 +18,7 @@ from recbole.utils import init_seed, set_color
 
 from recbole_pmmrec import collectives, launch
 from recbole_pmmrec.config import Config
+from recbole_pmmrec.errors import PMMRecConfigError
 from recbole_pmmrec.logger import init_logger
 from recbole_pmmrec.preflight import check_output_dirs
 from recbole_pmmrec.provenance import check_atomic_files, log_provenance, run_provenance
@@ -37,6 +38,26 @@ def load_config(model, dataset, config_file_list=None, config_dict=None) -> Conf
 # keys a checkpoint's header records and ``~`` takes from it, with what a header written before the key reads as
 # (``transfer.with_older_keys``), in the log's words
 READ_BEFORE_THE_KEY = {"whiten": "raw", "score_tau": "dot products"}
+
+
+def calibrate_loaded_skip(config, model, trainer, valid_data) -> None:
+    """``skip_calibration`` for a model just loaded from ``pretrained``: ~ calibrates where the model has a content
+    skip and there are validation rows to choose on; True demands both; False keeps the checkpoint's weight.
+    (A resumed run is not calibrated again: its checkpoint holds the weight it trained from.)"""
+    wanted = config.settings.get("skip_calibration")
+    if wanted is False:
+        return
+    has_skip = getattr(model, "skip", None) is not None
+    has_rows = valid_data is not None and len(valid_data._dataset) > 0
+    if wanted is None and not (has_skip and has_rows):
+        return
+    if not has_rows:
+        raise PMMRecConfigError("skip_calibration: True chooses on the validation split, which is empty here; "
+                                "give the data set validation rows or set skip_calibration: False")
+    from recbole_pmmrec.transfer import calibrate_skip
+
+    metric = config["valid_metric"].lower()
+    calibrate_skip(model, lambda: trainer.evaluate(valid_data, load_best_model=False, show_progress=False)[metric])
 
 
 def resolve_from_checkpoint(config) -> None:
@@ -132,6 +153,8 @@ def run_recbole_pmmrec(model=None, dataset=None, config_file_list=None, config_d
     trainer.epoch_callback = epoch_callback
     if config["resume_checkpoint"]:  # continue a killed run (model, optimiser, RNG, early stopping)
         trainer.resume_checkpoint(config["resume_checkpoint"])
+    elif config["pretrained"]:
+        calibrate_loaded_skip(config, model, trainer, valid_data)
 
     trained = config["epochs"] > 0
     if trained:

@@ -177,6 +177,7 @@ KEYS: tuple[Key, ...] = (
        choices=("text_encoder", "image_encoder", "fusion", "user_encoder", "heads")),
     _k("freeze_transferred", "bool", models=("PMMRec",)),
     _k("transfer_shrink", "float", low=0.0, high=1.0, models=("PMMRec",)),
+    _k("skip_calibration", "bool", optional=True, models=("PMMRec",)),
     _k("domain_batches", "bool", models=("PMMRec",)),
     _k("finetune", "choice", choices=("all", "adaptor", "user_encoder"), models=("PMMRec",)),
     _k("save_pretrained", "path", optional=True, models=("PMMRec",)),

@@ -559,6 +559,36 @@ def apply_finetune(model: nn.Module, mode: str) -> list[str]:
     return trainable
 
 
+# skip_calibration: the factors tried on the content-skip weight of a loaded model (1 = the checkpoint's own)
+SKIP_FACTORS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+
+
+def calibrate_skip(model: nn.Module, validate, factors=SKIP_FACTORS) -> tuple[float, dict[float, float]]:
+    """``skip_calibration``: set the balance between a loaded model's learned score and its ``content_skip`` term
+    for the data it now ranks. The skip weight ``w`` was trained on the source domains, where the learned score
+    was worth more than on a new one; here ``w`` is multiplied by the factor of ``factors`` whose ``validate()``
+    (the validation metric, higher is better, with ``w`` at that value) is highest, ties going to 1 (the
+    checkpoint's own) and then to the first listed. No parameter but ``w`` changes, and ``w`` keeps training
+    from the chosen value. Returns (chosen factor, {factor: score})."""
+    skip = getattr(model, "skip", None)
+    if skip is None:
+        raise PMMRecConfigError("skip_calibration needs a content skip (content_skip > 0 or a checkpoint that has "
+                                "one); set skip_calibration: False")
+    if not factors:
+        raise PMMRecConfigError("skip_calibration: no factor to try")
+    base = skip.weight.detach().clone()
+    scores: dict[float, float] = {}
+    with torch.no_grad():
+        for factor in factors:
+            skip.weight.copy_(base * factor)
+            scores[float(factor)] = float(validate())
+        best = max(scores, key=lambda f: (scores[f], f == 1.0))
+        skip.weight.copy_(base * best)
+    logger.info("skip_calibration: content-skip weight x%g (%.4g -> %.4g); validation score by factor: %s", best,
+                float(base), float(skip.weight.detach()), ", ".join(f"{f:g}: {v:.4f}" for f, v in scores.items()))
+    return best, scores
+
+
 def source_datasets(config) -> list[str]:
     """The datasets a run trained on: the dataset's name, or a merged dataset's sources (from its meta.json)."""
     name = str(config["dataset"])
@@ -594,4 +624,5 @@ def save_folder(config) -> Path | None:
 __all__ = [
     "COMPONENTS", "DEFAULT_COMPONENTS", "ComponentReport", "LoadReport", "load_pretrained", "parse_components",
     "read_header", "save_folder", "save_pretrained", "source_datasets", "corpus", "exportable_state", "apply_finetune",
+    "calibrate_skip", "SKIP_FACTORS",
 ]

@@ -629,3 +629,68 @@ def test_eval_test_false_skips_the_test_and_keeps_the_components(world, tmp_path
     assert state["fitted"] and not after_fit
     assert result["test_result"] == {}
     assert (out / "model.safetensors").is_file()
+
+
+# -------------------------------------------------------------------------------- skip_calibration
+
+
+class _SkipStub(torch.nn.Module):
+    """A model whose only part is a content skip with weight ``w``."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.skip = torch.nn.Module()
+        self.skip.weight = torch.nn.Parameter(torch.tensor(float(w)))
+
+
+def test_calibrate_skip_keeps_the_best_factor_and_prefers_the_checkpoints_own_on_ties():
+    from recbole_pmmrec.transfer import SKIP_FACTORS, calibrate_skip
+
+    model = _SkipStub(2.0)
+    seen = []
+
+    def peak_at_20():  # highest at w = 20 (factor 10); records the weight each factor was scored at
+        seen.append(float(model.skip.weight))
+        return -abs(float(model.skip.weight) - 20.0)
+
+    best, scores = calibrate_skip(model, peak_at_20)
+    assert best == 10.0 and float(model.skip.weight) == 20.0
+    assert seen == [2.0 * f for f in SKIP_FACTORS] and set(scores) == set(SKIP_FACTORS)
+    assert model.skip.weight.requires_grad  # still a trained parameter, from the chosen value
+    flat = _SkipStub(3.0)
+    assert calibrate_skip(flat, lambda: 0.5)[0] == 1.0 and float(flat.skip.weight) == 3.0  # a tie keeps it
+    with pytest.raises(PMMRecConfigError, match="skip_calibration"):
+        calibrate_skip(torch.nn.Module(), lambda: 0.0)
+
+
+def test_skip_calibration_on_loading_a_checkpoint_with_a_content_skip(world):
+    """~ calibrates a loaded model's skip weight on the validation rows before any training step; False keeps the
+    checkpoint's; True without a skip is an error that names the key."""
+    from recbole_pmmrec.transfer import SKIP_FACTORS
+
+    folder = world.root / "text-skip"
+    run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config(
+        "text", content_skip=1.0, content_skip_dim=8, save_pretrained=str(folder)))
+    saved = float(read_header(folder)["config"]["content_skip"])
+
+    def zero_shot(**keys):
+        return run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config(
+            "text", content_skip=None, epochs=0, pretrained=str(folder), **keys))
+
+    kept = zero_shot(skip_calibration=False)
+    assert float(kept["trainer"].model.skip.weight) == pytest.approx(saved)
+    run = zero_shot()
+    model, trainer, valid = run["trainer"].model, run["trainer"], run["valid_data"]
+    factor = float(model.skip.weight) / saved
+    assert any(factor == pytest.approx(f) for f in SKIP_FACTORS)
+    by_factor = {}
+    with torch.no_grad():
+        for f in SKIP_FACTORS:  # scored again here: the chosen factor is the best on validation
+            model.skip.weight.fill_(saved * f)
+            by_factor[f] = trainer.evaluate(valid, load_best_model=False, show_progress=False)["ndcg@10"]
+    assert max(by_factor.values()) == pytest.approx(by_factor[min(SKIP_FACTORS, key=lambda f: abs(f - factor))])
+    assert run["best_valid_score"] == pytest.approx(max(by_factor.values()))
+    plain = world.checkpoint("text+image")[0]  # no skip there
+    with pytest.raises(PMMRecConfigError, match="skip_calibration"):
+        run_recbole_pmmrec("PMMRec", "synth", config_dict=world.config(
+            "text+image", epochs=0, pretrained=str(plain), skip_calibration=True))

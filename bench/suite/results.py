@@ -25,8 +25,10 @@ PATH_KEYS = frozenset({"data_path", "checkpoint_dir", "log_dir", "tensorboard_di
 # Keys added after runs were stored, whose default keeps the behaviour those runs had: at this value a key is left
 # out of ``defaults_digest``, so adding it does not make every stored run of the model stale.
 # (score_tau left this list when its default became ~: at ~ it makes other models on text with the item ID)
+# (skip_calibration acts only with pretrained, which no quality or cold-start run sets)
 NEUTRAL_DEFAULTS = {"PMMRec": {"item_id_neighbours": 0, "item_id_dropout": 0.0, "item_id_learning_rate": None,
-                               "item_id_shrink": 0.0, "eval_test": True, "knn_whiten": "raw"},
+                               "item_id_shrink": 0.0, "eval_test": True, "knn_whiten": "raw",
+                               "skip_calibration": None},
                     "ContentKNN": {"knn_whiten": "raw"}}
 
 
