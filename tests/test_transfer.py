@@ -650,15 +650,15 @@ def test_calibrate_skip_keeps_the_best_factor_and_prefers_the_checkpoints_own_on
     seen = []
 
     def peak_at_20():  # highest at w = 20 (factor 10); records the weight each factor was scored at
-        seen.append(float(model.skip.weight))
-        return -abs(float(model.skip.weight) - 20.0)
+        seen.append(float(model.skip.weight.detach()))
+        return -abs(float(model.skip.weight.detach()) - 20.0)
 
     best, scores = calibrate_skip(model, peak_at_20)
-    assert best == 10.0 and float(model.skip.weight) == 20.0
+    assert best == 10.0 and float(model.skip.weight.detach()) == 20.0
     assert seen == [2.0 * f for f in SKIP_FACTORS] and set(scores) == set(SKIP_FACTORS)
     assert model.skip.weight.requires_grad  # still a trained parameter, from the chosen value
     flat = _SkipStub(3.0)
-    assert calibrate_skip(flat, lambda: 0.5)[0] == 1.0 and float(flat.skip.weight) == 3.0  # a tie keeps it
+    assert calibrate_skip(flat, lambda: 0.5)[0] == 1.0 and float(flat.skip.weight.detach()) == 3.0  # a tie keeps it
     with pytest.raises(PMMRecConfigError, match="skip_calibration"):
         calibrate_skip(torch.nn.Module(), lambda: 0.0)
 
@@ -678,10 +678,10 @@ def test_skip_calibration_on_loading_a_checkpoint_with_a_content_skip(world):
             "text", content_skip=None, epochs=0, pretrained=str(folder), **keys))
 
     kept = zero_shot(skip_calibration=False)
-    assert float(kept["trainer"].model.skip.weight) == pytest.approx(saved)
+    assert float(kept["trainer"].model.skip.weight.detach()) == pytest.approx(saved)
     run = zero_shot()
     model, trainer, valid = run["trainer"].model, run["trainer"], run["valid_data"]
-    factor = float(model.skip.weight) / saved
+    factor = float(model.skip.weight.detach()) / saved
     assert any(factor == pytest.approx(f) for f in SKIP_FACTORS)
     by_factor = {}
     with torch.no_grad():
