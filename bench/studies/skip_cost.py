@@ -6,7 +6,10 @@ Builds PMMRec twice on a text data set with the plugin's factories (the same see
 ``content_skip: 0`` and once with the text default's 5.0, and a RecBole SASRec for scale. It then alternates:
 ``--steps`` training steps of each PMMRec (forward, backward, Adam step) on the same batches, and a full
 evaluation of each on the validation data, ``--rounds`` times, so that every model sees the same machine load.
-Prints the medians and their ratios; writes ``bench/results/skip_cost_<dataset>.json``. The time is the cost of
+With ``--zca`` a third PMMRec joins them: the skip in ContentKNN zca's geometry (``knn_whiten: zca``,
+``content_skip_dim: 384``, every direction of MiniLM's space instead of the top 64), written to
+``bench/results/skip_cost_<dataset>_zca.json``. Prints the medians and their ratios; writes
+``bench/results/skip_cost_<dataset>.json``. The time is the cost of
 the term itself (the recency-weighted profile of each window position, one more matrix product against the
 catalogue), not of training to convergence, which the quality runs report.
 """
@@ -57,6 +60,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--zca", action="store_true", help="also the skip in ContentKNN zca's geometry on 384 directions")
     args = ap.parse_args(argv)
 
     import torch
@@ -64,6 +68,9 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     models = {"off": build("PMMRec", args, content_skip=0.0, threads=args.threads),
               "skip 5.0": build("PMMRec", args, content_skip=5.0, threads=args.threads)}
+    if args.zca:
+        models["skip zca 384"] = build("PMMRec", args, content_skip=5.0, knn_whiten="zca", content_skip_dim=384,
+                                       threads=args.threads)
     sasrec = build("SASRec", args, threads=args.threads)
     train_batches = batches(models["off"][1], args.steps)
     sas_batches = batches(sasrec[1], args.steps)
@@ -83,11 +90,17 @@ def main(argv=None) -> dict:
         "step_ratio_skip_vs_off": median["skip 5.0"]["steps"] / median["off"]["steps"],
         "eval_ratio_skip_vs_off": median["skip 5.0"]["eval"] / median["off"]["eval"],
     }
+    if args.zca:
+        result["step_ratio_zca_vs_skip"] = median["skip zca 384"]["steps"] / median["skip 5.0"]["steps"]
+        result["eval_ratio_zca_vs_skip"] = median["skip zca 384"]["eval"] / median["skip 5.0"]["eval"]
     for name, m in median.items():
         print(f"{name:>9}: {args.steps} training steps {m['steps']:.2f} s, full evaluation {m['eval']:.2f} s")
     print(f"content_skip 5.0 / off: training steps {result['step_ratio_skip_vs_off']:.2f}x, "
           f"evaluation {result['eval_ratio_skip_vs_off']:.2f}x (medians of {args.rounds} rounds)")
-    out = REPO / "bench" / "results" / f"skip_cost_{args.dataset}.json"
+    if args.zca:
+        print(f"skip zca 384 / skip 5.0: training steps {result['step_ratio_zca_vs_skip']:.2f}x, "
+              f"evaluation {result['eval_ratio_zca_vs_skip']:.2f}x")
+    out = REPO / "bench" / "results" / f"skip_cost_{args.dataset}{'_zca' if args.zca else ''}.json"
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")
     return result
