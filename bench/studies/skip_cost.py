@@ -7,9 +7,9 @@ Builds PMMRec twice on a text data set with the plugin's factories (the same see
 ``--steps`` training steps of each PMMRec (forward, backward, Adam step) on the same batches, and a full
 evaluation of each on the validation data, ``--rounds`` times, so that every model sees the same machine load.
 With ``--zca`` a third PMMRec joins them: the skip in ContentKNN zca's geometry (``knn_whiten: zca``,
-``content_skip_dim: 384``, every direction of MiniLM's space instead of the top 64), written to
-``bench/results/skip_cost_<dataset>_zca.json``. Prints the medians and their ratios; writes
-``bench/results/skip_cost_<dataset>.json``. The time is the cost of
+``content_skip_dim: 384``, every direction of MiniLM's space instead of the top 64). Prints the medians and their
+ratios; writes ``bench/results/skip_cost_<dataset>.json`` (with ``--zca``: ``skip_cost_<dataset>_zca.json``, so
+the two-model file stays as it was). The time is the cost of
 the term itself (the recency-weighted profile of each window position, one more matrix product against the
 catalogue), not of training to convergence, which the quality runs report.
 """
