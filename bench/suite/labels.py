@@ -120,6 +120,11 @@ PMMREC.update({
     "PMMRec skip zca": {"knn_whiten": "zca"},
     "PMMRec skip zca 384": {"knn_whiten": "zca", "content_skip_dim": 384},
     "PMMRec with item ID skip zca 384": {"item_id_embedding": True, "knn_whiten": "zca", "content_skip_dim": 384},
+    # 0.9: MiniLM's top block trains (over the cached states of the five below it), with the rest of the text
+    # defaults set explicitly (a trainable block turns the frozen-text rules off; whiten needs frozen pooled states,
+    # so it is raw; the skip reads the frozen fifth block's pooled states)
+    "PMMRec text block 1": {"text_train_layers": 1, "hidden_size": 128, "inner_size": 512, "w_nid": 0.0,
+                            "hidden_dropout_prob": 0.3, "attn_dropout_prob": 0.3, "content_skip": 5.0},
     "PMMRec with item ID neighbours dot products": {"item_id_embedding": True, "item_id_neighbours": 10,
                                                     "score_tau": 0.0},
     "PMMRec with item ID dropout 0.2 neighbours dot products": {"item_id_embedding": True, "item_id_dropout": 0.2,

@@ -355,12 +355,24 @@ class ItemTower(nn.Module):
         They are much faster on a CPU: one pass over ~1,000 items x ~40 tokens makes each element-wise step of
         the fusion layer (GELU, residual adds, layer norms) allocate and touch a fresh 40-70 MB tensor, and
         those page faults, not the arithmetic, dominated the tower's time (``bench/studies/eval_cost.py``).
+        Where text tokens are read per chunk (trainable text blocks, or text + image without ``text_groups``),
+        the chunks hold items of similar text length: each chunk's states are cut to its longest text, and a
+        chunk of titles padded to its longest one does about 2.7x the real tokens' work in every text block
+        (seqrec-toys: 12 tokens on average, 32 at most). The vectors are the same in any order.
         """
         if self.pooled is not None or ids.numel() <= self.chunk_items:  # pooled: one small projection anyway
             return self._encode(ids)
+        order = None
+        if "text" in self.modalities and self.text_grouped is None:  # text tokens read per chunk (docstring)
+            order = torch.argsort(self.features.token_counts("text")[ids.cpu()], stable=True).to(ids.device)
+            ids = ids[order]
         parts = [self._encode(chunk) for chunk in ids.split(self.chunk_items)]
-        return ItemBatch(*(None if getattr(parts[0], f) is None else torch.cat([getattr(p, f) for p in parts])
-                           for f in ("vectors", "text_vec", "image_vec", "has_text", "has_image")))
+        fields = [None if getattr(parts[0], f) is None else torch.cat([getattr(p, f) for p in parts])
+                  for f in ("vectors", "text_vec", "image_vec", "has_text", "has_image")]
+        if order is not None:
+            back = torch.argsort(order)
+            fields = [None if f is None else f[back] for f in fields]
+        return ItemBatch(*fields)
 
     def _encode(self, ids: Tensor) -> ItemBatch:
         """:meth:`forward` on one chunk of item ids."""

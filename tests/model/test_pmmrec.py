@@ -61,6 +61,17 @@ def test_item_tower_chunks_give_the_same_vectors_and_gradients_as_one_pass(synth
     assert ids.numel() > 3 * 3
     for part in ("vectors", "text_vec", "image_vec", "has_text", "has_image"):
         assert torch.allclose(getattr(whole, part).float(), getattr(chunked, part).float(), atol=1e-5), part
+    # with a trainable text block the text tokens are read per chunk: the chunks hold items of similar text length
+    # (each chunk is cut to its longest text), shortest first; frozen text groups are read in id order
+    assert (tower.text_grouped is None) == (train_layers == 1)
+    seen, encode = [], tower._encode
+    tower._encode = lambda chunk: seen.append(chunk) or encode(chunk)
+    with torch.no_grad():
+        tower(ids.flip(0))
+    del tower._encode
+    lengths = tower.features.token_counts("text")[torch.cat(seen)]
+    assert len(seen) > 3 and len(set(lengths.tolist())) > 1
+    assert torch.equal(lengths, lengths.sort().values) == (train_layers == 1)
 
     batch = first_batch(train)
     grads = []
