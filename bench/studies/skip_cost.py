@@ -51,15 +51,21 @@ def steps_s(trainer, batch_list) -> float:
     return time.perf_counter() - start
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def step_study_parser(doc: str, work_dir: str, steps: int, rounds: int) -> argparse.ArgumentParser:
+    """The options of a study that alternates training steps and evaluations of models built side by side."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--dataset", default="seqrec-toys")
     ap.add_argument("--cache-dir", default="/tmp/pmmrec_bench/cache")
-    ap.add_argument("--work-dir", default="/tmp/pmmrec_bench/skip_cost")
+    ap.add_argument("--work-dir", default=work_dir)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--rounds", type=int, default=rounds)
+    return ap
+
+
+def main(argv=None) -> dict:
+    ap = step_study_parser(__doc__, "/tmp/pmmrec_bench/skip_cost", steps=20, rounds=5)
     ap.add_argument("--zca", action="store_true", help="also the skip in ContentKNN zca's geometry on 384 directions")
     args = ap.parse_args(argv)
 

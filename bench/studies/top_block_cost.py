@@ -15,7 +15,6 @@ evaluation), and their ratios; writes ``bench/results/top_block_cost_<dataset>.j
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -25,22 +24,14 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.studies.eval_cost import build, one_evaluation  # noqa: E402  (the same factories and evaluation)
-from bench.studies.skip_cost import batches, steps_s  # noqa: E402
+from bench.studies.skip_cost import batches, step_study_parser, steps_s  # noqa: E402
 from bench.suite.labels import PMMREC  # noqa: E402
 
 BLOCK_LABEL = "PMMRec text block 1"
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--dataset", default="seqrec-toys")
-    ap.add_argument("--cache-dir", default="/tmp/pmmrec_bench/cache")
-    ap.add_argument("--work-dir", default="/tmp/pmmrec_bench/top_block_cost")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args(argv)
+    args = step_study_parser(__doc__, "/tmp/pmmrec_bench/top_block_cost", steps=5, rounds=3).parse_args(argv)
 
     import torch
 
@@ -89,8 +80,8 @@ def main(argv=None) -> dict:
     print(f"block 1, id order / by length: training steps {result['step_ratio_id_order_vs_by_length']:.2f}x, "
           f"evaluation {result['eval_ratio_id_order_vs_by_length']:.2f}x (medians of {args.rounds} rounds)")
     print(f"block 1 (by length) / frozen: training steps {result['step_ratio_block_vs_frozen']:.2f}x, "
-          f"evaluation {result['eval_ratio_block_vs_frozen']:.2f}x; one epoch {result['epoch_ratio_block_vs_sasrec']:.2f}x "
-          f"SASRec's")
+          f"evaluation {result['eval_ratio_block_vs_frozen']:.2f}x; one epoch "
+          f"{result['epoch_ratio_block_vs_sasrec']:.2f}x SASRec's")
     out = REPO / "bench" / "results" / f"top_block_cost_{args.dataset}.json"
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")
