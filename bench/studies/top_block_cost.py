@@ -42,8 +42,8 @@ def main(argv=None) -> dict:
     features = block[0].model.item_tower.features
     by_length = features.token_counts
 
-    def in_id_order(modality):  # every item the same length: the stable sort keeps the chunks in id order
-        return torch.zeros_like(by_length(modality))
+    def in_id_order(modality, ids):  # every item the same length: the stable sort keeps the chunks in id order
+        return torch.zeros_like(by_length(modality, ids))
 
     runs = {"frozen (default)": (frozen, None), "block 1, chunks in id order": (block, in_id_order),
             "block 1, chunks by length": (block, by_length), "SASRec": (sasrec, None)}

@@ -101,9 +101,9 @@ class _StateSummaries:
             mask, states = mask[:, :width], states[:, :width]
         return states.to(ids.device, torch.float32), mask.to(ids.device)
 
-    def token_counts(self, modality: str) -> Tensor:
-        """(n_items,) how many of each item's state columns are real tokens (text: its tokenised length)."""
-        return self._source(modality)[1].sum(dim=1)
+    def token_counts(self, modality: str, ids: Tensor) -> Tensor:
+        """(N,) how many of the state columns of each item of ``ids`` are real tokens (text: its tokenised length)."""
+        return self._source(modality)[1][ids.cpu()].sum(dim=1)
 
     def pooled(self, modality: str) -> Tensor:
         """Masked mean of every item's cached states (n_items, D): a frozen modality's item summary."""

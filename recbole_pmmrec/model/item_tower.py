@@ -364,7 +364,7 @@ class ItemTower(nn.Module):
             return self._encode(ids)
         order = None
         if "text" in self.modalities and self.text_grouped is None:  # text tokens read per chunk (docstring)
-            order = torch.argsort(self.features.token_counts("text")[ids.cpu()], stable=True).to(ids.device)
+            order = torch.argsort(self.features.token_counts("text", ids), stable=True).to(ids.device)
             ids = ids[order]
         parts = [self._encode(chunk) for chunk in ids.split(self.chunk_items)]
         fields = [None if getattr(parts[0], f) is None else torch.cat([getattr(p, f) for p in parts])
