@@ -300,19 +300,27 @@ def part_stamp(args, work: Path) -> None:
 
     if not args.set:
         raise SystemExit("stamp: give the old defaults, e.g. --set hidden_size=64 w_nid=0.1")
-    values = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"stamp: --set {item!r} is not KEY=VALUE")
-        values[key] = yaml.safe_load(value)
+
+    def pairs(items, option):
+        out = {}
+        for item in items or ():
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise SystemExit(f"stamp: {option} {item!r} is not KEY=VALUE")
+            out[key] = yaml.safe_load(value)
+        return out
+
+    values, where = pairs(args.set, "--set"), pairs(args.where, "--where")
     for part in ("quality", "coldstart"):
         with results.locked(part):
             data = load_results(part)
-            changed = stamp(data["runs"], args.model, values, defaults_digest)
+            changed = stamp(data["runs"], args.model, values, defaults_digest, where=where,
+                            every_digest=args.every_digest)
             for run, added in changed:
                 print(f"[bench] {part}: {run.get('label')} on {run['spec'].get('dataset')} seed {run.get('seed')} "
                       f"({run.get('key')}): + {added}")
+                # under its new spec's key, so that a later run of today's default is never matched to it
+                run.update(results.rekeyed(run))
             if changed and args.write:
                 results.save_results(part, data)
             print(f"[bench] {part}: {len(changed)} runs {'stamped' if args.write else 'would be stamped (--write)'}")
@@ -373,6 +381,10 @@ def parse_args(argv=None):
                     help="stamp: KEY=VALUE, the defaults the older stored runs ran with")
     ap.add_argument("--model", default="PMMRec", help="stamp: the model whose stored runs to stamp")
     ap.add_argument("--write", action="store_true", help="stamp: write the stamped runs (default: only print them)")
+    ap.add_argument("--where", nargs="*", action="extend",
+                    help="stamp: KEY=VALUE, only the runs with these settings (unset: today's default)")
+    ap.add_argument("--every-digest", action="store_true",
+                    help="stamp: also runs made with today's properties files (a default that changed in the code)")
     args = ap.parse_args(argv)
     if args.timeout is None:  # a kill must not come before the graceful stop at the fit budget
         # (max-fit-s / 2 was too little on ml1m-posters: setup 344 s + 2 epochs of ~1,100 s under a 2,400 s budget,

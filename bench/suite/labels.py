@@ -130,6 +130,11 @@ PMMREC.update({
     "PMMRec with item ID dropout 0.2 neighbours dot products": {"item_id_embedding": True, "item_id_dropout": 0.2,
                                                                 "item_id_neighbours": 10, "score_tau": 0.0},
 })
+# 0.9: score_tau ~ is 0.1 (cosine scores) on frozen, cached text alone, with or without the ID. "X dot products"
+# names label X as it ran before that on such data (its stored runs were stamped score_tau 0), for every PMMRec label
+# that does not set score_tau itself (the explicit ones above keep their keys)
+PMMREC.update({f"{label} dot products": {**keys, "score_tau": 0.0} for label, keys in list(PMMREC.items())
+               if "score_tau" not in keys and f"{label} dot products" not in PMMREC})
 BASELINES = {
     "SASRec": {},
     "GRU4Rec": {},
@@ -184,6 +189,9 @@ RENAMED_LABELS = {"PMMRec text-only mlp": "PMMRec text-only", "PMMRec image-only
                   # 0.1" there is today's "with item ID"; a 0.8 ID run there (stamped score_tau 0) names its dot
                   # products (and on data with images, where ~ stays 0, keeps its label)
                   "PMMRec with item ID cosine 0.1": "PMMRec with item ID",
+                  # 0.9: score_tau ~ is 0.1 on frozen, cached text alone without the ID too, so "cosine 0.1" there is
+                  # today's default (on data with images, where ~ stays 0, it keeps its label)
+                  "PMMRec cosine 0.1": "PMMRec",
                   "PMMRec with item ID neighbours": "PMMRec with item ID neighbours dot products",
                   "PMMRec with item ID dropout 0.2 neighbours":
                       "PMMRec with item ID dropout 0.2 neighbours dot products"}
@@ -193,12 +201,16 @@ IMAGE_DATASETS = frozenset({"ml100k-posters", "ml1m-posters"})
 
 def canonical_label(run: dict) -> str:
     """A stored run's label under today's registry: RENAMED_LABELS applied where the settings match (an old label
-    may have several new ones, one per default change; the first whose settings match wins)."""
+    may have several new ones, one per default change; the first whose settings match wins). Each candidate, and
+    the label itself, is also tried as "... dot products" (a run stamped with the dot products it ran with before
+    score_tau ~ became 0.1 on text alone)."""
     label, spec = run.get("label"), run.get("spec") or {}
     candidates = RENAMED_LABELS.get(label) or ()
-    for new in (candidates,) if isinstance(candidates, str) else candidates:
-        if overrides_of(spec) == model_of(new)[1]:
-            return new
+    overrides = overrides_of(spec)
+    for new in ((candidates,) if isinstance(candidates, str) else tuple(candidates)) + (label,):
+        for name in (new, f"{new} dot products"):
+            if name in PMMREC and overrides == model_of(name)[1]:
+                return name
     return label
 
 
@@ -304,19 +316,26 @@ def today_default(spec: dict, key: str):
     return _model_properties(spec.get("model")).get(key)
 
 
-def stamp(runs: list[dict], model: str, values: dict, digest) -> list[tuple[dict, dict]]:
+def stamp(runs: list[dict], model: str, values: dict, digest, where: dict | None = None,
+          every_digest: bool = False) -> list[tuple[dict, dict]]:
     """After a default changes: give each stored ``model`` run made with the older defaults (its ``defaults``
-    differs from ``digest(model, dataset)``) the old ``values`` it ran with, as explicit keys of its spec, so the
-    report keeps telling it apart from today's default. A run that set a key itself keeps its own value, and a key
-    whose default today is still the old value (on that run's data) is left out. Changes ``runs`` in place and
-    returns (run, keys added) for each run changed."""
+    differs from ``digest(model, dataset)``; with ``every_digest`` any run, for a default that changed in the code
+    rather than in the properties files) the old ``values`` it ran with, as explicit keys of its spec, so the
+    report keeps telling it apart from today's default. ``where`` (key -> value) limits it to the runs with those
+    settings (a key the run did not set counts as today's default for it). A run that set a key itself keeps its
+    own value, and a key whose default today is still the old value (on that run's data) is left out. Changes
+    ``runs`` in place and returns (run, keys added) for each run changed."""
     digest = functools.cache(digest)  # one digest per data set (it reads the properties files)
     changed = []
     for run in runs:
         spec = run.get("spec") or {}
-        if spec.get("model") != model or run.get("defaults") in (None, digest(model, spec.get("dataset", DATASET))):
+        if spec.get("model") != model or run.get("defaults") is None:
+            continue
+        if not every_digest and run.get("defaults") == digest(model, spec.get("dataset", DATASET)):
             continue
         cfg = spec.get("config") or {}
+        if any(cfg.get(k, today_default(spec, k)) != v for k, v in (where or {}).items()):
+            continue
         added = {k: v for k, v in values.items() if k not in cfg and today_default(spec, k) != v}
         if added:
             spec["config"] = {**cfg, **added}

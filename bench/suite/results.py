@@ -129,13 +129,13 @@ def add_run(part: str, record: dict) -> None:
                 if ("spec" not in r or r.get("spec") == record.get("spec")
                         or ("spec" in record and run_key(r["spec"]) == run_key(record["spec"]))):
                     continue  # the same run, done again (another budget) or salvaged
-                r = _rekeyed(r)
+                r = rekeyed(r)
             kept.append(r)
         data["runs"] = kept + [slim(record)]
         save_results(part, data)
 
 
-def _rekeyed(record: dict) -> dict:
+def rekeyed(record: dict) -> dict:
     """``record`` under its spec's key (and reuse key), the key it ran under kept as ``ran_as``."""
     return dict(record, key=run_key(record["spec"]), reuse_key=run_key(record["spec"], with_tag=False),
                 ran_as=record.get("ran_as", record.get("key")))
@@ -153,7 +153,7 @@ def stamp_default(part: str, model: str, key: str, value) -> int:
             spec = r.get("spec")
             if not spec or spec.get("model") != model or key in (spec.get("config") or {}):
                 continue
-            r.update(_rekeyed(dict(r, spec=dict(spec, config=dict(spec.get("config") or {}, **{key: value})))))
+            r.update(rekeyed(dict(r, spec=dict(spec, config=dict(spec.get("config") or {}, **{key: value})))))
             n += 1
         save_results(part, data)
     return n

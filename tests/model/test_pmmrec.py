@@ -812,20 +812,22 @@ def test_item_id_shrink_scales_each_id_row_by_its_items_training_count(synth, pm
     assert torch.isfinite(model.calculate_loss(first_batch(train)))
 
 
-def test_score_tau_unset_is_cosine_with_the_item_id_on_frozen_cached_text_alone(synth, pmmrec_config, caplog):
-    """``score_tau: ~`` decides DEFAULT_ID_TEXT_SCORE_TAU (cosine scores) with ``item_id_embedding`` on text alone
-    from a frozen, cached encoder, logged and written back to the config; 0 (dot products) without the ID, with an
-    image or with trainable text blocks; a value set by the user is kept."""
-    from recbole_pmmrec.model.item_tower import DEFAULT_ID_TEXT_SCORE_TAU
+def test_score_tau_unset_is_cosine_on_frozen_cached_text_alone(synth, pmmrec_config, caplog):
+    """``score_tau: ~`` decides DEFAULT_TEXT_SCORE_TAU (cosine scores) on text alone from a frozen, cached encoder,
+    with or without ``item_id_embedding``, logged and written back to the config; 0 (dot products) with an image or
+    with trainable text blocks; a value set by the user is kept."""
+    from recbole_pmmrec.model.item_tower import DEFAULT_TEXT_SCORE_TAU
 
-    with caplog.at_level(logging.INFO):
-        config, model, *_ = build(synth, pmmrec_config, modalities=["text"], item_id_embedding=True, score_tau=None)
-    assert config["score_tau"] == model.score_tau == DEFAULT_ID_TEXT_SCORE_TAU > 0
-    assert any(f"score_tau={DEFAULT_ID_TEXT_SCORE_TAU}" in r.getMessage() and "item_id_embedding" in r.getMessage()
-               for r in caplog.records)
-    for overrides in ({"modalities": ["text"]}, {"item_id_embedding": True},
+    for overrides in ({"modalities": ["text"]}, {"modalities": ["text"], "item_id_embedding": True}):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            config, model, *_ = build(synth, pmmrec_config, score_tau=None, **overrides)
+        assert config["score_tau"] == model.score_tau == DEFAULT_TEXT_SCORE_TAU > 0, overrides
+        assert any(f"score_tau={DEFAULT_TEXT_SCORE_TAU}" in r.getMessage() and "frozen, cached text alone"
+                   in r.getMessage() for r in caplog.records), overrides
+    for overrides in ({}, {"item_id_embedding": True}, {"modalities": ["text"], "text_train_layers": 1},
                       {"modalities": ["text"], "item_id_embedding": True, "text_train_layers": 1}):
         config, model, *_ = build(synth, pmmrec_config, score_tau=None, **overrides)
         assert config["score_tau"] == model.score_tau == 0.0, overrides
-    config, kept, *_ = build(synth, pmmrec_config, modalities=["text"], item_id_embedding=True, score_tau=0.0)
+    config, kept, *_ = build(synth, pmmrec_config, modalities=["text"], score_tau=0.0)
     assert config["score_tau"] == kept.score_tau == 0.0

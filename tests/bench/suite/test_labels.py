@@ -112,6 +112,30 @@ def test_dropout_default_relabels_dropout_runs_on_text_data_and_names_stamped_on
     assert labels.canonical_label(_on("seqrec-toys", "PMMRec with item ID")) == "PMMRec with item ID"
 
 
+def test_score_tau_default_relabels_cosine_runs_on_text_data_and_names_stamped_ones_dot_products():
+    """Since score_tau ~ is 0.1 for frozen, cached text alone (with or without the ID), a "cosine 0.1" run on text
+    is today's default and one on text + image stays its own setting; a run stamped with the dot products it ran
+    with is named by its label plus "dot products" (any label, and after the older renames)."""
+    d1 = {"hidden_dropout_prob": 0.1, "attn_dropout_prob": 0.1}
+    cosine = _on("seqrec-toys", "PMMRec cosine 0.1", score_tau=0.1)
+    assert labels.canonical_label(cosine) == "PMMRec" and labels.is_current(dict(cosine, label="PMMRec"))
+    fused = _on("ml100k-posters", "PMMRec cosine 0.1", score_tau=0.1)
+    assert labels.canonical_label(fused) == "PMMRec cosine 0.1" and labels.is_current(fused)
+    assert labels.is_current(_on("ml100k-posters", "PMMRec", score_tau=0.0))  # 0 is still the default with images
+    for label, keys, named in [
+            ("PMMRec", {}, "PMMRec dot products"),
+            ("PMMRec skip zca 384", {"knn_whiten": "zca", "content_skip_dim": 384}, "PMMRec skip zca 384 dot products"),
+            ("PMMRec", d1, "PMMRec dropout 0.1 dot products"),  # a 0.7 default run, stamped twice
+            ("PMMRec dropout 0.3", {"hidden_dropout_prob": 0.3, "attn_dropout_prob": 0.3}, "PMMRec dot products"),
+            ("PMMRec with item ID", {"item_id_embedding": True}, "PMMRec with item ID dot products")]:
+        stamped = _on("seqrec-toys", label, score_tau=0.0, **keys)
+        assert not labels.is_current(dict(stamped, label="PMMRec")), label
+        assert labels.canonical_label(stamped) == named, label
+        assert labels.is_current(dict(stamped, label=named)), label
+    text = _on("ml100k-posters", "PMMRec text-only", modalities=["text"], projection="mlp", score_tau=0.0)
+    assert labels.canonical_label(text) == "PMMRec text-only dot products"
+
+
 def test_batch_default_relabels_by_what_it_resolved_to_on_the_runs_data():
     """train_batch_size ~ resolves from the data (``spec["resolved"]``, recorded by the worker): a "batch 256"
     run where ~ gave 256 is today's default; where ~ gave 64 it stays its own setting; a run that ran with the old
@@ -160,3 +184,26 @@ def test_stamp_reads_a_recbole_baselines_defaults_from_recbole_own_properties():
     changed = stamp([run], "SASRec", {"hidden_dropout_prob": 0.5, "layer_norm_eps": 1e-12, "n_layers": 3},
                     lambda model, dataset: "today")
     assert [added for _, added in changed] == [{"n_layers": 3}]
+
+
+def test_stamp_every_digest_and_where_reach_a_default_changed_in_the_code():
+    """``stamp --every-digest --where KEY=VALUE``: a default that changed in the package's code leaves the
+    properties' digest as it was, so runs made with today's digest are stamped too, and ``where`` keeps it to the
+    runs that ran with the old value (here the ID-free ones: an unset ``item_id_embedding`` counts as today's
+    default, False)."""
+    from bench.suite.labels import stamp
+
+    def run(dataset, **config):
+        return {"label": "PMMRec", "defaults": "today", "spec": {"model": "PMMRec", "dataset": dataset,
+                                                                 "config": config}}
+
+    free, with_id, image = run("seqrec-toys"), run("seqrec-toys", item_id_embedding=True), run("ml100k-posters")
+    cosine = run("seqrec-toys", score_tau=0.1)
+    runs = [free, with_id, image, cosine]
+    digest = lambda model, dataset: "today"  # noqa: E731
+    assert stamp(runs, "PMMRec", {"score_tau": 0.0}, digest, where={"item_id_embedding": False}) == []
+    changed = stamp(runs, "PMMRec", {"score_tau": 0.0}, digest, where={"item_id_embedding": False},
+                    every_digest=True)
+    assert [r for r, _ in changed] == [free] and free["spec"]["config"] == {"score_tau": 0.0}
+    assert with_id["spec"]["config"] == {"item_id_embedding": True} and image["spec"]["config"] == {}
+    assert cosine["spec"]["config"] == {"score_tau": 0.1}
