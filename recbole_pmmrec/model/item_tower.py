@@ -126,7 +126,7 @@ DEFAULT_TEXT_SCORE_TAU = 0.1  # the score_tau ~ gives frozen, cached text alone
 def default_score_tau(settings, modalities) -> float:
     """``score_tau: ~``: 0.1 (cosine scores) for text alone from a frozen encoder with cached states, with or without
     ``item_id_embedding``; else 0 (dot products). Dot products let a popular item's vector grow long and rank by length;
-    cosine scores keep ranking to direction. Test NDCG@10 against dot products, ID-free (0.9): seqrec-toys 1.05x (ahead
+    cosine scores keep ranking to direction. Test NDCG@10 against dot products, ID-free (0.9): seqrec-toys 1.04x (ahead
     on 3 of 3 seeds), MicroLens-50K 1.14x (seed 2021, equal budget), seqrec-clothing 1.05x (seed 2020, equal budget),
     seqrec-beauty 1.01x (3 seeds), seqrec-health and -electronics 1.01x (1 seed each), seqrec-beauty-repeats 1.02x
     (RecBole's rule, 3 seeds, ahead on each). With the ID (0.8): MicroLens-50K 1.10x, seqrec-toys 1.03x,
