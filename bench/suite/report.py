@@ -1376,8 +1376,8 @@ def readme_results(rows: dict[str, dict], cold_rows: dict[str, dict] | None = No
     lines += ["", "Test NDCG@10, mean ± sd (number of seeds). \"History removed\": the items of the input sequence "
               "are not ranked, for every model (PMMRec's own protocol); `SASRec hr-selected` is also stopped and "
               "selected by that rule. The ratio is against SASRec hr-selected where it ran, else SASRec. \"With "
-              "item ID\": `item_id_embedding: True`. On text alone PMMRec scores by cosine (`score_tau: ~` = 0.1), with "
-              "or without the ID."
+              "item ID\": `item_id_embedding: True`. On text alone PMMRec scores by cosine (`score_tau: ~` = 0.1), "
+              "with or without the ID."
               + (" † a run was stopped by its time or epoch budget before early stopping." if capped else "")
               + (" ‡ where users repeat items, history items are ranked (as RecBole ranks) for every model."
                  if repeats else "")

@@ -129,12 +129,13 @@ def default_score_tau(settings, modalities) -> float:
     cosine scores keep ranking to direction. Test NDCG@10 against dot products, ID-free (0.9): seqrec-toys 1.04x (ahead
     on 3 of 3 seeds), MicroLens-50K 1.14x (seed 2021, equal budget), seqrec-clothing 1.05x (seed 2020, equal budget),
     seqrec-beauty 1.01x (3 seeds), seqrec-health and -electronics 1.01x (1 seed each), seqrec-beauty-repeats 1.02x
-    (RecBole's rule, 3 seeds, ahead on each); behind on seqrec-books, 0.98x (seed 2020). With the ID (0.8): MicroLens-50K 1.10x, seqrec-toys 1.03x,
-    seqrec-beauty-repeats 1.02x (3 of 3 seeds each), seqrec-electronics 1.02x, seqrec-clothing 1.05x, level on
-    seqrec-beauty and -health. The cost is new items: on seqrec-toys' cold split (3 seeds) the rows whose target is new
-    find it a little less often (Recall@10 0.95x, behind on 2 of 3 seeds), while every row together gains (all-row
-    NDCG@10 1.06x, ahead on each seed); ``score_tau: 0`` keeps dot products where new items matter most. With images
-    (ml100k-posters, level over 2 seeds) and with trainable text blocks (not measured) 0 stays."""
+    (RecBole's rule, 3 seeds, ahead on each); behind on seqrec-books, 0.98x (seed 2020). With the ID (0.8):
+    MicroLens-50K 1.10x, seqrec-toys 1.03x, seqrec-beauty-repeats 1.02x (3 of 3 seeds each), seqrec-electronics 1.02x,
+    seqrec-clothing 1.05x, level on seqrec-beauty and -health. The cost is new items: on seqrec-toys' cold split (3
+    seeds) the rows whose target is new find it a little less often (Recall@10 0.95x, behind on 2 of 3 seeds), while
+    every row together gains (all-row NDCG@10 1.06x, ahead on each seed); ``score_tau: 0`` keeps dot products where new
+    items matter most. With images (ml100k-posters, level over 2 seeds) and with trainable text blocks (not measured) 0
+    stays."""
     return DEFAULT_TEXT_SCORE_TAU if pooled_once(settings, modalities) == "text" else 0.0
 
 
