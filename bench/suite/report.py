@@ -497,13 +497,15 @@ def split_current(runs: list[dict]) -> tuple[list[dict], list[dict]]:
     """(runs of today's settings, older runs): ``labels.is_current`` on each stored run's label and spec. Of two
     finished runs of today's settings with the same row and seed (the same setting run again under other run keys,
     e.g. another epoch cap or budget) only the later one counts, so that no seed is counted twice; the earlier
-    goes with the older runs."""
+    goes with the older runs, under its own row ("LABEL (superseded)"), so that it is not averaged with runs of
+    settings that have since left."""
     current = [r for r in runs if is_current(r)]
     latest = {(run_label(r), r.get("seed")): i for i, r in enumerate(current) if r.get("status") == "done"}
     kept = [r for i, r in enumerate(current)
             if r.get("status") != "done" or latest[(run_label(r), r.get("seed"))] == i]
-    ids = {id(r) for r in kept}
-    return kept, [r for r in runs if id(r) not in ids]
+    ids, superseded = {id(r) for r in kept}, {id(r) for r in current}
+    return kept, [dict(r, label=f"{r.get('label', r['spec']['model'])} (superseded)") if id(r) in superseded else r
+                  for r in runs if id(r) not in ids]
 
 
 def _settings(runs: list[dict]) -> str:

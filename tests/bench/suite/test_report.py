@@ -432,7 +432,7 @@ def test_a_recommended_setting_is_judged_on_its_mean_and_on_every_seed():
 
 def test_a_seed_run_again_under_another_key_counts_once_the_later_run():
     """The same label, data set and seed finished twice (e.g. once with 40 epochs, again with another cap): the
-    report counts the later run only, and the earlier one goes with the older runs."""
+    report counts the later run only, and the earlier one goes with the older runs, in a row of its own."""
     from bench.suite.report import split_current
 
     def run(seed, value, key):
@@ -442,6 +442,7 @@ def test_a_seed_run_again_under_another_key_counts_once_the_later_run():
     old, other, new = run(2020, 0.1, "a"), run(2021, 0.2, "b"), run(2020, 0.3, "c")
     current, older = split_current([old, other, new])
     assert [r["key"] for r in current] == ["b", "c"] and [r["key"] for r in older] == ["a"]
+    assert older[0]["label"] == "ContentKNN (superseded)" and old["label"] == "ContentKNN"
 
 
 def test_readme_results_compare_data_whose_users_repeat_items_as_recbole_ranks():
