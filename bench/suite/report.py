@@ -503,7 +503,8 @@ def split_current(runs: list[dict]) -> tuple[list[dict], list[dict]]:
     latest = {(run_label(r), r.get("seed")): i for i, r in enumerate(current) if r.get("status") == "done"}
     kept = [r for i, r in enumerate(current)
             if r.get("status") != "done" or latest[(run_label(r), r.get("seed"))] == i]
-    ids, superseded = {id(r) for r in kept}, {id(r) for r in current}
+    ids = {id(r) for r in kept}
+    superseded = {id(r) for r in current} - ids
     return kept, [dict(r, label=f"{r.get('label', r['spec']['model'])} (superseded)") if id(r) in superseded else r
                   for r in runs if id(r) not in ids]
 
